@@ -1,0 +1,5 @@
+import sys
+
+from sim4seg.cli import main
+
+sys.exit(main())
