@@ -1,0 +1,270 @@
+"""RVLS2M (paper §3.1, Algorithm 1, Eq. 4–8) as pure, batched, loop-free tensor functions.
+
+Three steps, each a function:
+
+``region_scores``  similarity of every image token to the ``[SEG]`` token (Eq. 4),
+                   normalised (softmax, Eq. 5, or min-max as in the released code), pooled
+                   into a ``grid × grid`` matrix of cells over the image (Eq. 6–7).
+``region_mask``    the τ strategy and indicator (Eq. 8): top-k, fraction, mean + α·std, Otsu.
+``to_sam_prompt``  the selected cells drawn into SAM's low-res prompt frame (``input_masks``),
+                   through the image's original coordinates, so non-square images land right.
+
+Coordinates. Boxes are ``(x0, y0, x1, y1)`` in original-image pixels (pixel ``r`` spans
+``[r, r+1)``). The image is divided into ``grid`` rows and columns of cells; a pixel belongs
+to the cell that contains its centre: row ``⌊(r + ½)·g / H⌋``. This covers the whole image
+(the released code drops the ``H mod g`` last rows) and equals the released code's cells
+whenever ``g`` divides ``H``.
+
+Pooling ``"image"`` (default) is what the released code computes: the token map is upsampled
+bilinearly (``align_corners=False``) onto the region of the image it covers (``token_box``;
+outside it the map takes its minimum) and every cell takes the mean over its pixels. The
+bilinear weights are separable, so the cell means are ``P_h · M · P_wᵀ`` with small
+``grid × h_p`` and ``grid × w_p`` matrices and no full-resolution map is built. Pooling
+``"token"`` is the literal Algorithm 1: block means of size ``b = ⌊min(h', w')/g⌋`` on the
+token grid; its cells cover the top-left ``b·g × b·g`` tokens (``token_pool_box`` gives where
+that lies in the image, for ``to_sam_prompt``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZATIONS = ("softmax", "minmax")
+POOLINGS = ("image", "token")
+TAU_STRATEGIES = ("topk", "fraction", "threshold", "otsu")
+
+SizeLike = Sequence[int] | torch.Tensor
+BoxLike = Sequence[float] | torch.Tensor
+
+
+def _per_item(value, batch: int, width: int, name: str, device, dtype) -> torch.Tensor:
+    """A ``(width,)`` sequence or ``(B, width)`` tensor → ``(B, width)`` tensor."""
+    t = torch.as_tensor(value, device=device, dtype=dtype)
+    if t.ndim == 1:
+        t = t.unsqueeze(0).expand(batch, -1)
+    if t.shape != (batch, width):
+        raise ValueError(f"{name} must be {width} numbers or a ({batch}, {width}) tensor, got shape {tuple(t.shape)}")
+    return t
+
+
+def paper_grid(n: int) -> tuple[int, int]:
+    """The paper's fallback token grid for ``n`` tokens: ``h' = ⌊√n⌋, w' = ⌈n / h'⌉`` (Alg. 1 line 4)."""
+    if n < 1:
+        raise ValueError("no image tokens")
+    h = math.isqrt(n)
+    return h, -(-n // h)
+
+
+def similarity(image_emb: torch.Tensor, seg_emb: torch.Tensor, normalize: str = "softmax") -> torch.Tensor:
+    """Eq. 4–5: ``(B, n, d)`` image tokens · ``(B, d)`` ``[SEG]`` → ``(B, n)`` normalised scores (float32)."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if image_emb.ndim != 3 or seg_emb.ndim != 2 or image_emb.shape[0] != seg_emb.shape[0] \
+            or image_emb.shape[2] != seg_emb.shape[1]:
+        raise ValueError(f"image_emb must be (B, n, d) and seg_emb (B, d); got {tuple(image_emb.shape)} "
+                         f"and {tuple(seg_emb.shape)}")
+    sim = torch.einsum("bnd,bd->bn", image_emb.float(), seg_emb.float())
+    if normalize == "softmax":
+        return sim.softmax(dim=-1)
+    lo, hi = sim.amin(-1, keepdim=True), sim.amax(-1, keepdim=True)
+    return (sim - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def token_map(scores: torch.Tensor, token_grid: tuple[int, int] | None) -> torch.Tensor:
+    """``(B, n)`` → ``(B, h_p, w_p)``; with the paper's grid, missing trailing cells take the minimum."""
+    b, n = scores.shape
+    if token_grid is None:
+        h, w = paper_grid(n)
+        if h * w > n:
+            scores = torch.cat([scores, scores.amin(-1, keepdim=True).expand(b, h * w - n)], dim=1)
+    else:
+        h, w = (int(v) for v in token_grid)
+        if h * w != n:
+            raise ValueError(f"token_grid {h}x{w} = {h * w} tokens, but the image has {n} tokens")
+    return scores.reshape(b, h, w)
+
+
+def _axis_pool(length: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int, grid: int):
+    """One axis of the separable cell means of a bilinear upsampling.
+
+    length: (B,) image side in pixels; lo, hi: (B,) where the ``n`` tokens lie on this axis.
+    Returns ``P`` (B, grid, n): cell-mean weights on the tokens inside the box, and
+    ``frac`` (B, grid): the share of each cell's pixels that lie inside the box.
+    Sides shorter than ``grid`` are supersampled by an integer factor so every cell has samples.
+    """
+    device = lo.device
+    factor = torch.clamp(-(-grid // length), min=1)                           # (B,)
+    samples = int((length * factor).max())
+    r = torch.arange(samples, device=device, dtype=torch.float64)             # (L,)
+    valid = r[None] < (length * factor)[:, None]                              # (B, L)
+    centre = (r[None] + 0.5) / factor[:, None]                                # (B, L) image coords
+    inside = valid & (centre >= lo[:, None]) & (centre < hi[:, None])
+    # align_corners=False source coordinate on the token axis, clamped as F.interpolate does
+    src = ((centre - lo[:, None]) * n / (hi - lo)[:, None] - 0.5).clamp(0, n - 1)
+    i0 = src.floor().long().clamp(max=n - 1)
+    i1 = (i0 + 1).clamp(max=n - 1)
+    w1 = (src - i0) * inside
+    w0 = (1.0 - (src - i0)) * inside
+    interp = torch.zeros(*src.shape, n, device=device, dtype=torch.float64)   # (B, L, n)
+    interp.scatter_add_(2, i0.unsqueeze(-1), w0.unsqueeze(-1))
+    interp.scatter_add_(2, i1.unsqueeze(-1), w1.unsqueeze(-1))
+    cell = (centre * grid / length[:, None]).floor().long().clamp(0, grid - 1)
+    member = F.one_hot(cell, grid).double() * valid.unsqueeze(-1)             # (B, L, g)
+    count = member.sum(1)                                                     # (B, g)
+    pool = member.transpose(1, 2) @ interp / count.unsqueeze(-1)              # (B, g, n)
+    frac = (member * inside.unsqueeze(-1)).sum(1) / count                     # (B, g)
+    return pool, frac
+
+
+def image_pool_matrices(image_size: SizeLike, token_grid: tuple[int, int], *, batch: int,
+                        token_box: BoxLike | None = None, grid: int = 16, device=None):
+    """``(P_h (B,g,h_p), P_w (B,g,w_p), inside (B,g,g))`` for ``pool="image"``; see the module docstring."""
+    size = _per_item(image_size, batch, 2, "image_size", device, torch.float64)
+    if bool((size < 1).any()):
+        raise ValueError(f"image_size must be positive, got {size.tolist()}")
+    box = size.new_zeros(batch, 4)
+    box[:, 2], box[:, 3] = size[:, 1], size[:, 0]
+    if token_box is not None:
+        box = _per_item(token_box, batch, 4, "token_box", device, torch.float64)
+        if bool(((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])).any()):
+            raise ValueError(f"token_box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box.tolist()}")
+    h_p, w_p = token_grid
+    p_h, f_h = _axis_pool(size[:, 0].long(), box[:, 1], box[:, 3], h_p, grid)
+    p_w, f_w = _axis_pool(size[:, 1].long(), box[:, 0], box[:, 2], w_p, grid)
+    return p_h, p_w, f_h[:, :, None] * f_w[:, None, :]
+
+
+def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tuple[int, int] | None,
+                  image_size: SizeLike, *, token_box: BoxLike | None = None, grid: int = 16,
+                  normalize: str = "softmax", pool: str = "image") -> torch.Tensor:
+    """Region similarity matrix R (Eq. 4–7): ``(B, grid, grid)`` float32.
+
+    image_emb: (B, n, d) image-token hidden states after ϕ; seg_emb: (B, d) ``[SEG]`` after ϕ.
+    token_grid: (h_p, w_p) of the LVLM's patches, or ``None`` for the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉.
+    image_size: (H, W) of the original image, or a (B, 2) tensor of per-item sizes.
+    token_box: (x0, y0, x1, y1) where the token grid lies in original-image pixels (a centre
+    crop lies inside the image, padding reaches outside it); (4,) or (B, 4); default the image.
+    """
+    if pool not in POOLINGS:
+        raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    m = token_map(similarity(image_emb, seg_emb, normalize), token_grid)     # (B, h_p, w_p)
+    b, h_p, w_p = m.shape
+    if pool == "token":
+        block = min(h_p, w_p) // grid
+        if block == 0:
+            raise ValueError(f"pool='token' needs grid <= min(token grid) = {min(h_p, w_p)}, got grid={grid}; "
+                             "use pool='image' for finer grids")
+        cells = m[:, : block * grid, : block * grid].reshape(b, grid, block, grid, block)
+        return cells.mean(dim=(2, 4))
+    p_h, p_w, inside = image_pool_matrices(image_size, (h_p, w_p), batch=b, token_box=token_box,
+                                           grid=grid, device=m.device)
+    floor = m.amin(dim=(1, 2)).double()[:, None, None]
+    out = p_h @ m.double() @ p_w.transpose(1, 2) + floor * (1.0 - inside)
+    return out.float()
+
+
+def token_pool_box(token_grid: tuple[int, int], grid: int, token_box: BoxLike | None,
+                   image_size: Sequence[int]) -> tuple[float, float, float, float]:
+    """Where the cells of ``pool="token"`` lie in the image (the top-left ``b·g`` square of tokens)."""
+    h_p, w_p = token_grid
+    block = min(h_p, w_p) // grid
+    if block == 0:
+        raise ValueError(f"grid {grid} is finer than the token grid {h_p}x{w_p}")
+    x0, y0, x1, y1 = (0.0, 0.0, float(image_size[1]), float(image_size[0])) if token_box is None \
+        else (float(v) for v in token_box)
+    return x0, y0, x0 + (x1 - x0) * block * grid / w_p, y0 + (y1 - y0) * block * grid / h_p
+
+
+def _otsu(scores: torch.Tensor) -> torch.Tensor:
+    """Per-row Otsu threshold over the values themselves (no histogram): (B, N) → (B,)."""
+    v, _ = scores.double().sort(dim=1)                                        # (B, N) ascending
+    n = v.shape[1]
+    csum = v.cumsum(1)
+    total = csum[:, -1:]
+    k = torch.arange(1, n, device=v.device, dtype=torch.float64)              # size of the low class
+    w0, w1 = k / n, 1 - k / n
+    mu0 = csum[:, :-1] / k
+    mu1 = (total - csum[:, :-1]) / (n - k)
+    between = w0 * w1 * (mu0 - mu1) ** 2                                      # (B, N-1)
+    between = torch.where(v[:, 1:] > v[:, :-1], between, torch.full_like(between, -1.0))
+    best = between.argmax(1, keepdim=True)                                    # split before index best+1
+    return v.gather(1, best + 1).squeeze(1).to(scores.dtype)
+
+
+def region_mask(scores: torch.Tensor, *, tau: str = "topk", k: int = 36, fraction: float | None = None,
+                alpha: float | None = None) -> torch.Tensor:
+    """τ and the indicator (Eq. 8): ``(B, g, g)`` scores → ``(B, g, g)`` bool.
+
+    ``topk``: the ``k`` best cells (the paper's best: 36 of 16×16). ``fraction``: the best
+    ``round(fraction·g²)`` cells (at least one). ``threshold``: cells above mean + α·std
+    (α default 0) — the best cell is always kept. ``otsu``: cells at or above the Otsu threshold.
+    """
+    if tau not in TAU_STRATEGIES:
+        raise ValueError(f"tau must be one of {TAU_STRATEGIES}, got {tau!r}")
+    b, gh, gw = scores.shape
+    flat = scores.reshape(b, gh * gw)
+    if tau in ("topk", "fraction"):
+        if tau == "fraction":
+            if fraction is None or not 0.0 < fraction <= 1.0:
+                raise ValueError(f"tau='fraction' needs 0 < fraction <= 1, got {fraction!r}")
+            k = max(1, round(fraction * gh * gw))
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        idx = flat.topk(min(k, gh * gw), dim=1).indices
+        out = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
+    elif tau == "threshold":
+        a = 0.0 if alpha is None else float(alpha)
+        thr = flat.mean(1, keepdim=True) + a * flat.std(1, unbiased=False, keepdim=True)
+        out = (flat > thr).scatter_(1, flat.argmax(1, keepdim=True), True)
+    else:
+        out = flat >= _otsu(flat).unsqueeze(1)
+    return out.reshape(b, gh, gw)
+
+
+def sam_resized_size(image_size: SizeLike, sam_size: int = 1024) -> tuple[int, int]:
+    """(H', W') of an image in SAM's frame: longest side → ``sam_size`` (SAM's rounding)."""
+    h, w = (int(v) for v in image_size)
+    scale = sam_size / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def to_sam_prompt(mask: torch.Tensor, image_size: SizeLike, *, grid_box: BoxLike | None = None,
+                  sam_size: int = 1024, prompt_size: int = 256, on: float = 1.0, off: float = 0.0,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Region mask ``(B, g, g)`` bool → SAM mask prompt ``(B, 1, prompt_size, prompt_size)``.
+
+    SAM sees the image resized so its longest side is ``sam_size`` and padded bottom-right; the
+    prompt frame is that square at ``prompt_size``. Each prompt pixel is traced back to the
+    original image; it takes ``on`` if its cell is selected, else ``off`` (also over padding).
+    grid_box: where the ``g × g`` cells lie in the image, (x0, y0, x1, y1); default the image.
+    """
+    b, gh, gw = mask.shape
+    device = mask.device
+    size = _per_item(image_size, b, 2, "image_size", device, torch.float64)
+    box = size.new_zeros(b, 4)
+    box[:, 2], box[:, 3] = size[:, 1], size[:, 0]
+    if grid_box is not None:
+        box = _per_item(grid_box, b, 4, "grid_box", device, torch.float64)
+    scale = sam_size / size.amax(1)                                           # (B,)
+    resized = (size * scale[:, None] + 0.5).floor()                           # (B, 2) SAM's rounding
+    centre = (torch.arange(prompt_size, device=device, dtype=torch.float64) + 0.5) * sam_size / prompt_size
+
+    def cells(axis: int, lo: torch.Tensor, hi: torch.Tensor, g: int) -> torch.Tensor:
+        orig = centre[None] * size[:, axis:axis + 1] / resized[:, axis:axis + 1]   # (B, P) original coords
+        ok = (centre[None] < resized[:, axis:axis + 1]) & (orig >= lo[:, None]) & (orig < hi[:, None])
+        idx = ((orig - lo[:, None]) * g / (hi - lo)[:, None]).floor().long().clamp(0, g - 1)
+        return torch.where(ok, idx, torch.full_like(idx, -1))
+
+    rows = cells(0, box[:, 1], box[:, 3], gh)                                 # (B, P)
+    cols = cells(1, box[:, 0], box[:, 2], gw)                                 # (B, P)
+    flat_idx = rows.clamp_min(0)[:, :, None] * gw + cols.clamp_min(0)[:, None, :]
+    picked = mask.reshape(b, gh * gw).gather(1, flat_idx.reshape(b, -1)).reshape(b, prompt_size, prompt_size)
+    picked = picked & (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
+    out = torch.where(picked, torch.tensor(on, dtype=dtype, device=device), torch.tensor(off, dtype=dtype, device=device))
+    return out.unsqueeze(1)
