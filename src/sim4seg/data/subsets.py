@@ -65,6 +65,7 @@ class SubsetInfo:
             "labels": list(self.labels),
             "target": self.target,
             "no_finding": self.no_finding,
+            "paper_sizes": list(self.paper_sizes),
             "synonyms": {k: list(v) for k, v in self.synonyms.items()},
         }
 
@@ -77,6 +78,7 @@ class SubsetInfo:
             labels=tuple(d["labels"]),
             target=d.get("target", "abnormal region"),
             no_finding=d.get("no_finding"),
+            paper_sizes=tuple(d.get("paper_sizes", (0, 0, 0))),
             synonyms={k: tuple(v) for k, v in d.get("synonyms", {}).items()},
         )
 

@@ -27,7 +27,7 @@ from sim4seg.data.subsets import SPLITS, SUBSETS, SubsetInfo
 
 log = logging.getLogger(__name__)
 
-SHAPES = ("round", "spiky", "square")
+SHAPES = ("round", "spiky", "oblong")
 TEXTURES = ("solid", "striped", "dotted")
 TONES = ("bright", "dark")
 
@@ -85,13 +85,13 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int = 24) -> n
 
 
 def _outline(rng: np.random.Generator, shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    if shape == "square":
-        a = rng.uniform(0, math.pi / 2)
-        half = r * 0.85
-        pts = [(-half, -half), (half, -half), (half, half), (-half, half)]
+    if shape == "oblong":  # a rotated rectangle, about 2.5 times as long as wide
+        a = rng.uniform(0, math.pi)
+        hw, hh = r * 1.1, r * 0.42
+        pts = [(-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh)]
         return [(cx + x * math.cos(a) - y * math.sin(a), cy + x * math.sin(a) + y * math.cos(a)) for x, y in pts]
     n = 40 if shape == "round" else 16
-    aspect = rng.uniform(0.75, 1.0)
+    aspect = rng.uniform(0.85, 1.0)
     out = []
     for k in range(n):
         t = 2 * math.pi * k / n
