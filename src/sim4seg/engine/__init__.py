@@ -1,0 +1,1 @@
+"""Engine: training, prediction and test-time scaling (``tts``)."""

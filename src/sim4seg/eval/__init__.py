@@ -1,0 +1,1 @@
+"""Evaluation: gIoU / cIoU / Dice / accuracy, answer parsing, reports and the ``evaluate`` command."""

@@ -1,0 +1,246 @@
+"""Score predictions against an M3DS split: from a predictions JSONL, a trivial baseline,
+or any iterable of ``(sample, pred_mask, answer)`` (what a predictor yields).
+
+A predictions file has one JSON object per line::
+
+    {"id": "busi-00012", "mask": "masks/busi-00012.png", "answer": "It is [SEG]. ... Diagnosis: benign."}
+
+``mask`` is a PNG path relative to the predictions file (absolute paths work too) with the
+size of the ground-truth mask. ``mask`` may be ``null`` (or absent) on every line — the
+method segments nothing and gIoU/cIoU/Dice are not scored — and likewise ``answer`` for a
+method that gives no diagnosis. Every id of the split must appear exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from sim4seg.data.io import image_size, read_mask
+from sim4seg.data.prompts import diagnosis_line
+from sim4seg.data.schema import DatasetInfo, Sample, iter_split, read_info
+from sim4seg.errors import ImageReadError, InputError
+from sim4seg.eval.diagnosis import DiagnosisParser
+from sim4seg.eval.metrics import MetricAccumulator, mask_stats
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("empty", "full", "majority")
+"""``empty``: empty mask, no diagnosis. ``full``: whole-image mask, no diagnosis.
+``majority``: the subset's most frequent training label, no mask."""
+
+_SHOW = 5  # ids listed in an error message
+
+
+class Evaluator:
+    """Accumulates one sample at a time; ``summary()`` is the ``metrics.json`` dict.
+
+    Ground-truth masks are read from ``root`` per sample and dropped after scoring.
+    ``rows`` keeps a small per-sample record (id, subset, iou, dice, parsed label, correct).
+    """
+
+    def __init__(self, root: str | os.PathLike, info: DatasetInfo, parser: DiagnosisParser | None = None) -> None:
+        self.root = Path(root)
+        self.info = info
+        self.parser = DiagnosisParser(info.subsets) if parser is None else parser
+        self.acc = MetricAccumulator()
+        self.rows: list[dict] = []
+
+    def gt_mask(self, sample: Sample) -> np.ndarray:
+        """The sample's ground truth ``HxW`` bool."""
+        return read_mask(self.root / sample.mask)
+
+    def add(self, sample: Sample, pred_mask: np.ndarray | None, answer: str | None, *,
+            where: str | None = None) -> dict:
+        """Score one sample; ``where`` (e.g. ``"P.jsonl:12"``) prefixes error messages."""
+        stats = None
+        if pred_mask is not None:
+            gt = self.gt_mask(sample)
+            pred = np.asarray(pred_mask)
+            if pred.shape != gt.shape:
+                raise InputError(f"predicted mask of {sample.id} is {_wh(pred.shape)} but its ground truth "
+                                 f"({sample.mask}) is {_wh(gt.shape)}", where)
+            stats = mask_stats(pred, gt)
+        parsed = None if answer is None else self.parser.parse(answer, sample.subset)
+        correct = None if parsed is None else parsed.label == sample.diagnosis
+        self.acc.add(sample.subset, stats, correct, bool(parsed is not None and parsed.unparseable))
+        row = {"id": sample.id, "subset": sample.subset, "label": sample.diagnosis,
+               "iou": None if stats is None else stats.iou,
+               "dice": None if stats is None else stats.dice,
+               "intersection": None if stats is None else stats.intersection,
+               "union": None if stats is None else stats.union,
+               "parsed": None if parsed is None else parsed.label,
+               "parsed_from": None if parsed is None else parsed.source,
+               "correct": correct}
+        self.rows.append(row)
+        return row
+
+    def summary(self) -> dict:
+        return self.acc.summary()
+
+
+def _wh(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else str(shape)
+
+
+def evaluate(items: Iterable[tuple[Sample, np.ndarray | None, str | None]], root: str | os.PathLike,
+             info: DatasetInfo | None = None, *, parser: DiagnosisParser | None = None) -> Evaluator:
+    """Score ``(sample, pred_mask HxW | None, answer | None)`` triples, e.g. from a predictor."""
+    ev = Evaluator(root, read_info(root) if info is None else info, parser)
+    for sample, mask, answer in items:
+        ev.add(sample, mask, answer)
+    if not ev.rows:
+        raise InputError("nothing to evaluate: no samples were given", root)
+    return ev
+
+
+def load_split(root: str | os.PathLike, split: str) -> tuple[DatasetInfo, list[Sample]]:
+    """The manifest's info and the records of ``split`` (an error if it has none)."""
+    info = read_info(root)
+    samples = list(iter_split(root, split, info))
+    if not samples:
+        raise InputError(f"the {split!r} split has no samples ({split}.jsonl missing or empty)", root)
+    return info, samples
+
+
+# ---------------------------------------------------------------- predictions file
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One line of a predictions file."""
+
+    id: str
+    mask: Path | None
+    """Resolved mask path (relative paths are taken from the predictions file's folder)."""
+    answer: str | None
+    line: int
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
+    """Parse and check a predictions JSONL → ``{id: Prediction}`` (masks are not read here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("predictions file not found" if not path.exists() else "not a regular file", path)
+    preds: dict[str, Prediction] = {}
+    has = {"mask": {}, "answer": {}}  # field -> {given (bool): first line}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", path, lineno) from None
+            if not isinstance(row, dict):
+                raise InputError(f"a prediction must be a JSON object, got {type(row).__name__}", path, lineno)
+            pid = row.get("id")
+            if not isinstance(pid, str) or not pid:
+                raise InputError("field 'id' must be a non-empty string", path, lineno)
+            if pid in preds:
+                raise InputError(f"id {pid!r} appears twice (first on line {preds[pid].line})", path, lineno)
+            for key in ("mask", "answer"):
+                value = row.get(key)
+                if value is not None and not isinstance(value, str):
+                    raise InputError(f"field {key!r} must be a string or null, got {type(value).__name__}",
+                                     path, lineno)
+                if key == "mask" and value == "":
+                    raise InputError("field 'mask' is an empty path", path, lineno)
+                has[key].setdefault(value is not None, lineno)
+            mask = row.get("mask")
+            preds[pid] = Prediction(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno)
+    if not preds:
+        raise InputError("predictions file holds no predictions", path)
+    for key, seen in has.items():
+        if len(seen) == 2:
+            raise InputError(f"field {key!r} is given on line {seen[True]} but missing or null on line "
+                             f"{seen[False]}: give it on every line or on none", path)
+    return preds
+
+
+def check_ids(preds: dict[str, Prediction], samples: list[Sample], path: str | os.PathLike, split: str) -> None:
+    """Every sample of the split predicted exactly once and nothing else: else an ``InputError``."""
+    ids = {s.id for s in samples}
+    unknown = [p for p in preds if p not in ids]
+    missing = [s.id for s in samples if s.id not in preds]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} id(s) of the {split!r} split have no prediction: {_few(missing)}")
+    if unknown:
+        first = preds[unknown[0]].line
+        problems.append(f"{len(unknown)} id(s) are not in the {split!r} split (first on line {first}): "
+                        f"{_few(unknown)}")
+    if problems:
+        raise InputError("; ".join(problems), path)
+
+
+def _few(ids: list[str]) -> str:
+    return ", ".join(ids[:_SHOW]) + (f", ... ({len(ids) - _SHOW} more)" if len(ids) > _SHOW else "")
+
+
+def _read_pred_mask(pred: Prediction, path: Path) -> np.ndarray | None:
+    if pred.mask is None:
+        return None
+    try:
+        return read_mask(pred.mask)
+    except ImageReadError as e:
+        raise InputError(f"cannot read mask {pred.mask}: {e.problem}", path, pred.line) from None
+
+
+def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str | os.PathLike) -> Evaluator:
+    """Score a predictions JSONL against ``split`` of the manifest at ``root``."""
+    info, samples = load_split(root, split)
+    path = Path(predictions)
+    preds = read_predictions(path)
+    check_ids(preds, samples, path, split)
+    ev = Evaluator(root, info)
+    for sample in samples:
+        pred = preds[sample.id]
+        ev.add(sample, _read_pred_mask(pred, path), pred.answer, where=f"{path}:{pred.line}")
+    return ev
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def majority_labels(root: str | os.PathLike, info: DatasetInfo) -> dict[str, str]:
+    """Most frequent training label per subset (ties: the label listed first in the subset).
+
+    A subset without training samples gets its first label (logged).
+    """
+    counts: dict[str, Counter] = {name: Counter() for name in info.subsets}
+    for s in iter_split(root, "train", info):
+        counts[s.subset][s.diagnosis] += 1
+    out = {}
+    for name, sub in info.subsets.items():
+        if not counts[name]:
+            log.warning("subset %s has no training samples; majority baseline uses %r", name, sub.labels[0])
+        out[name] = max(sub.labels, key=lambda label: (counts[name][label], -sub.labels.index(label)))
+    return out
+
+
+def baseline_items(kind: str, root: str | os.PathLike, info: DatasetInfo,
+                   samples: Iterable[Sample]) -> Iterator[tuple[Sample, np.ndarray | None, str | None]]:
+    """``(sample, mask, answer)`` of a trivial baseline (see ``BASELINES``)."""
+    if kind not in BASELINES:
+        raise InputError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
+    majority = majority_labels(root, info) if kind == "majority" else {}
+    for s in samples:
+        if kind == "majority":
+            yield s, None, diagnosis_line(majority[s.subset])
+        else:
+            h, w = image_size(Path(root) / s.mask)
+            yield s, np.full((h, w), kind == "full", dtype=bool), None
+
+
+def evaluate_baseline(root: str | os.PathLike, split: str, kind: str) -> Evaluator:
+    """Score the trivial baseline ``kind`` on ``split``."""
+    info, samples = load_split(root, split)
+    return evaluate(baseline_items(kind, root, info, samples), root, info)

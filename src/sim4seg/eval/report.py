@@ -1,0 +1,192 @@
+"""Reports: ``metrics.json`` and the paper's Table 2 / Table 3 layouts (``metrics.md``,
+``metrics.csv``), and the τ and test-time-scaling sweeps as CSV + PNG (Figures 6 and 7).
+
+Tables show percentages with two decimals, as the paper prints them; ``metrics.json`` keeps
+fractions in [0, 1]. A metric that was not scored (a baseline without a mask or without a
+diagnosis) prints as ``-``. Table 3's ``Avg.`` is the mean of the subset columns (the
+paper's convention), whereas Table 2's overall numbers pool all samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from sim4seg._atomic import atomic_open, write_json, write_text
+from sim4seg.data.subsets import SubsetInfo
+
+# Table 3's column order and the paper's short names.
+TABLE3_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("fracatlas", "FracAtlas"), ("bone_fracture", "BF"), ("bfd", "BFD"), ("isbi2016", "ISBI"),
+    ("isic2017", "ISIC"), ("kvasir_seg", "KS"), ("busi", "BUSI"), ("tn3k", "TN3K"),
+    ("chestx_det", "CXD"), ("fives", "FIVES"),
+)
+METRICS: tuple[tuple[str, str], ...] = (("giou", "gIoU"), ("ciou", "cIoU"), ("acc", "Acc"))
+"""Rows of Table 3 / columns of Table 2 (``dice`` is reported beside them)."""
+
+TOPK_SWEEP = (12, 24, 36, 48)
+GRID_SWEEP = (8, 16, 32, 64)
+
+Result = tuple[str, Mapping]
+"""``(method name, metrics.json dict)``."""
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; ``-`` for ``None``."""
+    return "-" if value is None else f"{100.0 * value:.2f}"
+
+
+def subset_columns(results: Sequence[Result],
+                   subsets: Mapping[str, SubsetInfo] | None = None) -> list[tuple[str, str]]:
+    """The paper's ten columns, then any other subset found in ``results`` (by its title)."""
+    known = dict(TABLE3_COLUMNS)
+    extra = sorted({k for _, r in results for k in r.get("per_subset", {}) if k not in known})
+    return list(TABLE3_COLUMNS) + [(k, subsets[k].title if subsets and k in subsets else k) for k in extra]
+
+
+def _avg(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def table3_values(result: Mapping, columns: Sequence[tuple[str, str]], metric: str) -> list[float | None]:
+    """One Table 3 row: the metric per subset column, then ``Avg.`` over the present subsets."""
+    per = result.get("per_subset", {})
+    values = [per[k][metric] if k in per else None for k, _ in columns]
+    return values + [_avg(values)]
+
+
+def markdown(results: Sequence[Result], subsets: Mapping[str, SubsetInfo] | None = None) -> str:
+    """Table 2 (overall gIoU / cIoU / Acc per method) and Table 3 (per subset) as Markdown."""
+    lines = ["Table 2 layout — overall (%):", "", "| Method | gIoU | cIoU | Acc |", "|---|---:|---:|---:|"]
+    for name, r in results:
+        o = r["overall"]
+        lines.append(f"| {name} | {pct(o['giou'])} | {pct(o['ciou'])} | {pct(o['acc'])} |")
+    lines += ["", "| Method | Dice | n | unparseable answers |", "|---|---:|---:|---:|"]
+    for name, r in results:
+        o = r["overall"]
+        lines.append(f"| {name} | {pct(o['dice'])} | {o['n']} | {o['unparseable']} |")
+    columns = subset_columns(results, subsets)
+    head = [title for _, title in columns] + ["Avg."]
+    lines += ["", "Table 3 layout — per subset (%):", "",
+              "| Method | | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
+    for name, r in results:
+        for i, (key, label) in enumerate(METRICS):
+            cells = [pct(v) for v in table3_values(r, columns, key)]
+            lines.append(f"| {name if i == 0 else ''} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(results: Sequence[Result], subsets: Mapping[str, SubsetInfo] | None = None) -> str:
+    """One CSV: ``method, metric, Overall, <Table 3 columns>, Avg.``; metrics gIoU, cIoU, Acc, Dice."""
+    columns = subset_columns(results, subsets)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "metric", "Overall"] + [t for _, t in columns] + ["Avg."])
+    for name, r in results:
+        for key, label in METRICS + (("dice", "Dice"),):
+            w.writerow([name, label, pct(r["overall"][key])] + [pct(v) for v in table3_values(r, columns, key)])
+    return buf.getvalue()
+
+
+def write_metrics(out: str | os.PathLike, summary: Mapping, method: str = "Sim4Seg",
+                  subsets: Mapping[str, SubsetInfo] | None = None) -> list[Path]:
+    """Write ``metrics.json`` (fractions), ``metrics.md`` and ``metrics.csv`` (percent) to ``out``."""
+    out = Path(out)
+    write_json(out / "metrics.json", dict(summary))
+    write_text(out / "metrics.md", markdown([(method, summary)], subsets))
+    write_text(out / "metrics.csv", csv_text([(method, summary)], subsets))
+    return [out / "metrics.json", out / "metrics.md", out / "metrics.csv"]
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def _check_rows(rows: Sequence[Mapping], params: Mapping[str, tuple[str, ...]]) -> None:
+    for i, row in enumerate(rows):
+        p = row.get("param")
+        if p not in params:
+            raise ValueError(f"sweep row {i}: param must be one of {tuple(params)}, got {p!r}")
+        missing = [k for k in ("value",) + params[p] if row.get(k) is None]
+        if missing:
+            raise ValueError(f"sweep row {i} ({p}): missing {', '.join(missing)}")
+
+
+def _sweep_csv(path: Path, rows: Sequence[Mapping], fields: tuple[str, ...]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("param", "value") + tuple(f"{f}_pct" for f in fields))
+    for row in sorted(rows, key=lambda r: (r["param"], r["value"])):
+        w.writerow([row["param"], row["value"]] + [pct(row.get(f)) for f in fields])
+    write_text(path, buf.getvalue())
+
+
+def _panel(ax, rows: Sequence[Mapping], param: str, series: Sequence[tuple[str, str]], xlabel: str,
+           title: str, xticklabels=None) -> None:
+    pts = sorted((r for r in rows if r["param"] == param), key=lambda r: r["value"])
+    xs = list(range(len(pts)))
+    for key, label in series:
+        ys = [100.0 * r[key] for r in pts]
+        ax.plot(xs, ys, marker="o", label=label)
+        for x, y in zip(xs, ys):
+            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([xticklabels(r["value"]) if xticklabels else str(r["value"]) for r in pts])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("%")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if pts:
+        ax.legend(fontsize=8)
+
+
+def _save_png(fig, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def write_tau_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str = "tau_sweep") -> tuple[Path, Path]:
+    """Figure 6: rows ``{"param": "topk"|"grid", "value", "giou", "ciou"}`` → ``stem.csv``, ``stem.png``.
+
+    Panel (a): gIoU/cIoU against the number of selected cells (top-k, paper: 12–48);
+    panel (b): against the grid resolution g×g (paper: 8–64).
+    """
+    from matplotlib.figure import Figure
+
+    _check_rows(rows, {"topk": ("giou", "ciou"), "grid": ("giou", "ciou")})
+    out = Path(out)
+    _sweep_csv(out / f"{stem}.csv", rows, ("giou", "ciou"))
+    fig = Figure(figsize=(9, 3.4))
+    a, b = fig.subplots(1, 2)
+    series = (("giou", "gIoU"), ("ciou", "cIoU"))
+    _panel(a, rows, "topk", series, "top-k cells", "(a) number of selected cells")
+    _panel(b, rows, "grid", series, "grid", "(b) grid resolution", lambda g: f"{g}×{g}")
+    _save_png(fig, out / f"{stem}.png")
+    return out / f"{stem}.csv", out / f"{stem}.png"
+
+
+def write_tts_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str = "tts_sweep") -> tuple[Path, Path]:
+    """Figure 7: rows ``{"param": "m", "value", "acc"}`` and ``{"param": "n", "value", "giou", "ciou"}``.
+
+    Panel (a): diagnosis accuracy against m (CoT paths); panel (b): gIoU/cIoU against n
+    (region-mask perturbations). Writes ``stem.csv`` and ``stem.png``.
+    """
+    from matplotlib.figure import Figure
+
+    _check_rows(rows, {"m": ("acc",), "n": ("giou", "ciou")})
+    out = Path(out)
+    _sweep_csv(out / f"{stem}.csv", rows, ("acc", "giou", "ciou"))
+    fig = Figure(figsize=(9, 3.4))
+    a, b = fig.subplots(1, 2)
+    _panel(a, rows, "m", (("acc", "Acc"),), "m (CoT paths)", "(a) diagnosis accuracy vs m")
+    _panel(b, rows, "n", (("giou", "gIoU"), ("ciou", "cIoU")), "n (masks per path)", "(b) segmentation vs n")
+    _save_png(fig, out / f"{stem}.png")
+    return out / f"{stem}.csv", out / f"{stem}.png"
