@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 
 from sim4seg.cot.backends.base import BackendError, PreflightError
 from sim4seg.cot.images import ImageInput
@@ -38,6 +39,9 @@ class HFBackend:
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype, None)
         if torch_dtype is None:
             raise PreflightError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+        local = Path(path)
+        if (local.is_absolute() or str(path).startswith(".")) and not local.is_dir():
+            raise PreflightError(f"{path}: model directory not found")
         try:
             processor = AutoProcessor.from_pretrained(path)
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
