@@ -1,0 +1,238 @@
+"""M3DS records → Sim4Seg model inputs (``Sim4SegModel.forward`` consumes ``Collator``'s batches).
+
+One example holds both image frames and the text:
+
+- the LVLM frame: the processor's ``pixel_values`` (e.g. LLaVA-1.5: shortest side → 336, centre
+  crop), with ``token_box`` saying where that frame's token grid lies in the original image;
+- SAM's frame: longest side → ``sam_size``, SAM's normalisation, zero-padded bottom-right;
+- the chat prompt with the image placeholder (expanded by the processor to one token per
+  image feature) followed by the answer in the chosen format (``plain`` / ``diagnosis`` /
+  ``cot``) and EOS; ``labels`` are -100 everywhere but on the answer tokens;
+- the ground-truth mask at the original size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sim4seg.data.io import read_image, read_mask
+from sim4seg.data.schema import ANSWER_FORMATS, Sample, read_info, read_split
+from sim4seg.errors import InputError
+from sim4seg.model.rvls2m import sam_resized_size
+
+log = logging.getLogger(__name__)
+
+SAM_MEAN = (123.675, 116.28, 103.53)
+SAM_STD = (58.395, 57.12, 57.375)
+
+
+def sam_frame(image: np.ndarray, sam_size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 → (3, S, S) float32: longest side → S (bilinear), SAM-normalised, zero-padded bottom-right."""
+    h, w = image.shape[:2]
+    rh, rw = sam_resized_size((h, w), sam_size)
+    resized = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR), dtype=np.float32)
+    norm = (resized - np.array(SAM_MEAN, np.float32)) / np.array(SAM_STD, np.float32)
+    out = torch.zeros(3, sam_size, sam_size)
+    out[:, :rh, :rw] = torch.from_numpy(norm).permute(2, 0, 1)
+    return out
+
+
+def lvlm_token_box(image_processor, image_size: Sequence[int]) -> tuple[float, float, float, float]:
+    """Where the LVLM's token grid lies in the original image, (x0, y0, x1, y1), from the processor's geometry.
+
+    Padding to a square (``do_pad``) reaches outside the image; resize-shortest-side + centre crop
+    covers the central part; a plain resize covers the whole image.
+    """
+    h, w = (float(v) for v in image_size)
+    if getattr(image_processor, "do_pad", False):
+        side = max(h, w)
+        return (-(side - w) / 2, -(side - h) / 2, w + (side - w) / 2, h + (side - h) / 2)
+    size = getattr(image_processor, "size", None) or {}
+    crop = getattr(image_processor, "crop_size", None) or {}
+    if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size and crop:
+        short = float(size["shortest_edge"])
+        rh, rw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+        ch, cw = float(crop["height"]), float(crop["width"])
+        top, left = max(rh - ch, 0) // 2, max(rw - cw, 0) // 2
+        sy, sx = h / rh, w / rw
+        return (left * sx, top * sy, (left + min(cw, rw)) * sx, (top + min(ch, rh)) * sy)
+    return (0.0, 0.0, w, h)
+
+
+class ExampleEncoder:
+    """(image, query, answer, mask) → one example dict. Also what a Predictor uses for new images."""
+
+    def __init__(self, processor, *, sam_size: int, max_length: int = 512, seg_token: str = "[SEG]"):
+        self.processor, self.tokenizer = processor, processor.tokenizer
+        self.sam_size, self.max_length, self.seg_token = sam_size, max_length, seg_token
+        self.image_token_id = processor.image_token_id
+
+    @classmethod
+    def for_model(cls, model, processor) -> "ExampleEncoder":
+        return cls(processor, sam_size=model.sam_size, max_length=model.config.max_length, seg_token=model.config.seg_token)
+
+    def prompt(self, query: str) -> str:
+        conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}]
+        return self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, image: np.ndarray, query: str, answer: str | None = None, mask: np.ndarray | None = None,
+               *, name: str = "") -> dict:
+        enc = self.processor(images=image, text=self.prompt(query), return_tensors="pt")
+        prompt_ids = enc["input_ids"][0]
+        if not bool((prompt_ids == self.image_token_id).any()):
+            raise InputError("the chat prompt holds no image token; the processor's chat template must place the "
+                             "image placeholder", name or None)
+        if len(prompt_ids) > self.max_length:
+            raise InputError(f"the prompt is {len(prompt_ids)} tokens, over max_length={self.max_length}", name or None)
+        ids, labels, seg_count = prompt_ids, None, 0
+        if answer is not None:
+            ans = self.tokenizer(" " + answer.strip() + self.tokenizer.eos_token, add_special_tokens=False,
+                                 return_tensors="pt")["input_ids"][0]
+            ids = torch.cat([prompt_ids, ans])
+            labels = torch.cat([torch.full_like(prompt_ids, -100), ans])
+            seg_id = self.tokenizer.convert_tokens_to_ids(self.seg_token)
+            seg_count = int((ans == seg_id).sum())
+            if len(ids) > self.max_length:
+                ids, labels = ids[: self.max_length], labels[: self.max_length]
+                kept = int((ids == seg_id).sum())
+                if kept < seg_count:
+                    raise InputError(f"the sequence is truncated before [SEG] at max_length={self.max_length} "
+                                     f"({kept} of {seg_count} kept); raise max_length", name or None)
+        h, w = image.shape[:2]
+        if mask is not None and tuple(mask.shape) != (h, w):
+            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}", name or None)
+        return {
+            "input_ids": ids, "labels": labels,
+            "pixel_values": enc["pixel_values"][0],
+            "sam_pixel_values": sam_frame(image, self.sam_size),
+            "image_size": torch.tensor([h, w]),
+            "token_box": torch.tensor(lvlm_token_box(self.processor.image_processor, (h, w)), dtype=torch.float32),
+            "mask": None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool)),
+            "seg_count": seg_count,
+        }
+
+
+class M3DSDataset(torch.utils.data.Dataset):
+    """A split of an M3DS manifest as model examples, with the answer in ``answer_format``."""
+
+    def __init__(self, root: str | os.PathLike, split: str, encoder: ExampleEncoder, *, answer_format: str = "diagnosis",
+                 subsets: Sequence[str] | None = None, samples: list[Sample] | None = None):
+        if answer_format not in ANSWER_FORMATS:
+            raise InputError(f"answer format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+        self.root, self.split, self.encoder, self.answer_format = Path(root), split, encoder, answer_format
+        if samples is None:
+            samples = read_split(self.root, split, read_info(self.root))
+        if subsets is not None:
+            unknown = sorted(set(subsets) - {s.subset for s in samples})
+            if unknown:
+                log.warning("%s/%s: no samples of subset(s) %s", root, split, unknown)
+            samples = [s for s in samples if s.subset in set(subsets)]
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def answer(self, s: Sample) -> str:
+        text = s.answers.get(self.answer_format)
+        if not text:
+            raise InputError(f"sample {s.id} has no {self.answer_format!r} answer (generate CoT with `sim4seg cot`, "
+                             "or choose the 'diagnosis' format)", self.root / f"{self.split}.jsonl")
+        return text
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        image = read_image(self.root / s.image)
+        mask = read_mask(self.root / s.mask)
+        item = self.encoder.encode(image, s.query, self.answer(s), mask, name=str(self.root / s.image))
+        item["meta"] = {"id": s.id, "subset": s.subset, "diagnosis": s.diagnosis}
+        return item
+
+
+class Collator:
+    """Examples → the batch ``Sim4SegModel.forward`` takes. Right padding for training, left for generation."""
+
+    def __init__(self, pad_token_id: int, padding_side: str = "right"):
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.pad_token_id, self.padding_side = pad_token_id, padding_side
+
+    def _pad(self, seqs: list[torch.Tensor], value: int) -> torch.Tensor:
+        t = max(len(s) for s in seqs)
+        out = torch.full((len(seqs), t), value, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            if self.padding_side == "right":
+                out[i, : len(s)] = s
+            else:
+                out[i, t - len(s):] = s
+        return out
+
+    def __call__(self, items: list[dict]) -> dict:
+        ids = [it["input_ids"] for it in items]
+        batch = {
+            "input_ids": self._pad(ids, self.pad_token_id),
+            "attention_mask": self._pad([torch.ones_like(s) for s in ids], 0),
+            "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+            "sam_pixel_values": torch.stack([it["sam_pixel_values"] for it in items]),
+            "image_sizes": torch.stack([it["image_size"] for it in items]),
+            "token_boxes": torch.stack([it["token_box"] for it in items]),
+            "seg_counts": torch.tensor([it["seg_count"] for it in items]),
+            "meta": {k: [it.get("meta", {}).get(k) for it in items] for k in ("id", "subset", "diagnosis")},
+        }
+        if all(it["labels"] is not None for it in items):
+            batch["labels"] = self._pad([it["labels"] for it in items], -100)
+        if all(it["mask"] is not None for it in items):
+            batch["masks"] = [it["mask"] for it in items]
+        return batch
+
+
+class SubsetMixSampler(torch.utils.data.Sampler[int]):
+    """Draws ``num_samples`` indices per epoch with subset ``rates`` (relative weights; default: by size).
+
+    A subset's share of the draws is its rate over the sum of rates; items within a subset are
+    equally likely. Deterministic in ``(seed, epoch)``; call ``set_epoch`` each epoch.
+    """
+
+    def __init__(self, subsets: Sequence[str], rates: dict[str, float] | None = None, *, num_samples: int | None = None,
+                 seed: int = 0, replacement: bool = True):
+        self.subsets = list(subsets)
+        counts: dict[str, int] = {}
+        for s in self.subsets:
+            counts[s] = counts.get(s, 0) + 1
+        if rates is None:
+            rates = {s: float(n) for s, n in counts.items()}
+        unknown = sorted(set(rates) - set(counts))
+        if unknown:
+            raise InputError(f"mixing rates name subset(s) with no samples: {unknown}; present: {sorted(counts)}")
+        if any(r < 0 for r in rates.values()) or not any(rates.get(s, 0) > 0 for s in counts):
+            raise InputError(f"mixing rates must be >= 0 with at least one > 0, got {rates}")
+        self.weights = torch.tensor([rates.get(s, 0.0) / counts[s] for s in self.subsets], dtype=torch.float64)
+        self.num_samples = num_samples or len(self.subsets)
+        self.seed, self.epoch, self.replacement = seed, 0, replacement
+        if not replacement and self.num_samples > int((self.weights > 0).sum()):
+            raise InputError(f"cannot draw {self.num_samples} distinct samples from {int((self.weights > 0).sum())}")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        idx = torch.multinomial(self.weights, self.num_samples, replacement=self.replacement, generator=g)
+        return iter(idx.tolist())
+
+
+def expected_share(subsets: Sequence[str], rates: dict[str, float]) -> dict[str, float]:
+    """The share of draws each subset gets under ``rates`` (for reports and tests)."""
+    present = {s for s in subsets}
+    total = sum(r for s, r in rates.items() if s in present)
+    return {s: rates.get(s, 0.0) / total for s in sorted(present)} if total > 0 else {s: math.nan for s in present}

@@ -1,0 +1,155 @@
+"""The Sim4Seg model's own settings: RVLS2M, loss weights, what trains. Saved beside the weights."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from sim4seg.errors import InputError
+from sim4seg.model.rvls2m import NORMALIZATIONS, POOLINGS, TAU_STRATEGIES
+
+CONFIG_FILE = "sim4seg_config.json"
+MODEL_TYPE = "sim4seg"
+
+
+@dataclass
+class RVLS2MConfig:
+    """Algorithm 1's knobs (defaults: the paper's best, top-36 cells of a 16×16 grid)."""
+
+    train: bool = True
+    """Feed the region mask to SAM during teacher-forced training (``False``: the ablation)."""
+    infer: bool = True
+    """Feed it at inference (``True`` on a model trained without it is the paper's zero-shot Table 4)."""
+    grid: int = 16
+    tau: str = "topk"
+    """``topk``, ``fraction``, ``threshold`` (mean + α·std) or ``otsu``."""
+    k: int = 36
+    fraction: float | None = None
+    alpha: float | None = None
+    normalize: str = "softmax"
+    """``softmax`` (paper Eq. 5) or ``minmax`` (the released code)."""
+    pool: str = "image"
+    """``image`` (cell means of the bilinearly upsampled map, as released) or ``token`` (literal Alg. 1)."""
+    on: float = 1.0
+    """Value of a selected cell in SAM's mask prompt (the released code: 1.0)."""
+    off: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.tau not in TAU_STRATEGIES:
+            raise ValueError(f"rvls2m.tau must be one of {TAU_STRATEGIES}, got {self.tau!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"rvls2m.normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.pool not in POOLINGS:
+            raise ValueError(f"rvls2m.pool must be one of {POOLINGS}, got {self.pool!r}")
+        if self.grid < 1 or self.k < 1:
+            raise ValueError(f"rvls2m.grid and rvls2m.k must be >= 1, got {self.grid}, {self.k}")
+        if self.tau == "fraction" and (self.fraction is None or not 0 < self.fraction <= 1):
+            raise ValueError(f"rvls2m.tau='fraction' needs 0 < rvls2m.fraction <= 1, got {self.fraction!r}")
+
+
+@dataclass
+class LossConfig:
+    """Eq. 10: ``L = txt·CE + mask·(bce·BCE + dice·Dice)``."""
+
+    txt: float = 1.0
+    mask: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"loss.{f.name} must be >= 0, got {getattr(self, f.name)}")
+
+
+@dataclass
+class TrainableConfig:
+    """What trains, decided at construction (paper / LISA defaults)."""
+
+    lora: bool = True
+    """LoRA on the LLM (not the vision tower)."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lm_head: bool = True
+    embed_tokens: bool = True
+    llm: bool = False
+    """Train every LLM weight fully (instead of, or besides, LoRA)."""
+    mask_decoder: bool = True
+    projection: bool = True
+    """ϕ, the [SEG] → SAM prompt MLP."""
+    vision_tower: bool = False
+    mm_projector: bool = False
+    sam_encoder: bool = False
+    prompt_encoder: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lora and (self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
+            raise ValueError("trainable.lora_r must be >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1")
+        if self.lora and not self.lora_targets:
+            raise ValueError("trainable.lora_targets must name at least one module (e.g. q_proj)")
+
+
+@dataclass
+class Sim4SegConfig:
+    """Everything about Sim4Seg that is not the LVLM's or SAM's own config."""
+
+    seg_token: str = "[SEG]"
+    token_grid: list[int] | None = None
+    """The LVLM's patch grid (h_p, w_p); ``None``: the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉."""
+    max_length: int = 512
+    """Longest tokenized sequence (prompt + answer) the data pipeline builds."""
+    rvls2m: RVLS2MConfig = field(default_factory=RVLS2MConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    model_type: str = MODEL_TYPE
+
+    def __post_init__(self) -> None:
+        for name, cls in (("rvls2m", RVLS2MConfig), ("loss", LossConfig), ("trainable", TrainableConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _build(cls, value, name))
+        if self.token_grid is not None:
+            self.token_grid = [int(v) for v in self.token_grid]
+            if len(self.token_grid) != 2 or min(self.token_grid) < 1:
+                raise ValueError(f"token_grid must be two positive integers, got {self.token_grid}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Sim4SegConfig":
+        return _build(cls, d, "config")
+
+    def save(self, directory: str | os.PathLike) -> None:
+        from sim4seg._atomic import write_json
+
+        write_json(Path(directory) / CONFIG_FILE, self.to_json())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Sim4SegConfig":
+        path = Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            raise InputError(f"not a Sim4Seg checkpoint: {CONFIG_FILE} not found", directory)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if d.get("model_type") != MODEL_TYPE:
+                raise ValueError(f"model_type is {d.get('model_type')!r}, expected {MODEL_TYPE!r}")
+            return cls.from_json(d)
+        except json.JSONDecodeError as e:
+            raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
+        except (TypeError, ValueError) as e:
+            raise InputError(str(e), path) from None
+
+
+def _build(cls, d: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)
