@@ -82,6 +82,7 @@ def critic_reply(text: str, mode: str) -> str:
 def make_handler(script: Script, state: State):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # as real servers (uvicorn, vLLM) do
 
         def log_message(self, *args):  # quiet
             pass
