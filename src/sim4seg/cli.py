@@ -22,14 +22,14 @@ HELP_ORDER = ("data", "cot", "model", "engine", "eval")
 
 
 def command_modules() -> list[str]:
-    """``sim4seg.<pkg>.commands`` for every sub-package that has one."""
+    """``sim4seg.<pkg>.commands`` (and ``commands_*``) for every sub-package that has them."""
     import pkgutil
     from pathlib import Path
 
     root = Path(__file__).parent
-    pkgs = [m.name for m in pkgutil.iter_modules([str(root)]) if m.ispkg and (root / m.name / "commands.py").is_file()]
+    pkgs = [m.name for m in pkgutil.iter_modules([str(root)]) if m.ispkg]
     pkgs.sort(key=lambda p: (HELP_ORDER.index(p) if p in HELP_ORDER else len(HELP_ORDER), p))
-    return [f"sim4seg.{p}.commands" for p in pkgs]
+    return [f"sim4seg.{p}.{f.stem}" for p in pkgs for f in sorted((root / p).glob("commands*.py"))]
 
 
 def build_parser() -> argparse.ArgumentParser:
