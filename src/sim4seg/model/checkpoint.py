@@ -1,0 +1,222 @@
+"""Checkpoints: our directory format, LoRA merge, and converters from LISA and official SAM.
+
+A Sim4Seg checkpoint directory::
+
+    sim4seg_config.json        Sim4SegConfig (model_type "sim4seg")
+    model.safetensors          every weight (LoRA included, shared tensors stored once)
+    lvlm/config.json           the LVLM's transformers config
+    sam/config.json            the SamModel's config
+    processor/                 tokenizer (with [SEG]) + image processor + chat template
+    adapter/                   the LoRA weights alone (adapter_model.safetensors + adapter_config.json)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from sim4seg._atomic import atomic_open, write_json
+from sim4seg.errors import InputError
+from sim4seg.model import keymaps
+from sim4seg.model.config import CONFIG_FILE, Sim4SegConfig
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+LLAVA_TYPES = ("llava", "llava_next", "vipllava")
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """safetensors, or ``.pth`` / ``.bin`` through ``torch.load(weights_only=True)``; a directory: all shards."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")) or sorted(path.glob("*.pth"))
+        if not files:
+            raise InputError("no *.safetensors, *.bin or *.pth weights found", path)
+        out: dict[str, torch.Tensor] = {}
+        for f in files:
+            out.update(read_state_dict(f))
+        return out
+    if not path.is_file():
+        raise InputError("file not found", path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or pickled objects beyond plain tensors
+        raise InputError(f"cannot read weights ({type(e).__name__}: {e})", path) from None
+    sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError("not a state dict of tensors", path)
+    return sd
+
+
+def save(model, processor, directory: str | os.PathLike) -> Path:
+    """Write ``model`` and ``processor`` as a checkpoint directory; return it."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    model.config.save(d)
+    model.lvlm.config.save_pretrained(d / "lvlm")
+    model.sam.config.save_pretrained(d / "sam")
+    processor.save_pretrained(d / "processor")
+    sd, aliases, seen = {}, {}, {}
+    for k, v in model.state_dict().items():
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        if ptr in seen and v.numel():
+            aliases[k] = seen[ptr]
+        else:
+            seen[ptr], sd[k] = k, v
+    _save_tensors(sd, d / WEIGHTS, {"aliases": json.dumps(aliases), "format": "sim4seg"})
+    lora = {k: v for k, v in sd.items() if "lora_" in k}
+    if lora:
+        t = model.config.trainable
+        _save_tensors(lora, d / "adapter" / "adapter_model.safetensors")
+        write_json(d / "adapter" / "adapter_config.json", {"peft_type": "LORA", "r": t.lora_r, "lora_alpha": t.lora_alpha,
+                                                           "lora_dropout": t.lora_dropout, "target_modules": t.lora_targets})
+    return d
+
+
+def _empty_model(directory: Path, config: Sim4SegConfig, processor):
+    from transformers import AutoConfig, AutoModelForImageTextToText, SamConfig, SamModel
+
+    from sim4seg.model.sim4seg import Sim4SegModel
+
+    lvlm_cfg = AutoConfig.from_pretrained(directory / "lvlm")
+    if lvlm_cfg.model_type not in LLAVA_TYPES:
+        raise InputError(f"the LVLM is {lvlm_cfg.model_type!r}, not a LLaVA-family model {LLAVA_TYPES}", directory / "lvlm")
+    sam_cfg = SamConfig.from_pretrained(directory / "sam")
+    if sam_cfg.model_type != "sam":
+        raise InputError(f"the segmenter is {sam_cfg.model_type!r}, not SAM", directory / "sam")
+    lvlm = AutoModelForImageTextToText.from_config(lvlm_cfg)
+    sam = SamModel(sam_cfg)
+    seg_id = processor.tokenizer.convert_tokens_to_ids(config.seg_token)
+    return Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id)
+
+
+def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+         trainable: bool = False):
+    """A checkpoint directory → ``(model, processor)``; eval mode unless ``trainable``."""
+    from transformers import AutoProcessor
+
+    from sim4seg.model.builders import apply_trainable
+
+    d = Path(directory)
+    if not (d / CONFIG_FILE).is_file():
+        raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing)", d)
+    config = Sim4SegConfig.load(d)
+    processor = AutoProcessor.from_pretrained(d / "processor")
+    model = _empty_model(d, config, processor)
+    sd = read_state_dict(d / WEIGHTS)
+    from safetensors import safe_open
+
+    with safe_open(d / WEIGHTS, "pt") as f:
+        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    for k, src in aliases.items():
+        sd[k] = sd[src]
+    if any("lora_" in k for k in sd):
+        config.trainable.lora = True
+    apply_trainable(model, config.trainable)        # injects the LoRA structure the weights expect
+    problems = keymaps.check_against(sd, model.state_dict(), [])
+    if problems:
+        raise InputError("weights do not fit the model: " + "; ".join(problems[:20]), d / WEIGHTS)
+    model.load_state_dict(sd, strict=True)
+    if not trainable:
+        model.requires_grad_(False)
+        model.eval()
+    return model.to(device=device, dtype=dtype), processor
+
+
+def merge_lora(model) -> int:
+    """Fold every LoRA layer into its base weight and remove it; return how many were merged."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            setattr(parent, name.rsplit(".", 1)[-1], module.get_base_layer())
+            merged += 1
+    model.config.trainable.lora = False
+    return merged
+
+
+def merge(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    model, processor = load(src, trainable=False)
+    n = merge_lora(model)
+    log.info("merged %d LoRA layers", n)
+    return save(model, processor, dst)
+
+
+# ---------------------------------------------------------------------------- foreign checkpoints
+
+
+def convert_sam_file(src: str | os.PathLike, dst: str | os.PathLike, *, base: str | os.PathLike) -> Path:
+    """Official SAM ``.pth`` → a HF ``SamModel`` directory, with the config of ``base`` (hub id or path)."""
+    from transformers import SamConfig, SamModel
+
+    sd, unexpected = keymaps.convert_sam(keymaps.strip_prefixes(read_state_dict(src)))
+    model = SamModel(SamConfig.from_pretrained(base))
+    problems = keymaps.check_against(sd, model.state_dict(), unexpected)
+    if problems:
+        raise InputError("SAM weights do not fit: " + "; ".join(problems[:20]), src)
+    model.load_state_dict(sd, strict=True)
+    model.save_pretrained(dst)
+    return Path(dst)
+
+
+def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, base: str = "llava-hf/llava-1.5-7b-hf",
+              sam: str = "facebook/sam-vit-huge", dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+              trainable: bool = True, lora_alpha: float = 16, lora_r: int = 8):
+    """A LISA checkpoint (dir with weights + tokenizer) into the HF architecture of ``base`` / ``sam`` configs.
+
+    Embedding and LM-head rows are matched by token string (LISA's ``[SEG]`` row becomes ours).
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, SamConfig, SamModel
+
+    from sim4seg.model.builders import compose
+
+    raw = read_state_dict(src)
+    sd, unexpected = keymaps.convert_lisa(raw, lora_alpha=lora_alpha, lora_r=lora_r)
+    try:
+        lisa_vocab = AutoTokenizer.from_pretrained(src).get_vocab()
+        processor = AutoProcessor.from_pretrained(base)
+        lvlm = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(base))
+        sam_model = SamModel(SamConfig.from_pretrained(sam))
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load ({type(e).__name__}): {e}", src) from None
+    config = config or Sim4SegConfig()
+    model = compose(lvlm, sam_model, processor, config, trainable=False)
+    target = model.state_dict()
+    vocab = processor.tokenizer.get_vocab()
+    for key in ("lvlm.model.language_model.embed_tokens.weight", "lvlm.lm_head.weight"):
+        if key in sd:
+            sd[key] = keymaps.remap_vocab_rows(sd[key], lisa_vocab, vocab, target[key])
+    problems = keymaps.check_against(sd, target, unexpected, allow_missing=("lvlm.model.vision_tower.",))
+    if problems:
+        raise InputError("LISA weights do not fit the model: " + "; ".join(problems[:20]), src)
+    missing_vision = not any(k.startswith("lvlm.model.vision_tower.") for k in sd)
+    if missing_vision:
+        log.warning("%s holds no vision tower; keeping %s's", src, base)
+        base_sd = AutoModelForImageTextToText.from_pretrained(base).state_dict()
+        sd.update({f"lvlm.{k}": v for k, v in base_sd.items() if k.startswith("model.vision_tower.")})
+    model.load_state_dict(sd, strict=True)
+    if trainable:
+        from sim4seg.model.builders import apply_trainable
+
+        apply_trainable(model, config.trainable)
+    return model.to(device=device, dtype=dtype), processor
