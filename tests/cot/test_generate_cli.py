@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from cot_fake_server import FakeServer, Script
 from sim4seg.cli import main
 from sim4seg.cot.store import ResultStore, read_records
@@ -144,3 +146,28 @@ def test_retry_failed_redoes_failed_samples_only(manifest, train, tmp_path):
     last = {r["id"]: r["status"] for r in recs}
     assert [r["status"] for r in recs] == ["failed"] * 2 + ["accepted"] * 5
     assert list(last.values()) == ["accepted"] * 5
+
+
+def test_another_model_as_critic(manifest, train, tmp_path):
+    out = tmp_path / "out"
+    with FakeServer(Script(models=("tiny-med", "tiny-critic"))) as srv:
+        assert _generate(manifest, out, srv.url, "--critic-model", "tiny-critic", "--limit", "2",
+                         "--no-progress") == 0
+        used = {(role, body["model"]) for role, body in srv.state.requests}
+    assert used == {("medical", "tiny-med"), ("critic", "tiny-critic")}
+    assert {r["critic_model"] for r in read_records(out / "results.jsonl")} == {"tiny-critic"}
+    with FakeServer() as srv:  # the critic model is not served: one clear error
+        assert _generate(manifest, tmp_path / "o2", srv.url, "--critic-model", "tiny-critic") == 2
+
+
+def test_help_and_prompts_command(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["cot", "-h"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("generate", "apply", "review-export", "review-import", "prompts"):
+        assert name in text
+    assert main(["cot", "prompts", "--out", str(tmp_path / "p")]) == 0
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(
+        ["medical_system.txt", "medical.txt", "revision.txt", "critic_system.txt", "critic.txt"])
+    assert main(["cot", "prompts", "--out", str(tmp_path / "p")]) == 2  # would overwrite
