@@ -1,0 +1,73 @@
+"""``sim4seg convert ...`` and ``sim4seg model ...`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def convert_lisa(src: str, dst: str, base: str, sam: str, lora_alpha: float, lora_r: int) -> int:
+    """Convert a LISA checkpoint SRC (weights + tokenizer; plain or PEFT-wrapped) into a Sim4Seg checkpoint DST."""
+    from sim4seg.model.checkpoint import load_lisa, save
+
+    model, processor = load_lisa(src, base=base, sam=sam, trainable=False, lora_alpha=lora_alpha, lora_r=lora_r)
+    save(model, processor, dst)
+    print(f"wrote Sim4Seg checkpoint {dst} (from LISA {src})")
+    return 0
+
+
+def convert_sam(src: str, dst: str, base: str) -> int:
+    """Convert an official SAM .pth SRC into a transformers SamModel directory DST (architecture from BASE)."""
+    from sim4seg.model.checkpoint import convert_sam_file
+
+    convert_sam_file(src, dst, base=base)
+    print(f"wrote SamModel {dst} (from {src})")
+    return 0
+
+
+def merge(src: str, dst: str) -> int:
+    """Fold the LoRA adapters of checkpoint SRC into its weights; write a plain checkpoint DST."""
+    from sim4seg.model.checkpoint import merge as merge_ckpt
+
+    merge_ckpt(src, dst)
+    print(f"wrote merged checkpoint {dst}")
+    return 0
+
+
+def presets() -> int:
+    """List the named presets for real checkpoints."""
+    from sim4seg.model.builders import PRESETS
+
+    for name, p in PRESETS.items():
+        print(f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    conv = sub.add_parser("convert", help="convert LISA / official SAM checkpoints into this project's formats")
+    csub = conv.add_subparsers(dest="convert_command", metavar="FORMAT", required=True)
+    p = csub.add_parser("lisa", help=convert_lisa.__doc__, description=convert_lisa.__doc__)
+    p.add_argument("src", help="LISA checkpoint directory or hub id (e.g. xinlai/LISA-7B-v1)")
+    p.add_argument("dst", help="output Sim4Seg checkpoint directory")
+    p.add_argument("--base", default="llava-hf/llava-1.5-7b-hf",
+                   help="HF LLaVA config + processor matching LISA's LLM and vision tower (hub id or path)")
+    p.add_argument("--sam", default="facebook/sam-vit-huge", help="HF SAM config matching LISA's SAM (hub id or path)")
+    p.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha of PEFT-wrapped weights (LISA: 16)")
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank of PEFT-wrapped weights (LISA: 8)")
+    p.set_defaults(handler=convert_lisa)
+    p = csub.add_parser("sam", help=convert_sam.__doc__, description=convert_sam.__doc__)
+    p.add_argument("src", help="official SAM / MedSAM .pth file")
+    p.add_argument("dst", help="output SamModel directory")
+    p.add_argument("--base", default="facebook/sam-vit-huge", help="SamModel config of the same size (hub id or path)")
+    p.set_defaults(handler=convert_sam)
+
+    model = sub.add_parser("model", help="inspect and transform Sim4Seg checkpoints")
+    msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    p = msub.add_parser("merge", help=merge.__doc__, description=merge.__doc__)
+    p.add_argument("src", help="Sim4Seg checkpoint with LoRA adapters")
+    p.add_argument("dst", help="output checkpoint directory")
+    p.set_defaults(handler=merge)
+    p = msub.add_parser("presets", help=presets.__doc__, description=presets.__doc__)
+    p.set_defaults(handler=presets)
