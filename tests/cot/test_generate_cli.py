@@ -171,3 +171,13 @@ def test_help_and_prompts_command(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(
         ["medical_system.txt", "medical.txt", "revision.txt", "critic_system.txt", "critic.txt"])
     assert main(["cot", "prompts", "--out", str(tmp_path / "p")]) == 2  # would overwrite
+
+
+def test_resuming_with_other_settings_warns(manifest, tmp_path, caplog):
+    out = tmp_path / "out"
+    with FakeServer(Script(models=("tiny-med", "other"))) as srv:
+        assert _generate(manifest, out, srv.url, "--limit", "1", "--no-progress") == 0
+        assert "this output was started with" not in caplog.text
+        assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(out),
+                     "--base-url", srv.url, "--model", "other", "--limit", "1", "--no-progress", *FAST]) == 0
+    assert "this output was started with model='tiny-med', this run uses 'other'" in caplog.text

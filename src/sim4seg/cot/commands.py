@@ -39,6 +39,22 @@ def _backend(kind: str, base_url: str | None, model: str | None, api_key: str | 
     return OpenAIBackend(base_url, model, api_key, timeout=timeout, retry=retry)
 
 
+def _warn_if_settings_changed(path: Path, new: dict) -> None:
+    """A resumed run with another model or other prompts mixes their outputs: say so."""
+    import json
+
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for key in ("manifest", "split", "model", "critic_model", "prompt_digest"):
+        if old.get(key) != new.get(key):
+            log.warning("%s: this output was started with %s=%r, this run uses %r; each record names what "
+                        "produced it", path.parent, key, old.get(key), new.get(key))
+
+
 def generate(manifest: str, split: str, out: str, backend: str, base_url: str | None, model: str | None,
              api_key: str | None, critic_base_url: str | None, critic_model: str | None, concurrency: int,
              max_rounds: int, timeout: float, max_attempts: int, backoff: float, prompts: str | None,
@@ -92,6 +108,7 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: str | 
                     "critic_model": critic.name, "prompts": templates.sources, "prompt_digest": templates.digest(),
                     "config": asdict(config), "concurrency": concurrency}
         out_dir = store.path.parent
+        _warn_if_settings_changed(out_dir / "run.json", run_info)
         write_json(out_dir / "run.json", run_info)
         log.info("%d sample(s) to do, %d already in %s", len(todo), skipped, store.path)
         pipeline = CotPipeline(medical, critic, templates, manifest, info.subsets, config)
