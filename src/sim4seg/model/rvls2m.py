@@ -27,6 +27,7 @@ that lies in the image, for ``to_sam_prompt``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -120,22 +121,41 @@ def _axis_pool(length: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int,
     return pool, frac
 
 
-def image_pool_matrices(image_size: SizeLike, token_grid: tuple[int, int], *, batch: int,
-                        token_box: BoxLike | None = None, grid: int = 16, device=None):
-    """``(P_h (B,g,h_p), P_w (B,g,w_p), inside (B,g,g))`` for ``pool="image"``; see the module docstring."""
-    size = _per_item(image_size, batch, 2, "image_size", device, torch.float64)
+def _boxes(image_size: SizeLike, box: BoxLike | None, batch: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 2) sizes and (B, 4) boxes (default: the whole image), float64 on the CPU."""
+    size = _per_item(image_size, batch, 2, "image_size", "cpu", torch.float64)
     if bool((size < 1).any()):
         raise ValueError(f"image_size must be positive, got {size.tolist()}")
-    box = size.new_zeros(batch, 4)
-    box[:, 2], box[:, 3] = size[:, 1], size[:, 0]
-    if token_box is not None:
-        box = _per_item(token_box, batch, 4, "token_box", device, torch.float64)
-        if bool(((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])).any()):
-            raise ValueError(f"token_box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box.tolist()}")
+    if box is None:
+        out = size.new_zeros(batch, 4)
+        out[:, 2], out[:, 3] = size[:, 1], size[:, 0]
+        return size, out
+    out = _per_item(box, batch, 4, name, "cpu", torch.float64)
+    if bool(((out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])).any()):
+        raise ValueError(f"{name} must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {out.tolist()}")
+    return size, out
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_for(rows: tuple, token_grid: tuple[int, int], grid: int):
+    """Pool matrices for the distinct (H, W, x0, y0, x1, y1) rows (cached: the geometry repeats)."""
+    t = torch.tensor(rows, dtype=torch.float64)
     h_p, w_p = token_grid
-    p_h, f_h = _axis_pool(size[:, 0].long(), box[:, 1], box[:, 3], h_p, grid)
-    p_w, f_w = _axis_pool(size[:, 1].long(), box[:, 0], box[:, 2], w_p, grid)
+    p_h, f_h = _axis_pool(t[:, 0].long(), t[:, 3], t[:, 5], h_p, grid)
+    p_w, f_w = _axis_pool(t[:, 1].long(), t[:, 2], t[:, 4], w_p, grid)
     return p_h, p_w, f_h[:, :, None] * f_w[:, None, :]
+
+
+def image_pool_matrices(image_size: SizeLike, token_grid: tuple[int, int], *, batch: int,
+                        token_box: BoxLike | None = None, grid: int = 16, device=None):
+    """``(P_h (B,g,h_p), P_w (B,g,w_p), inside (B,g,g))`` float64 for ``pool="image"``; see the module docstring.
+
+    Computed once per distinct geometry in the batch (``torch.unique``) and cached across calls.
+    """
+    size, box = _boxes(image_size, token_box, batch, "token_box")
+    uniq, inverse = torch.unique(torch.cat([size, box], 1), dim=0, return_inverse=True)
+    p_h, p_w, inside = _pool_for(tuple(map(tuple, uniq.tolist())), tuple(int(v) for v in token_grid), int(grid))
+    return p_h.to(device)[inverse.to(device)], p_w.to(device)[inverse.to(device)], inside.to(device)[inverse.to(device)]
 
 
 def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tuple[int, int] | None,
@@ -234,6 +254,23 @@ def sam_resized_size(image_size: SizeLike, sam_size: int = 1024) -> tuple[int, i
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+@functools.lru_cache(maxsize=256)
+def _prompt_cells(rows_key: tuple, gh: int, gw: int, sam_size: int, prompt_size: int):
+    """For distinct (H, W, x0, y0, x1, y1): the cell row / column of every prompt pixel, -1 outside (cached)."""
+    t = torch.tensor(rows_key, dtype=torch.float64)
+    size, box = t[:, :2], t[:, 2:]
+    resized = (size * (sam_size / size.amax(1))[:, None] + 0.5).floor()      # SAM's rounding
+    centre = (torch.arange(prompt_size, dtype=torch.float64) + 0.5) * sam_size / prompt_size
+
+    def cells(axis: int, lo: torch.Tensor, hi: torch.Tensor, g: int) -> torch.Tensor:
+        orig = centre[None] * size[:, axis:axis + 1] / resized[:, axis:axis + 1]   # original coords
+        ok = (centre[None] < resized[:, axis:axis + 1]) & (orig >= lo[:, None]) & (orig < hi[:, None])
+        idx = ((orig - lo[:, None]) * g / (hi - lo)[:, None]).floor().long().clamp(0, g - 1)
+        return torch.where(ok, idx, torch.full_like(idx, -1))
+
+    return cells(0, box[:, 1], box[:, 3], gh), cells(1, box[:, 0], box[:, 2], gw)
+
+
 def to_sam_prompt(mask: torch.Tensor, image_size: SizeLike, *, grid_box: BoxLike | None = None,
                   sam_size: int = 1024, prompt_size: int = 256, on: float = 1.0, off: float = 0.0,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -246,23 +283,10 @@ def to_sam_prompt(mask: torch.Tensor, image_size: SizeLike, *, grid_box: BoxLike
     """
     b, gh, gw = mask.shape
     device = mask.device
-    size = _per_item(image_size, b, 2, "image_size", device, torch.float64)
-    box = size.new_zeros(b, 4)
-    box[:, 2], box[:, 3] = size[:, 1], size[:, 0]
-    if grid_box is not None:
-        box = _per_item(grid_box, b, 4, "grid_box", device, torch.float64)
-    scale = sam_size / size.amax(1)                                           # (B,)
-    resized = (size * scale[:, None] + 0.5).floor()                           # (B, 2) SAM's rounding
-    centre = (torch.arange(prompt_size, device=device, dtype=torch.float64) + 0.5) * sam_size / prompt_size
-
-    def cells(axis: int, lo: torch.Tensor, hi: torch.Tensor, g: int) -> torch.Tensor:
-        orig = centre[None] * size[:, axis:axis + 1] / resized[:, axis:axis + 1]   # (B, P) original coords
-        ok = (centre[None] < resized[:, axis:axis + 1]) & (orig >= lo[:, None]) & (orig < hi[:, None])
-        idx = ((orig - lo[:, None]) * g / (hi - lo)[:, None]).floor().long().clamp(0, g - 1)
-        return torch.where(ok, idx, torch.full_like(idx, -1))
-
-    rows = cells(0, box[:, 1], box[:, 3], gh)                                 # (B, P)
-    cols = cells(1, box[:, 0], box[:, 2], gw)                                 # (B, P)
+    size, box = _boxes(image_size, grid_box, b, "grid_box")
+    uniq, inverse = torch.unique(torch.cat([size, box], 1), dim=0, return_inverse=True)
+    rows, cols = _prompt_cells(tuple(map(tuple, uniq.tolist())), gh, gw, int(sam_size), int(prompt_size))
+    rows, cols = rows.to(device)[inverse.to(device)], cols.to(device)[inverse.to(device)]      # (B, P) each
     flat_idx = rows.clamp_min(0)[:, :, None] * gw + cols.clamp_min(0)[:, None, :]
     picked = mask.reshape(b, gh * gw).gather(1, flat_idx.reshape(b, -1)).reshape(b, prompt_size, prompt_size)
     picked = picked & (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
