@@ -118,8 +118,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if self.n < 0:
             raise ValueError(f"data.synthetic.n must be >= 0, got {self.n}")
-        if not 8 <= self.min_size <= self.max_size:
-            raise ValueError(f"data.synthetic needs 8 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if not 16 <= self.min_size <= self.max_size:
+            raise ValueError(f"data.synthetic needs 16 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
 
 
 @dataclass

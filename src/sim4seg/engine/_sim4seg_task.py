@@ -1,0 +1,72 @@
+"""The default training task: Sim4Seg built from the recipe, on M3DS datasets built from the recipe."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from sim4seg.config import Config
+from sim4seg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def build_model(config: Config):
+    """``(model, processor)``: the tiny random model or a named preset, with what trains set by the recipe."""
+    from sim4seg.model import builders
+
+    m = config.model
+    dtype = getattr(torch, m.dtype)
+    if m.preset == "tiny":
+        model, processor = builders.build_tiny(config.sim4seg_config(), spec=builders.TinySpec(**asdict(m.tiny)),
+                                               seed=config.train.seed)
+        return model.to(dtype), processor
+    return builders.from_preset(m.preset, config.sim4seg_config(), lvlm=m.lvlm, sam=m.sam, dtype=dtype)
+
+
+def build_data(config: Config, model, processor, accelerator):
+    """M3DS train / val datasets, their collator and (with ``data.mix``) the subset-mixing sampler."""
+    from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset, SubsetMixSampler
+    from sim4seg.engine.train import TrainData
+
+    d = config.data
+    if not d.manifest:
+        raise InputError("data.manifest is not set: name an M3DS directory (or one to synthesize into)")
+    root = Path(d.manifest)
+    with accelerator.main_process_first():
+        if not (root / "dataset_info.json").is_file():
+            if not d.synthetic.n:
+                raise InputError("no M3DS manifest here (dataset_info.json not found); build one with "
+                                 "`sim4seg data synth` or set data.synthetic.n to write a synthetic one", root)
+            if accelerator.is_main_process:
+                from sim4seg.data.synthetic import synthesize
+
+                log.info("writing a synthetic M3DS of %d samples to %s", d.synthetic.n, root)
+                s = d.synthetic
+                synthesize(root, s.n, s.seed, subsets=d.subsets, size_range=(s.min_size, s.max_size))
+    encoder = ExampleEncoder.for_model(model, processor)
+    train = M3DSDataset(root, d.train_split, encoder, answer_format=d.answer_format, subsets=d.subsets)
+    if not len(train):
+        raise InputError(f"the {d.train_split!r} split has no samples" + (f" of {d.subsets}" if d.subsets else ""), root)
+    val = None
+    if d.val_split:
+        val = M3DSDataset(root, d.val_split, encoder, answer_format=d.answer_format, subsets=d.subsets)
+        if d.max_val_samples is not None:
+            val = M3DSDataset(root, d.val_split, encoder, answer_format=d.answer_format,
+                              samples=val.samples[: d.max_val_samples])
+    sampler = None
+    if d.mix is not None or d.samples_per_epoch is not None:
+        sampler = SubsetMixSampler([s.subset for s in train.samples], d.mix,
+                                   num_samples=d.samples_per_epoch or len(train), seed=config.train.seed)
+    return TrainData(train, val, Collator(processor.tokenizer.pad_token_id), sampler)
+
+
+def build(config: Config, accelerator, datasets=None):
+    """The model and (unless given) its data."""
+    model, processor = build_model(config)
+    if datasets is None:
+        datasets = build_data(config, model, processor, accelerator)
+    return model, datasets

@@ -1,0 +1,35 @@
+"""``sim4seg train`` — train from a YAML recipe (one process; ``accelerate launch`` for several)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def train(config: str, overrides: list[str] | None, resume: str | None) -> int:
+    """Train Sim4Seg (or the recipe's model) from a YAML recipe; --resume auto continues a killed run exactly."""
+    from sim4seg.config import load_config
+    from sim4seg.engine.train import train as run_training
+
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    cfg = load_config(config, overrides or [])
+    result = run_training(cfg, resume=resume)
+    s = result.state
+    if result.last_logs or s.validations:
+        last = result.last_logs.get("loss")
+        val = s.validations[-1].get("val/loss") if s.validations else None
+        print(f"trained {s.global_step} step(s), {s.samples_seen} examples"
+              + (f"; last train loss {last:.4f}" if last is not None else "")
+              + (f"; validation loss {val:.4f}" if val is not None else ""))
+    print(f"model: {result.final_dir}   logs: {result.output_dir / 'log.jsonl'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train from a YAML recipe (configs/*.yaml)", description=train.__doc__)
+    p.add_argument("--config", required=True, metavar="YAML", help="training recipe, e.g. configs/tiny-cpu.yaml")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="override recipe values, e.g. --set optim.lr=1e-4 train.max_steps=100 (repeatable)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="continue from the latest checkpoint in train.output_dir (auto) or from a checkpoint directory")
+    p.set_defaults(handler=train)

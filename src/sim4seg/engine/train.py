@@ -1,0 +1,487 @@
+"""The training loop (paper §3.2, §4.1) on ``accelerate``: one process, DDP, or DeepSpeed ZeRO.
+
+The model *is* the task (open_clip style): any ``nn.Module`` whose ``forward(batch)`` (or
+``forward(**batch)``) returns the losses — a mapping or an output object with a ``loss`` and,
+optionally, other ``loss*`` terms that are logged. ``train(config)`` builds Sim4Seg and the M3DS
+datasets from the recipe; tests pass a toy task and toy datasets instead.
+
+A run writes to ``train.output_dir``::
+
+    config.yaml               the resolved recipe
+    log.jsonl                 one row per logging step (step, epoch, lr, loss terms, samples/s) and per validation
+    tb/                       the same as TensorBoard scalars
+    checkpoint-000120/        resumable: trainable weights, optimizer, RNG (accelerate), trainer_state.json
+    final/                    the trained model (``model.safetensors`` of the trainable weights + configs)
+
+Exact resume: a checkpoint holds the trainable weights, the optimizer, the scheduler, every
+process's RNG states and the data position (epoch, micro-batches consumed). Data order is a
+pure function of ``(seed, epoch)`` and the loaders draw from their own generators, so a killed
+run resumed from its last checkpoint reaches the same weights, bit for bit, as one never
+killed. Datasets must be deterministic per index (augmentations seeded by index and epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from sim4seg.config import CONFIG_NAME, Config
+from sim4seg.engine import _checkpoints as ckpt
+from sim4seg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class TrainData:
+    """What the loop iterates: datasets, their collate function and the training sampler."""
+
+    train: torch.utils.data.Dataset
+    val: torch.utils.data.Dataset | None = None
+    collate_fn: Callable | None = None
+    sampler: torch.utils.data.Sampler | None = None
+    """Training sampler with ``set_epoch(epoch)``, deterministic in its seed and the epoch (default: ``EpochShuffle``)."""
+
+
+@dataclass
+class TrainState:
+    """Where the run is; saved as ``trainer_state.json`` in every checkpoint."""
+
+    global_step: int = 0
+    """Optimizer steps taken."""
+    epoch: int = 0
+    """Current epoch (0-based)."""
+    batch_in_epoch: int = 0
+    """Micro-batches this process consumed in ``epoch``."""
+    samples_seen: int = 0
+    """Training examples consumed (all processes)."""
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    world_size: int = 1
+    batch_size: int = 1
+    grad_accum: int = 1
+    validations: list[dict] = field(default_factory=list)
+    scheduler: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    state: TrainState
+    last_logs: dict
+
+
+@dataclass
+class ValidationContext:
+    """What a validator gets: the prepared model and validation loader, and where the run is."""
+
+    model: nn.Module
+    dataloader: Any
+    accelerator: Any
+    epoch: int
+    step: int
+
+
+Validator = Callable[[ValidationContext], dict]
+
+
+class Callback:
+    """Hooks called on every process; override what you need."""
+
+    def on_step_end(self, state: TrainState, logs: dict) -> None:
+        """After each optimizer step (``logs`` holds the window's mean losses on logging steps, else ``{}``)."""
+
+    def on_validation(self, state: TrainState, metrics: dict) -> None:
+        """After each validation."""
+
+    def on_checkpoint(self, state: TrainState, path: Path) -> None:
+        """After a checkpoint is complete on disk."""
+
+
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """Each index once per epoch, in an order fixed by ``(seed, epoch)``."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+# ---------------------------------------------------------------------------- the task contract
+
+
+def forward_task(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+    """Run the task on a batch; return its scalar loss terms (``loss`` first)."""
+    inner = getattr(model, "module", model)
+    out = model(**batch) if isinstance(batch, Mapping) and _takes_kwargs(inner) else model(batch)
+    if isinstance(out, Mapping):
+        items = out.items()
+    else:
+        items = ((k, getattr(out, k)) for k in dir(out) if k.startswith("loss") and not k.startswith("_"))
+    terms = {k: v for k, v in items if k.startswith("loss") and isinstance(v, torch.Tensor) and v.numel() == 1}
+    if "loss" not in terms:
+        raise InputError(f"{type(inner).__name__}.forward must return a 'loss' (got {sorted(terms) or type(out).__name__})")
+    return {"loss": terms.pop("loss"), **dict(sorted(terms.items()))}
+
+
+def _takes_kwargs(module: nn.Module) -> bool:
+    """``forward(**batch)`` when forward needs more than one argument (e.g. ``Sim4SegModel``), else ``forward(batch)``."""
+    import inspect
+
+    params = [p for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return sum(p.default is inspect.Parameter.empty for p in params) > 1
+
+
+def batch_size_of(batch: Any) -> int:
+    """The leading dimension of the batch's first tensor (1 if it holds none)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.ndim:
+            return int(v.shape[0])
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            return len(v)
+    return 1
+
+
+def validation_loss(ctx: ValidationContext) -> dict:
+    """Default validator: the mean of each loss term over the validation set (all processes)."""
+    sums: dict[str, float] = {}
+    n = 0
+    ctx.model.eval()
+    with torch.no_grad():
+        for batch in ctx.dataloader:
+            terms = forward_task(ctx.model, batch)
+            bs = batch_size_of(batch)
+            # one row per example, so gather_for_metrics can drop the padding of the last batch
+            rows = torch.stack([t.detach().float().reshape(()) for t in terms.values()]).expand(bs, -1).contiguous()
+            rows = ctx.accelerator.gather_for_metrics(rows)
+            for k, col in zip(terms, rows.sum(0).tolist()):
+                sums[k] = sums.get(k, 0.0) + col
+            n += int(rows.shape[0])
+    ctx.model.train()
+    return {k: v / max(n, 1) for k, v in sums.items()} | {"n": n}
+
+
+# ---------------------------------------------------------------------------- optimizer and schedule
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters: weight matrices decayed, biases and norm scales (ndim < 2) not."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    if not decay and not no_decay:
+        raise InputError("the model has no trainable parameters (check model.trainable in the recipe)")
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """The learning-rate multiplier for optimizer step ``step`` (0-based): linear warm-up, then decay."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0 - (1.0 - min_ratio) * progress
+
+
+def warmup_steps(config: Config, total: int) -> int:
+    o = config.optim
+    if o.warmup_ratio is not None:
+        return int(round(o.warmup_ratio * total))
+    return min(o.warmup_steps or 0, max(total - 1, 0))
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def make_accelerator(config: Config):
+    """An ``Accelerator`` for the recipe: precision, accumulation, DeepSpeed (checked clearly)."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+
+    t, o = config.train, config.optim
+    if t.precision == "bf16" and not torch.cuda.is_available():
+        raise InputError("train.precision=bf16 needs a GPU and none is available; use --set train.precision=no")
+    kwargs: dict[str, Any] = {}
+    if t.deepspeed:
+        import importlib.util
+
+        path = Path(t.deepspeed)
+        if not path.is_file():
+            raise InputError("DeepSpeed config not found (train.deepspeed)", path)
+        if importlib.util.find_spec("deepspeed") is None:
+            raise InputError("train.deepspeed is set but the deepspeed package is not installed "
+                             "(pip install deepspeed, on a CUDA machine)", path)
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
+        from accelerate.utils import DeepSpeedPlugin
+
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=str(path), gradient_accumulation_steps=o.grad_accum,
+                                                     gradient_clipping=o.max_grad_norm)
+    # cpu=True on a machine without CUDA: several processes there run DDP over gloo
+    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=o.grad_accum,
+                       mixed_precision=t.precision,
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False, even_batches=True),
+                       **kwargs)
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> bool:
+    """Call the model's ``gradient_checkpointing_enable`` (or that of its outermost submodules that have one)."""
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+        return True
+    done: list[str] = []
+    for name, m in model.named_modules():
+        if hasattr(m, "gradient_checkpointing_enable") and not any(name.startswith(d + ".") for d in done):
+            try:
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            except TypeError:
+                m.gradient_checkpointing_enable()
+            done.append(name)
+    return bool(done)
+
+
+def _loader(dataset, config: Config, collate_fn, sampler, seed: int):
+    return torch.utils.data.DataLoader(dataset, batch_size=config.optim.batch_size, sampler=sampler,
+                                       collate_fn=collate_fn, num_workers=config.data.num_workers, drop_last=False,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None = None,
+          datasets: TrainData | None = None, validator: Validator | None = None,
+          callbacks: Sequence[Callback] = (), resume: str | None = None) -> TrainResult:
+    """Train the task the recipe describes; ``resume`` is ``"auto"`` (latest checkpoint, if any) or a path."""
+    from accelerate.utils import set_seed
+
+    t, o = config.train, config.optim
+    out = Path(t.output_dir)
+    accelerator = make_accelerator(config)
+    set_seed(t.seed)
+    if model_factory is None or datasets is None:
+        from sim4seg.engine import _sim4seg_task
+
+        if model_factory is not None:
+            raise InputError("a custom model_factory needs its datasets (train(..., datasets=TrainData(...)))")
+        model, datasets = _sim4seg_task.build(config, accelerator, datasets)
+    else:
+        model = model_factory(config)
+    if t.gradient_checkpointing and not enable_gradient_checkpointing(model):
+        log.warning("train.gradient_checkpointing is on but %s has no gradient_checkpointing_enable", type(model).__name__)
+    optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    sampler = datasets.sampler or EpochShuffle(len(datasets.train), t.seed)
+    train_dl = _loader(datasets.train, config, datasets.collate_fn, sampler, t.seed)
+    val_dl = None
+    if datasets.val is not None and len(datasets.val) and t.validate:
+        val_dl = _loader(datasets.val, config, datasets.collate_fn, EpochShuffle(len(datasets.val), shuffle=False), t.seed)
+    model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
+    if val_dl is not None:
+        val_dl = accelerator.prepare(val_dl)
+
+    steps_per_epoch = math.ceil(len(train_dl) / o.grad_accum)
+    total = o.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, o.epochs * steps_per_epoch)
+    warm = warmup_steps(config, total)
+    raw_optimizer = getattr(optimizer, "optimizer", optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lambda s: lr_factor(
+        s, warmup=warm, total=total, schedule=o.schedule, min_ratio=o.min_lr_ratio))
+    state = TrainState(total_steps=total, steps_per_epoch=steps_per_epoch, world_size=accelerator.num_processes,
+                       batch_size=o.batch_size, grad_accum=o.grad_accum)
+    ckpt.register_hooks(accelerator)
+
+    start = ckpt.find(out, resume) if resume else None
+    if resume is None and ckpt.find(out, "auto") is not None:
+        raise InputError("output directory already holds checkpoints: continue with --resume auto, or choose another "
+                         "train.output_dir", out)
+    if start is not None:
+        state = ckpt.load(accelerator, start, state)
+        scheduler.load_state_dict(state.scheduler)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", start, state.global_step, state.epoch,
+                 state.batch_in_epoch)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / CONFIG_NAME)
+        ckpt.truncate_log(out / LOG_NAME, state.global_step if start is not None else -1)
+    accelerator.wait_for_everyone()
+    logger = _Logger(out, accelerator.is_main_process, state.global_step)
+    n_train = sum(p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad)
+    log.info("training %d parameters for %d steps (%d per epoch) on %d process(es)", n_train, total, steps_per_epoch,
+             accelerator.num_processes)
+
+    def save() -> None:
+        state.scheduler = scheduler.state_dict()
+        path = ckpt.save(accelerator, out, state, config, keep_last=t.keep_last)
+        for cb in callbacks:
+            cb.on_checkpoint(state, path)
+
+    def validate() -> None:
+        if val_dl is None:
+            return
+        ctx = ValidationContext(model, val_dl, accelerator, state.epoch, state.global_step)
+        metrics = (validator or validation_loss)(ctx)
+        row = {"step": state.global_step, "epoch": state.epoch, **{f"val/{k}": v for k, v in metrics.items()}}
+        state.validations.append(row)
+        logger.write(row, "val")
+        for cb in callbacks:
+            cb.on_validation(state, metrics)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (t.progress and accelerator.is_local_main_process))
+    window = _Window(accelerator)
+    last_logs: dict = {}
+    validated_at = state.validations[-1]["step"] if state.validations else -1
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    while state.global_step < total and state.epoch < o.epochs:
+        sampler.set_epoch(state.epoch)
+        loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch else train_dl
+        n_batches = len(train_dl)
+        for batch in loader:
+            with accelerator.accumulate(model):
+                terms = forward_task(model, batch)
+                accelerator.backward(terms["loss"])
+                grad_norm = None
+                if accelerator.sync_gradients and o.max_grad_norm is not None:
+                    grad_norm = accelerator.clip_grad_norm_(params, o.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.batch_in_epoch += 1
+            window.add(terms, batch_size_of(batch))
+            if not accelerator.sync_gradients:
+                continue
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            state.global_step += 1
+            state.samples_seen += window.samples_total()
+            logs: dict = {}
+            if state.global_step % t.log_every == 0 or state.global_step == total:
+                logs = {"step": state.global_step, "epoch": state.epoch + state.batch_in_epoch / n_batches, "lr": lr,
+                        **window.flush(), "grad_norm": None if grad_norm is None else float(grad_norm)}
+                logger.write(logs, "train")
+                last_logs = logs
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            bar.update(1)
+            for cb in callbacks:
+                cb.on_step_end(state, logs)
+            end_of_epoch = state.batch_in_epoch >= n_batches
+            if state.global_step >= total:
+                break
+            if t.checkpoint_every and state.global_step % t.checkpoint_every == 0 and not end_of_epoch:
+                save()
+        if state.batch_in_epoch >= n_batches:  # the epoch is complete
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            validate()
+            validated_at = state.global_step
+            save()
+    bar.close()
+    if validated_at != state.global_step:  # a run cut short by max_steps
+        validate()
+    if not ckpt.find(out, "auto") or ckpt.step_of(ckpt.find(out, "auto")) != state.global_step:
+        save()
+    final = out / "final"
+    ckpt.export(accelerator, model, final, config)
+    logger.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(out, final, state, last_logs)
+
+
+class _Window:
+    """Running sums of the loss terms between two logging steps, reduced over processes when read."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.sums: dict[str, float] = {}
+        self.batches = 0
+        self.samples = 0
+        self.step_samples = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor], bs: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+        self.batches += 1
+        self.samples += bs
+        self.step_samples += bs
+
+    def samples_total(self) -> int:
+        n = self.step_samples * self.accelerator.num_processes  # even_batches: every process sees as many
+        self.step_samples = 0
+        return n
+
+    def flush(self) -> dict:
+        keys = list(self.sums)
+        vec = torch.tensor([self.sums[k] for k in keys] + [self.batches, self.samples], dtype=torch.float64,
+                           device=self.accelerator.device)
+        vec = self.accelerator.reduce(vec, reduction="sum")
+        *sums, batches, samples = vec.tolist()
+        elapsed = time.perf_counter() - self.t0
+        row = {k: s / max(batches, 1) for k, s in zip(keys, sums)} | {"samples_per_s": samples / max(elapsed, 1e-9)}
+        self.sums, self.batches, self.samples, self.t0 = {}, 0, 0, time.perf_counter()
+        return row
+
+
+class _Logger:
+    """JSONL rows and TensorBoard scalars, written by the main process only."""
+
+    def __init__(self, out: Path, main: bool, step: int):
+        self.main, self.path, self.tb = main, out / LOG_NAME, None
+        if main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
+            except ImportError:  # tensorboard is an optional extra
+                log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+
+    def write(self, row: dict, kind: str) -> None:
+        if not self.main:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"kind": kind, **row}) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k if "/" in k else f"{kind}/{k}", v, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
