@@ -371,6 +371,8 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     while state.global_step < total and state.epoch < o.epochs:
         sampler.set_epoch(state.epoch)
         loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch else train_dl
+        if hasattr(loader, "set_epoch"):  # accelerate's loaders pass their own epoch count to the sampler
+            loader.set_epoch(state.epoch)
         n_batches = len(train_dl)
         for batch in loader:
             with accelerator.accumulate(model):
