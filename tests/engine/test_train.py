@@ -269,3 +269,32 @@ def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path):
     state = json.loads((out / "checkpoint-000012" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and state["samples_seen"] == 3 * 32
     assert (out / "checkpoint-000012" / "random_states_1.pkl").is_file()
+
+
+# ---------------------------------------------------------------------------- the default task: tiny Sim4Seg
+
+
+def test_cli_trains_tiny_sim4seg_and_resumes(synth_m3ds, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from sim4seg.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--config", str(REPO / "configs" / "tiny-cpu.yaml"),
+            "--set", f"data.manifest={synth_m3ds}", f"train.output_dir={out}",
+            "optim.batch_size=2", "train.log_every=1", "train.progress=false", "data.max_val_samples=4",
+            "--set", "model.trainable.lora=true", "model.trainable.llm=false", "model.trainable.vision_tower=false",
+            "model.trainable.sam_encoder=false"]
+    assert main(args + ["--set", "train.max_steps=3"]) == 0
+    assert "trained 3 step(s)" in capsys.readouterr().out
+    logged = rows(out)
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    assert all({"loss", "loss_txt", "loss_bce", "loss_dice"} <= set(r) for r in logged)
+    assert rows(out, "val")[-1]["val/n"] == 4
+    keys = set(load_file(str(out / "final" / "model.safetensors")))
+    assert any("lora_A" in k for k in keys) and any(k.startswith("phi.") for k in keys)
+    assert not any("vision_tower" in k or "sam.vision_encoder" in k for k in keys)
+
+    assert main(args + ["--set", "train.max_steps=5", "--resume", "auto"]) == 0
+    assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5]
+    assert json.loads((out / "checkpoint-000005" / "trainer_state.json").read_text())["global_step"] == 5
