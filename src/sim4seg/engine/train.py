@@ -25,10 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -37,11 +34,10 @@ from torch import nn
 
 from sim4seg.config import CONFIG_NAME, Config
 from sim4seg.engine import _checkpoints as ckpt
+from sim4seg.engine._logs import LOG_NAME, RunLogger, Window
 from sim4seg.errors import InputError
 
 log = logging.getLogger(__name__)
-
-LOG_NAME = "log.jsonl"
 
 
 @dataclass
@@ -337,7 +333,7 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
         config.save(out / CONFIG_NAME)
         ckpt.truncate_log(out / LOG_NAME, state.global_step if start is not None else -1)
     accelerator.wait_for_everyone()
-    logger = _Logger(out, accelerator.is_main_process, state.global_step)
+    logger = RunLogger(out, accelerator.is_main_process, state.global_step)
     n_train = sum(p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad)
     log.info("training %d parameters for %d steps (%d per epoch) on %d process(es)", n_train, total, steps_per_epoch,
              accelerator.num_processes)
@@ -363,7 +359,7 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
 
     bar = tqdm(total=total, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (t.progress and accelerator.is_local_main_process))
-    window = _Window(accelerator)
+    window = Window(accelerator)
     last_logs: dict = {}
     validated_at = state.validations[-1]["step"] if state.validations else -1
     params = [p for p in model.parameters() if p.requires_grad]
@@ -423,67 +419,3 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(out, final, state, last_logs)
-
-
-class _Window:
-    """Running sums of the loss terms between two logging steps, reduced over processes when read."""
-
-    def __init__(self, accelerator):
-        self.accelerator = accelerator
-        self.sums: dict[str, float] = {}
-        self.batches = 0
-        self.samples = 0
-        self.step_samples = 0
-        self.t0 = time.perf_counter()
-
-    def add(self, terms: dict[str, torch.Tensor], bs: int) -> None:
-        for k, v in terms.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
-        self.batches += 1
-        self.samples += bs
-        self.step_samples += bs
-
-    def samples_total(self) -> int:
-        n = self.step_samples * self.accelerator.num_processes  # even_batches: every process sees as many
-        self.step_samples = 0
-        return n
-
-    def flush(self) -> dict:
-        keys = list(self.sums)
-        vec = torch.tensor([self.sums[k] for k in keys] + [self.batches, self.samples], dtype=torch.float64,
-                           device=self.accelerator.device)
-        vec = self.accelerator.reduce(vec, reduction="sum")
-        *sums, batches, samples = vec.tolist()
-        elapsed = time.perf_counter() - self.t0
-        row = {k: s / max(batches, 1) for k, s in zip(keys, sums)} | {"samples_per_s": samples / max(elapsed, 1e-9)}
-        self.sums, self.batches, self.samples, self.t0 = {}, 0, 0, time.perf_counter()
-        return row
-
-
-class _Logger:
-    """JSONL rows and TensorBoard scalars, written by the main process only."""
-
-    def __init__(self, out: Path, main: bool, step: int):
-        self.main, self.path, self.tb = main, out / LOG_NAME, None
-        if main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
-            except ImportError:  # tensorboard is an optional extra
-                log.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
-
-    def write(self, row: dict, kind: str) -> None:
-        if not self.main:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"kind": kind, **row}) + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.tb.add_scalar(k if "/" in k else f"{kind}/{k}", v, row["step"])
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
