@@ -291,9 +291,17 @@ def test_cli_trains_tiny_sim4seg_and_resumes(synth_m3ds, tmp_path, capsys):
     assert [r["step"] for r in logged] == [1, 2, 3]
     assert all({"loss", "loss_txt", "loss_bce", "loss_dice"} <= set(r) for r in logged)
     assert rows(out, "val")[-1]["val/n"] == 4
-    keys = set(load_file(str(out / "final" / "model.safetensors")))
+    # resumable checkpoints hold the trainable weights only; final/ is a full Sim4Seg checkpoint
+    keys = set(load_file(str(out / "checkpoint-000003" / "model.safetensors")))
     assert any("lora_A" in k for k in keys) and any(k.startswith("phi.") for k in keys)
     assert not any("vision_tower" in k or "sam.vision_encoder" in k for k in keys)
+    from sim4seg.model import checkpoint
+
+    model, _ = checkpoint.load(out / "final")
+    saved = load_file(str(out / "checkpoint-000003" / "model.safetensors"))
+    state = model.state_dict()
+    for k in ("phi.0.weight", next(k for k in keys if "lora_A" in k)):
+        assert torch.equal(state[k], saved[k]), k
 
     assert main(args + ["--set", "train.max_steps=5", "--resume", "auto"]) == 0
     assert [r["step"] for r in rows(out)] == [1, 2, 3, 4, 5]

@@ -197,20 +197,26 @@ def truncate_log(path: Path, step: int) -> None:
 # ---------------------------------------------------------------------------- export
 
 
-def export(accelerator, model: nn.Module, directory: Path, config: Config) -> None:
-    """Write the trained model to ``directory``: its own format if it has one, else the trainable weights."""
+def export(accelerator, model: nn.Module, directory: Path, config: Config, save_model=None) -> None:
+    """Write the trained model to ``directory`` (atomically): ``save_model(model, dir)`` if given, else the
+    trainable weights (``model.safetensors``); the recipe beside it."""
     state_dict = accelerator.get_state_dict(model)  # collective under DeepSpeed ZeRO-3
     if not accelerator.is_main_process:
         return
     inner = accelerator.unwrap_model(model)
-    directory.mkdir(parents=True, exist_ok=True)
-    config.save(directory / CONFIG_NAME)
-    save_pretrained = getattr(inner, "save_pretrained", None)
-    if callable(save_pretrained):
-        save_pretrained(directory)
+    tmp = directory.parent / f".{directory.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    if save_model is not None:
+        save_model(inner, tmp)
     else:
         from safetensors.torch import save_file
 
         sd = {k: v.detach().to("cpu").contiguous() for k, v in trainable_state_dict(inner, state_dict).items()}
-        save_file(sd, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    config.save(tmp / CONFIG_NAME)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
     log.info("wrote the trained model to %s", directory)

@@ -65,8 +65,14 @@ def build_data(config: Config, model, processor, accelerator):
 
 
 def build(config: Config, accelerator, datasets=None):
-    """The model and (unless given) its data."""
+    """``(model, data, save)``: the model, its data (unless given) and how to write the trained model.
+
+    ``save(model, directory)`` writes a Sim4Seg checkpoint directory (``sim4seg.model.checkpoint``),
+    which ``checkpoint.load`` and the predictor read.
+    """
+    from sim4seg.model import checkpoint
+
     model, processor = build_model(config)
     if datasets is None:
         datasets = build_data(config, model, processor, accelerator)
-    return model, datasets
+    return model, datasets, lambda m, directory: checkpoint.save(m, processor, directory)

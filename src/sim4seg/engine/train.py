@@ -261,12 +261,17 @@ def enable_gradient_checkpointing(model: nn.Module) -> bool:
         return True
     done: list[str] = []
     for name, m in model.named_modules():
-        if hasattr(m, "gradient_checkpointing_enable") and not any(name.startswith(d + ".") for d in done):
-            try:
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            except TypeError:
-                m.gradient_checkpointing_enable()
-            done.append(name)
+        if any(name.startswith(d + ".") for d in done) or not getattr(m, "supports_gradient_checkpointing", False):
+            continue
+        # transformers: activation_checkpointing_enable (v5), gradient_checkpointing_enable (older)
+        enable = getattr(m, "activation_checkpointing_enable", None) or getattr(m, "gradient_checkpointing_enable", None)
+        if enable is None:
+            continue
+        try:
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        except TypeError:
+            enable()
+        done.append(name)
     return bool(done)
 
 
@@ -294,9 +299,9 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
 
         if model_factory is not None:
             raise InputError("a custom model_factory needs its datasets (train(..., datasets=TrainData(...)))")
-        model, datasets = _sim4seg_task.build(config, accelerator, datasets)
+        model, datasets, save_model = _sim4seg_task.build(config, accelerator, datasets)
     else:
-        model = model_factory(config)
+        model, save_model = model_factory(config), None
     if t.gradient_checkpointing and not enable_gradient_checkpointing(model):
         log.warning("train.gradient_checkpointing is on but %s has no gradient_checkpointing_enable", type(model).__name__)
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
@@ -414,7 +419,7 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     if not ckpt.find(out, "auto") or ckpt.step_of(ckpt.find(out, "auto")) != state.global_step:
         save()
     final = out / "final"
-    ckpt.export(accelerator, model, final, config)
+    ckpt.export(accelerator, model, final, config, save_model)
     logger.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
