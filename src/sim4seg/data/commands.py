@@ -57,24 +57,7 @@ def export(root: str, out: str) -> int:
     return 0
 
 
-def demo(out: str, n: int, seed: int) -> int:
-    """The main job (data stage): synthesize an M3DS in OUT/m3ds, verify it and print its tables."""
-    from pathlib import Path
-
-    root = str(Path(out) / "m3ds")
-    synth(root, n, seed, None, 160, 256)
-    stats(root)
-    return verify(root, quick=False)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the main job on the embedded default (synthetic M3DS)",
-                       description=demo.__doc__)
-    p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
-    p.add_argument("--n", type=int, default=500, help="synthetic samples (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(handler=demo)
-
     data = sub.add_parser("data", help="build, inspect and check M3DS manifests")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
@@ -100,3 +83,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", metavar="DIR", help="M3DS directory")
     p.add_argument("--out", required=True, help="output directory for {train,val,test}.parquet")
     p.set_defaults(handler=export)
+
+    _register_build(dsub)
+
+
+def build(sources: list[str], out: str, workers: int, seed: int, paper_sizes: bool) -> int:
+    """Convert downloaded public datasets (--source NAME=PATH ...) into one M3DS in OUT.
+
+    Exit status 1 when any file or annotation was skipped (listed in OUT/build_report.json).
+    """
+    from sim4seg.data.build import REPORT_FILE, build as run_build, parse_sources, summary
+
+    if workers < 1:
+        from sim4seg.errors import InputError
+
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    report = run_build(out, parse_sources(sources), workers=workers, seed=seed, paper_sizes=paper_sizes,
+                       progress=True)
+    print(summary(report))
+    print(f"report: {out}/{REPORT_FILE}")
+    return 1 if report["skipped"] else 0
+
+
+def _register_build(dsub: argparse._SubParsersAction) -> None:
+    import os
+
+    from sim4seg.data.sources import SOURCES
+
+    p = dsub.add_parser("build", help="convert the downloaded public datasets into one M3DS",
+                        description=build.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="sources and their expected layouts:\n" + "\n".join(
+                            f"  {n:<14} {m.LAYOUT}" for n, m in SOURCES.items())
+                        + "\n\nexample:\n  sim4seg data build --source busi=~/data/Dataset_BUSI_with_GT "
+                          "--source kvasir_seg=~/data/Kvasir-SEG --out m3ds --workers 4")
+    p.add_argument("--source", dest="sources", action="append", required=True, metavar="NAME=PATH",
+                   help="a dataset to convert and its folder (repeat for several)")
+    p.add_argument("--out", required=True, help="output M3DS directory (re-running resumes)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="worker processes (default: CPU count, at most 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, subsampling and prompts (default 0)")
+    p.add_argument("--paper-sizes", action="store_true",
+                   help="subsample each subset deterministically to the paper's Table 1 counts")
+    p.set_defaults(handler=build)

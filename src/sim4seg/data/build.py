@@ -1,0 +1,241 @@
+"""Build an M3DS from the public source datasets (``sim4seg data build``).
+
+Steps: find every source's layout (an ``InputError`` names anything missing before any
+work starts) → scan annotations, decide labels and splits → optionally subsample to
+Table 1 (``paper_sizes``) → convert in worker processes (image hard-linked or copied
+into ``OUT/images/<subset>/``, mask written to ``OUT/masks/<subset>/``) → write the
+manifest and ``OUT/build_report.json``.
+
+Resuming: each finished sample is appended to ``OUT/.build/<source>.jsonl`` after its
+files were written atomically; a re-run reuses every sample whose record, fingerprint
+(annotation + source file size/mtime) and files are all present, and redoes the rest.
+An interrupted run therefore loses nothing finished and leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from sim4seg._atomic import write_json
+from sim4seg.data import prompts
+from sim4seg.data.schema import Answers, DatasetInfo, Sample, Source, write_manifest
+from sim4seg.data.sources import SOURCES, get_source
+from sim4seg.data.sources._base import Item, Scan
+from sim4seg.data.sources._convert import Result, convert_item, output_paths
+from sim4seg.data.sources._splits import paper_subsample
+from sim4seg.data.subsets import SPLITS, SUBSETS
+from sim4seg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "build_report.json"
+STATE_DIR = ".build"
+
+
+def parse_sources(specs: Iterable[str]) -> dict[str, Path]:
+    """``["busi=/data/BUSI", ...]`` → ``{"busi": Path(...)}`` in registry order."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise InputError(f"--source expects NAME=PATH, got {spec!r} (names: {', '.join(SOURCES)})")
+        get_source(name)
+        if name in out:
+            raise InputError(f"--source {name} given twice")
+        out[name] = Path(path).expanduser()
+    if not out:
+        raise InputError(f"give at least one --source NAME=PATH (names: {', '.join(SOURCES)})")
+    return {n: out[n] for n in SOURCES if n in out}
+
+
+def _unique_keys(items: list[Item]) -> None:
+    """Make keys unique within a source (``key``, ``key-2``, ...), in a stable order."""
+    seen: Counter = Counter()
+    for it in sorted(items, key=lambda it: (it.key, it.image)):
+        seen[it.key] += 1
+        if seen[it.key] > 1:
+            it.key = f"{it.key}-{seen[it.key]}"
+
+
+def _load_state(path: Path) -> dict[str, dict]:
+    """Finished samples of an earlier run (a torn last line is ignored)."""
+    out = {}
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    out[rec["id"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return out
+
+
+def _remove_stale_tmp(out: Path, subset: str) -> None:
+    """Temporary files left by a killed run (atomic writes never leave anything else)."""
+    for d in (out / "images" / subset, out / "masks" / subset):
+        if d.is_dir():
+            for p in d.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+
+
+def _relative(skip: dict, root: Path) -> dict:
+    """Name a skipped file relative to its source root, as the scan does."""
+    prefix = str(root) + os.sep
+    if skip["file"].startswith(prefix):
+        skip["file"] = skip["file"][len(prefix):]
+    return skip
+
+
+def _reusable(rec: dict | None, item: Item, out: Path) -> bool:
+    if rec is None or rec.get("fingerprint") != item.fingerprint():
+        return False
+    image_rel, mask_rel = output_paths(item)
+    img, mask = out / image_rel, out / mask_rel
+    try:
+        return mask.is_file() and img.is_file() and img.stat().st_size == Path(item.image).stat().st_size
+    except OSError:
+        return False
+
+
+def _run(items: list[Item], out: Path, workers: int, pool) -> Iterator[tuple[Item, Result]]:
+    fn = functools.partial(convert_item, out_root=str(out))
+    if pool is None or workers <= 1 or len(items) < 2:
+        for it in items:
+            yield it, fn(it)
+        return
+    by_id = {it.sample_id: it for it in items}
+    chunk = max(1, min(16, len(items) // (workers * 8)))
+    for res in pool.imap_unordered(fn, items, chunksize=chunk):
+        yield by_id[res.sample_id], res
+
+
+def _sample(item: Item, res: dict, seed: int) -> Sample:
+    info = SUBSETS[item.subset]
+    sid = item.sample_id
+    return Sample(
+        id=sid, subset=item.subset, modality=info.modality, split=item.split,
+        image=res["image"], mask=res["mask"], query=prompts.make_query(info, seed, sid), diagnosis=item.label,
+        answers=Answers(**prompts.make_answers(item.label, seed, sid)),
+        source=Source(dataset=item.subset, files=list(item.files), annotation_ids=list(res["ann_ids"]),
+                      mask_from=res["mask_from"] if res["instances"] else "empty", instances=res["instances"]),
+    )
+
+
+def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, workers: int = 1, seed: int = 0,
+          paper_sizes: bool = False, progress: bool = False) -> dict:
+    """Build an M3DS in ``out`` from ``{source name: path}``; return the build report."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    roots = {name: get_source(name).locate(path) for name, path in sources.items()}
+    scans: dict[str, Scan] = {}
+    for name, root in roots.items():
+        scans[name] = get_source(name).scan(root, seed)
+        _unique_keys(scans[name].items)
+        log.info("%s: %d samples found, %d skipped, %d excluded", name, len(scans[name].items),
+                 len(scans[name].skipped), len(scans[name].excluded))
+    report: dict = {"out": str(out), "seed": seed, "paper_sizes": paper_sizes, "workers": workers, "sources": {}}
+    samples: list[Sample] = []
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    # fork: workers inherit the imported modules and need no importable __main__ (spawn does).
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    pool = ctx.Pool(workers) if workers > 1 else None
+    try:
+        for name, scan in scans.items():
+            samples += _build_source(name, roots[name], scan, out, workers, pool, seed, paper_sizes, progress, report)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    samples.sort(key=lambda s: (list(SOURCES).index(s.source.dataset), SPLITS.index(s.split), s.id))
+    info = DatasetInfo(subsets={SUBSETS[get_source(n).SUBSET].name: SUBSETS[get_source(n).SUBSET] for n in scans},
+                       build={"command": "build", "seed": seed, "paper_sizes": paper_sizes,
+                              "sources": {n: str(r) for n, r in roots.items()}})
+    write_manifest(out, samples, info)
+    report["totals"] = {split: sum(1 for s in samples if s.split == split) for split in SPLITS}
+    report["skipped"] = sum(len(r["skipped"]) for r in report["sources"].values())
+    report["excluded"] = sum(len(r["excluded"]) for r in report["sources"].values())
+    report["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    write_json(out / REPORT_FILE, report)
+    return report
+
+
+def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, pool, seed: int,
+                  paper_sizes: bool, progress: bool, report: dict) -> list[Sample]:
+    subset = get_source(name).SUBSET
+    items = sorted(scan.items, key=lambda it: it.sample_id)
+    dropped = {s: 0 for s in SPLITS}
+    if paper_sizes:
+        info = SUBSETS[subset]
+        items, dropped = paper_subsample(items, info.paper_sizes, info.no_finding, seed)
+        items.sort(key=lambda it: it.sample_id)
+    state_path = out / STATE_DIR / f"{name}.jsonl"
+    state = _load_state(state_path)
+    _remove_stale_tmp(out, subset)
+    done = {it.sample_id: state[it.sample_id] for it in items if _reusable(state.get(it.sample_id), it, out)}
+    pending = [it for it in items if it.sample_id not in done]
+    writes: Counter = Counter(exists=len(done))
+    skipped = [s.to_json() for s in scan.skipped] + [d for rec in done.values() for d in rec.get("dropped", [])]
+    bar = None
+    if progress and pending:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pending), desc=name, unit="img")
+    with open(state_path, "a", encoding="utf-8") as state_file:
+        for item, res in _run(pending, out, workers, pool):
+            skipped += [_relative(s.to_json(), root) for s in res.skipped]
+            if res.ok:
+                rec = {"id": item.sample_id, "fingerprint": item.fingerprint(), "image": res.image,
+                       "mask": res.mask, "instances": res.instances, "mask_from": res.mask_from,
+                       "ann_ids": res.ann_ids, "dropped": [_relative(s.to_json(), root) for s in res.skipped]}
+                state_file.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                state_file.flush()
+                done[item.sample_id] = rec
+                writes[res.image_write] += 1
+            if bar is not None:
+                bar.update(1)
+        os.fsync(state_file.fileno())
+    if bar is not None:
+        bar.close()
+    samples = [_sample(it, done[it.sample_id], seed) for it in items if it.sample_id in done]
+    counts: dict[str, dict[str, int]] = {}
+    for s in samples:
+        counts.setdefault(s.split, {}).setdefault(s.diagnosis, 0)
+        counts[s.split][s.diagnosis] += 1
+    report["sources"][name] = {
+        "root": str(root), "subset": subset,
+        "counts": {sp: dict(sorted(counts[sp].items())) for sp in SPLITS if sp in counts},
+        "total": len(samples), "converted": len(pending), "reused": len(items) - len(pending),
+        "images": dict(writes), "dropped_by_paper_sizes": dropped,
+        "skipped": skipped, "excluded": [s.to_json() for s in scan.excluded],
+    }
+    return samples
+
+
+def summary(report: dict) -> str:
+    """A printable summary of a build report."""
+    lines = []
+    for name, r in report["sources"].items():
+        per = " ".join(f"{sp}={sum(r['counts'].get(sp, {}).values())}" for sp in SPLITS)
+        lines.append(f"{name:<14} {r['total']:>6} samples ({per}); reused {r['reused']}, "
+                     f"skipped {len(r['skipped'])}, excluded {len(r['excluded'])}")
+        for label in sorted({lb for sp in r["counts"].values() for lb in sp}):
+            n = sum(sp.get(label, 0) for sp in r["counts"].values())
+            lines.append(f"{'':<16}{label}: {n}")
+        for s in r["skipped"][:10]:
+            lines.append(f"{'':<16}skipped {s['file']}: {s['reason']}")
+        if len(r["skipped"]) > 10:
+            lines.append(f"{'':<16}... {len(r['skipped']) - 10} more in {REPORT_FILE}")
+    t = report["totals"]
+    lines.append(f"total: {sum(t.values())} samples (" + ", ".join(f"{k} {v}" for k, v in t.items())
+                 + f"); {report['skipped']} skipped, {report['excluded']} excluded; {report['elapsed_s']}s")
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Turn one ``Item`` into files under the output root (runs in worker processes).
+
+Writes ``images/<subset>/<key><suffix>`` (a hard link to the source image where the
+file system allows it, else a copy; the bytes are unchanged, so EXIF stays and readers
+apply it) and ``masks/<subset>/<key>.png`` (single-channel 0/255 in the displayed
+frame). Both writes are atomic. Returns a ``Result``; a bad sample is a ``Result``
+with ``ok=False`` and the reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sim4seg.data.io import read_image, read_mask, write_mask
+from sim4seg.data.sources._base import Item, Skip
+from sim4seg.data.sources._raster import rasterize_box, rasterize_polygon, to_display
+from sim4seg.errors import InputError
+
+
+@dataclass
+class Result:
+    sample_id: str
+    ok: bool
+    image: str = ""
+    mask: str = ""
+    instances: int = 0
+    mask_from: str = "empty"
+    ann_ids: list[str] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    """The sample itself (``ok=False``) or some of its instances, with reasons."""
+    image_write: str = ""
+    """``link``, ``copy`` or ``exists``."""
+
+
+def output_paths(item: Item) -> tuple[str, str]:
+    """``(image, mask)`` paths relative to the output root."""
+    suffix = Path(item.image).suffix.lower()
+    return f"images/{item.subset}/{item.key}{suffix}", f"masks/{item.subset}/{item.key}.png"
+
+
+def place_image(src: Path, dst: Path) -> str:
+    """Hard-link (or copy) ``src`` to ``dst`` atomically; ``exists`` if an identical-size file is there."""
+    if dst.is_file() and dst.stat().st_size == src.stat().st_size:
+        return "exists"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+            how = "link"
+        except OSError:
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            how = "copy"
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return how
+
+
+def _header(path: Path) -> tuple[int, int, int]:
+    """``(raw_w, raw_h, exif_orientation)`` from the file header."""
+    with Image.open(path) as img:
+        return img.width, img.height, int(img.getexif().get(0x0112, 1) or 1)
+
+
+def _shapes(item: Item, h: int, w: int, raw: tuple[int, int, int]) -> tuple[np.ndarray, int, list[Skip]]:
+    """OR of the item's polygons or boxes in the displayed ``HxW`` frame; instance count; drops."""
+    raw_w, raw_h, orientation = raw
+    frame_h, frame_w, rotate = h, w, False
+    if item.coords == "pixel" and item.ann_size is not None:
+        ann = tuple(item.ann_size)
+        if ann == (w, h):
+            pass  # annotations in the displayed frame (what annotation tools show)
+        elif ann == (raw_w, raw_h) and orientation in (5, 6, 7, 8):
+            frame_h, frame_w, rotate = raw_h, raw_w, True  # stored frame: rasterize there, then orient
+        else:
+            raise InputError(f"annotation says the image is {ann[0]}x{ann[1]} but it is {w}x{h} as displayed")
+    shapes = item.polygons if item.mask_from == "polygon" else item.boxes
+    mask = np.zeros((frame_h, frame_w), bool)
+    drops, n = [], 0
+    for i, shape in enumerate(shapes):
+        coords = list(shape)
+        if item.coords == "normalized":
+            coords = [v * (frame_w if j % 2 == 0 else frame_h) for j, v in enumerate(coords)]
+        fn = rasterize_polygon if item.mask_from == "polygon" else rasterize_box
+        m, why = fn(coords, frame_h, frame_w)
+        ann_id = item.ann_ids[i] if i < len(item.ann_ids) else str(i)
+        if why:
+            drops.append(Skip(ann_id, why))
+            continue
+        mask |= m
+        n += 1
+    if rotate:
+        mask = to_display(mask, orientation)
+    return mask, n, drops
+
+
+def convert_item(item: Item, out_root: str) -> Result:
+    """Write the image and mask of ``item`` under ``out_root``; never raises for bad input."""
+    out = Path(out_root)
+    image_rel, mask_rel = output_paths(item)
+    res = Result(item.sample_id, ok=False, image=image_rel, mask=mask_rel, mask_from=item.mask_from)
+    src = Path(item.image)
+    try:
+        h, w = read_image(src).shape[:2]
+        if item.mask_from == "empty":
+            mask, n = np.zeros((h, w), bool), 0
+        elif item.mask_from == "pixel":
+            mask, n = np.zeros((h, w), bool), 0
+            for mf in item.mask_files:
+                m = read_mask(mf)
+                if m.shape != (h, w):
+                    raise InputError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}", mf)
+                if m.any():
+                    mask |= m
+                    n += 1
+            if n == 0:
+                raise InputError("mask file(s) have no foreground pixel", item.mask_files[0])
+        else:
+            mask, n, res.skipped = _shapes(item, h, w, _header(src))
+            if n == 0:
+                raise InputError("no annotation of this image covers a pixel", src)
+        res.image_write = place_image(src, out / image_rel)
+        write_mask(out / mask_rel, mask)
+    except InputError as e:
+        res.skipped.append(Skip(str(e.path or src), e.problem))
+        return res
+    except OSError as e:
+        res.skipped.append(Skip(str(src), f"cannot read or write: {e}"))
+        return res
+    res.ok, res.instances = True, n
+    res.ann_ids = [a for a in item.ann_ids if a not in {s.file for s in res.skipped}]
+    return res
