@@ -30,7 +30,7 @@ from sim4seg.data.schema import Answers, DatasetInfo, Sample, Source, write_mani
 from sim4seg.data.sources import SOURCES, get_source
 from sim4seg.data.sources._base import Item, Scan
 from sim4seg.data.sources._convert import Result, convert_item, output_paths
-from sim4seg.data.sources._splits import paper_subsample
+from sim4seg.data.sources._splits import paper_order
 from sim4seg.data.subsets import SPLITS, SUBSETS
 from sim4seg.errors import InputError
 
@@ -169,44 +169,94 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
     return report
 
 
+class _Converter:
+    """Converts items of one source, appending each finished one to the state file."""
+
+    def __init__(self, name: str, root: Path, out: Path, workers: int, pool, progress: bool):
+        self.root, self.out, self.workers, self.pool = root, out, workers, pool
+        self.state_path = out / STATE_DIR / f"{name}.jsonl"
+        self.state = _load_state(self.state_path)
+        self.done: dict[str, dict] = {}
+        self.skipped: list[dict] = []
+        self.writes: Counter = Counter()
+        self.converted = self.reused = 0
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, desc=name, unit="img")
+
+    def run(self, items: list[Item]) -> None:
+        """Convert (or reuse) ``items``; successes land in ``done``."""
+        pending = []
+        for it in items:
+            rec = self.state.get(it.sample_id)
+            if _reusable(rec, it, self.out):
+                self.done[it.sample_id] = rec
+                self.skipped += rec.get("dropped", [])
+                self.writes["exists"] += 1
+                self.reused += 1
+            else:
+                pending.append(it)
+        if self.bar is not None:
+            self.bar.total += len(pending)
+            self.bar.refresh()
+        with open(self.state_path, "a", encoding="utf-8") as state_file:
+            for item, res in _run(pending, self.out, self.workers, self.pool):
+                self.converted += 1
+                dropped = [_relative(s.to_json(), self.root) for s in res.skipped]
+                self.skipped += dropped
+                if res.ok:
+                    rec = {"id": item.sample_id, "fingerprint": item.fingerprint(), "image": res.image,
+                           "mask": res.mask, "instances": res.instances, "mask_from": res.mask_from,
+                           "ann_ids": res.ann_ids, "dropped": dropped}
+                    state_file.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    state_file.flush()
+                    self.done[item.sample_id] = rec
+                    self.writes[res.image_write] += 1
+                if self.bar is not None:
+                    self.bar.update(1)
+            os.fsync(state_file.fileno())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, pool, seed: int,
                   paper_sizes: bool, progress: bool, report: dict) -> list[Sample]:
     subset = get_source(name).SUBSET
     items = sorted(scan.items, key=lambda it: it.sample_id)
-    dropped = {s: 0 for s in SPLITS}
-    if paper_sizes:
-        info = SUBSETS[subset]
-        items, dropped = paper_subsample(items, info.paper_sizes, info.no_finding, seed)
-        items.sort(key=lambda it: it.sample_id)
-    state_path = out / STATE_DIR / f"{name}.jsonl"
-    state = _load_state(state_path)
     _remove_stale_tmp(out, subset)
-    done = {it.sample_id: state[it.sample_id] for it in items if _reusable(state.get(it.sample_id), it, out)}
-    pending = [it for it in items if it.sample_id not in done]
-    writes: Counter = Counter(exists=len(done))
-    skipped = [s.to_json() for s in scan.skipped] + [d for rec in done.values() for d in rec.get("dropped", [])]
-    bar = None
-    if progress and pending:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(pending), desc=name, unit="img")
-    with open(state_path, "a", encoding="utf-8") as state_file:
-        for item, res in _run(pending, out, workers, pool):
-            skipped += [_relative(s.to_json(), root) for s in res.skipped]
-            if res.ok:
-                rec = {"id": item.sample_id, "fingerprint": item.fingerprint(), "image": res.image,
-                       "mask": res.mask, "instances": res.instances, "mask_from": res.mask_from,
-                       "ann_ids": res.ann_ids, "dropped": [_relative(s.to_json(), root) for s in res.skipped]}
-                state_file.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                state_file.flush()
-                done[item.sample_id] = rec
-                writes[res.image_write] += 1
-            if bar is not None:
-                bar.update(1)
-        os.fsync(state_file.fileno())
-    if bar is not None:
-        bar.close()
-    samples = [_sample(it, done[it.sample_id], seed) for it in items if it.sample_id in done]
+    conv = _Converter(name, root, out, workers, pool, progress)
+    dropped = {s: 0 for s in SPLITS}
+    try:
+        if not paper_sizes:
+            conv.run(items)
+            kept = items
+        else:
+            # Take candidates in paper order until each split has its Table 1 count of
+            # converted samples (a candidate that fails to convert is replaced by the next).
+            info = SUBSETS[subset]
+            order = paper_order(items, info.no_finding, seed)
+            kept, cursor = [], {s: 0 for s in SPLITS}
+            while True:
+                batch = []
+                for split, target in zip(SPLITS, info.paper_sizes):
+                    have = sum(1 for it in kept if it.split == split and it.sample_id in conv.done)
+                    take = order[split][cursor[split]:cursor[split] + max(target - have, 0)]
+                    cursor[split] += len(take)
+                    batch += take
+                if not batch:
+                    break
+                conv.run(batch)
+                kept += batch
+            for split in SPLITS:
+                dropped[split] = len(order[split]) - cursor[split]
+            kept.sort(key=lambda it: it.sample_id)
+    finally:
+        conv.close()
+    samples = [_sample(it, conv.done[it.sample_id], seed) for it in kept if it.sample_id in conv.done]
     counts: dict[str, dict[str, int]] = {}
     for s in samples:
         counts.setdefault(s.split, {}).setdefault(s.diagnosis, 0)
@@ -214,9 +264,10 @@ def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, po
     report["sources"][name] = {
         "root": str(root), "subset": subset,
         "counts": {sp: dict(sorted(counts[sp].items())) for sp in SPLITS if sp in counts},
-        "total": len(samples), "converted": len(pending), "reused": len(items) - len(pending),
-        "images": dict(writes), "dropped_by_paper_sizes": dropped,
-        "skipped": skipped, "excluded": [s.to_json() for s in scan.excluded],
+        "total": len(samples), "converted": conv.converted, "reused": conv.reused,
+        "images": dict(conv.writes), "dropped_by_paper_sizes": dropped,
+        "skipped": [s.to_json() for s in scan.skipped] + conv.skipped,
+        "excluded": [s.to_json() for s in scan.excluded],
     }
     return samples
 

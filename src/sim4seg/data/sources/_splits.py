@@ -76,16 +76,13 @@ def vote_groups(items: list[Item]) -> int:
     return moved
 
 
-def paper_subsample(items: list[Item], sizes: tuple[int, int, int], no_finding: str | None,
-                    seed: int) -> tuple[list[Item], dict[str, int]]:
-    """Keep at most ``sizes`` items per split: items with a finding first, then in seeded order.
-
-    Returns the kept items and, per split, how many were dropped.
-    """
-    kept, dropped = [], {}
-    for split, target in zip(SPLITS, sizes):
+def paper_order(items: list[Item], no_finding: str | None, seed: int) -> dict[str, list[Item]]:
+    """Per split, the order in which ``--paper-sizes`` picks items: those with a finding
+    first, then in seeded order. The builder takes items from the front until the
+    split's Table 1 count of *converted* samples is reached."""
+    out = {}
+    for split in SPLITS:
         pool = [it for it in items if it.split == split]
         pool.sort(key=lambda it: (it.label == no_finding, rank(seed, it.sample_id), it.sample_id))
-        kept += pool[:target]
-        dropped[split] = max(len(pool) - target, 0)
-    return kept, dropped
+        out[split] = pool
+    return out
