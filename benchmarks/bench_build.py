@@ -86,9 +86,11 @@ def main() -> None:
         results = {}
         for workers in (1, 2):
             out = base / f"out{workers}"
+            load = os.getloadavg()[0]
             seconds, rss = run_build(sources, out, workers)
             results[workers] = seconds
-            print(f"workers={workers}: {seconds:6.1f}s  {args.n / seconds:7.1f} images/s  peak RSS {rss} MiB")
+            print(f"workers={workers}: {seconds:6.1f}s  {args.n / seconds:7.1f} images/s  peak RSS {rss} MiB"
+                  f"  (load average before: {load:.2f} on {os.cpu_count()} CPUs)")
         print(f"speed-up 2 workers / 1 worker: {results[1] / results[2]:.2f}x")
         seconds, rss = run_build(sources, base / "out2", 2)
         print(f"resumed re-run (all done): {seconds:.1f}s  {args.n / seconds:.0f} images/s  "
