@@ -262,3 +262,198 @@ def vote_diagnosis(labels: Sequence[str | None]) -> DiagnosisVote:
     ordered = dict(sorted(counts.items(), key=lambda kv: order[kv[0]]))
     best = max(ordered, key=lambda label: (ordered[label], -order[label]))
     return DiagnosisVote(best, ordered[best] / len(labels), ordered)
+
+
+# ---------------------------------------------------------------- the run (Fig. 4)
+
+
+@dataclass
+class TTSConfig:
+    """m sampled answers × n region-mask perturbations; ``m = n = 1`` is plain greedy inference."""
+
+    m: int = 1
+    """Answers (CoT paths) per query: one batched ``generate`` with ``num_return_sequences=m``."""
+    n: int = 1
+    """Region-mask perturbations per answer (``j = 0`` is the unperturbed mask)."""
+    temperature: float = 0.7
+    top_p: float = 0.9
+    greedy_first: bool = True
+    """With m = 1, answer greedily (no sampling) — the paper's single-path inference."""
+    selector: str = "consensus"
+    """``oracle`` (needs the ground truth: an upper bound only), ``consensus``, ``score`` or ``vote``."""
+    seed: int = 0
+    """Seeds the sampling and the perturbations θ_j."""
+    kinds: tuple[str, ...] = PERTURBATIONS
+    decode_batch: int = 64
+    """Candidate masks decoded per SAM mask-decoder call."""
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.m < 1 or self.n < 1:
+            raise ValueError(f"m and n must be >= 1, got m={self.m}, n={self.n}")
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
+        if not self.temperature > 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+        if self.decode_batch < 1 or self.max_new_tokens < 1:
+            raise ValueError("decode_batch and max_new_tokens must be >= 1")
+
+    @property
+    def upper_bound(self) -> bool:
+        """True when the mask was chosen with the ground truth (``oracle``)."""
+        return self.selector == "oracle"
+
+
+@dataclass
+class Candidates:
+    """The m×n candidate masks of one image (N = answers with [SEG] × n)."""
+
+    masks: torch.Tensor
+    """(N, H, W) bool at the original image size."""
+    pred_iou: torch.Tensor
+    """(N,) SAM's predicted IoU."""
+    path: list[int]
+    """Answer index i of each candidate."""
+    perturbation: list[int]
+    """Perturbation index j of each candidate (0: unperturbed)."""
+    region_cells: list[int]
+    """Selected RVLS2M cells of each candidate's prompt (0 with RVLS2M off)."""
+
+
+@dataclass
+class TTSResult:
+    answers: list[str]
+    labels: list[str | None]
+    diagnosis: DiagnosisVote
+    answer: str
+    """The answer reported: the first whose label won the vote (else the first answer)."""
+    seg: bool
+    """At least one answer produced [SEG]."""
+    mask: torch.Tensor
+    """(H, W) bool; empty when no answer produced [SEG]."""
+    chosen: int | None
+    """Index of the chosen candidate (``None`` for ``vote`` or without [SEG])."""
+    candidates: Candidates | None
+    timings: dict[str, float]
+
+    def details(self, config: TTSConfig) -> dict:
+        """JSON-ready record of the run (what ``predict`` writes)."""
+        c = self.candidates
+        return {
+            "m": config.m, "n": config.n, "selector": config.selector,
+            "upper_bound": config.upper_bound,
+            "sampling": None if config.m == 1 and config.greedy_first else
+            {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed},
+            "answers": self.answers, "labels": self.labels,
+            "vote": {"label": self.diagnosis.label, "confidence": self.diagnosis.confidence,
+                     "counts": self.diagnosis.counts},
+            "candidates": 0 if c is None else len(c.path),
+            "chosen": None if self.chosen is None or c is None else
+            {"index": self.chosen, "path": c.path[self.chosen], "perturbation": c.perturbation[self.chosen],
+             "pred_iou": float(c.pred_iou[self.chosen])},
+        }
+
+
+def sample_answers(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding, config: TTSConfig):
+    """One ``generate`` call: m answers to one prompt ``(1, T)`` → the model's ``Generation`` (N = m)."""
+    if config.m == 1 and config.greedy_first:
+        return model.generate(input_ids, attention_mask, encoding, max_new_tokens=config.max_new_tokens)
+    torch.manual_seed(config.seed)
+    return model.generate(input_ids, attention_mask, encoding, max_new_tokens=config.max_new_tokens, do_sample=True,
+                          temperature=config.temperature, top_p=config.top_p, num_return_sequences=config.m)
+
+
+@torch.no_grad()
+def candidate_masks(model, encoding, gen, n: int, *, seed: int = 0, kinds: Sequence[str] = PERTURBATIONS,
+                    decode_batch: int = 64, use_rvls2m: bool | None = None, **overrides) -> Candidates | None:
+    """Eq. 12: n perturbations of each answer's region mask, decoded against the cached SAM embedding.
+
+    ``encoding`` holds one image; ``gen`` its m answers. The first [SEG] of each answer is used.
+    Returns ``None`` when no answer produced [SEG]. With RVLS2M off there is nothing to perturb
+    and each answer gives one candidate.
+    """
+    if use_rvls2m is None:
+        use_rvls2m = model.config.rvls2m.infer
+    paths = [i for i, h in enumerate(gen.seg_hidden) if h.shape[0] > 0]
+    if not paths:
+        return None
+    seg_phi = model.phi(torch.stack([gen.seg_hidden[i][0] for i in paths]))               # (m', D)
+    m_ = len(paths)
+    size, box = encoding.image_sizes[:1], encoding.token_boxes[:1]
+    if use_rvls2m:
+        image_phi = model.phi(gen.image_hidden[:1]).expand(m_, -1, -1)                    # (m', n_tok, D)
+        scores, region = model.region(image_phi, seg_phi, size.expand(m_, -1), box.expand(m_, -1), **overrides)
+        c = {**model.config.rvls2m.__dict__, **overrides}
+        k = c["k"] if c["tau"] == "topk" else max(1, int(region.flatten(1).sum(1).float().mean()))
+        regions = perturb(scores, region, n, k=k, seed=seed, kinds=kinds).flatten(0, 1)   # (n·m', g, g), j-major
+        big = len(regions)
+        prompts = model.prompt(regions, size.expand(big, -1), box.expand(big, -1), overrides.get("pool"),
+                               gen.image_hidden.shape[1])                                 # (n·m', 1, P, P)
+        cells = regions.flatten(1).sum(1).tolist()
+        path = [paths[i] for _ in range(n) for i in range(m_)]
+        pert = [j for j in range(n) for _ in range(m_)]
+    else:
+        prompts, big, cells, path, pert = None, m_, [0] * m_, paths, [0] * m_
+    phi_all = seg_phi.repeat(big // m_, 1)                                                # (big, D), j-major
+    emb = encoding.sam_embeddings[:1]
+    lows, ious = [], []
+    for s in range(0, big, decode_batch):
+        e = min(big, s + decode_batch)
+        low, iou = model.decode(emb.expand(e - s, -1, -1, -1), phi_all[s:e], None if prompts is None else prompts[s:e])
+        lows.append(low)
+        ious.append(iou)
+    low = torch.cat(lows)
+    masks = _upscale(model, low, tuple(size[0].tolist()))
+    return Candidates(masks, torch.cat(ious).float(), path, pert, [int(x) for x in cells])
+
+
+def _upscale(model, low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h', w') low-res logits of one image → (N, H, W) bool, in chunks (bounded memory)."""
+    out = []
+    sizes = torch.tensor([size], device=low.device)
+    for s in range(0, len(low), 16):
+        chunk = low[s:s + 16]
+        out.append(torch.stack(model.postprocess(chunk, sizes.expand(len(chunk), -1))) > 0)
+    return torch.cat(out)
+
+
+def run(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding,
+        config: TTSConfig, *, parse=None, gt=None, use_rvls2m: bool | None = None, **overrides) -> TTSResult:
+    """The full test-time-scaling run on one encoded image and one prompt ``(1, T)``.
+
+    ``parse(answer) -> label | None`` reads a diagnosis (default: the ``Diagnosis:`` line); ``gt``
+    (H, W) is needed only by the ``oracle`` selector.
+    """
+    import time
+
+    from sim4seg.data.prompts import parse_diagnosis_line
+
+    parse = parse or parse_diagnosis_line
+    t0 = time.perf_counter()
+    gen = sample_answers(model, input_ids, attention_mask, encoding, config)
+    t1 = time.perf_counter()
+    answers = tokenizer.batch_decode(gen.sequences, skip_special_tokens=False)
+    answers = [_clean(a, tokenizer) for a in answers]
+    labels = [parse(a) for a in answers]
+    vote = vote_diagnosis(labels)
+    best = next((i for i, lb in enumerate(labels) if vote.label is not None and lb == vote.label), 0)
+    cands = candidate_masks(model, encoding, gen, config.n, seed=config.seed, kinds=config.kinds,
+                            decode_batch=config.decode_batch, use_rvls2m=use_rvls2m, **overrides)
+    t2 = time.perf_counter()
+    h, w = encoding.image_sizes[0].tolist()
+    chosen = None
+    if cands is None:
+        mask = torch.zeros(h, w, dtype=torch.bool)
+    else:
+        mask, chosen = select(config.selector, cands.masks, gt=gt, pred_iou=cands.pred_iou)
+    t3 = time.perf_counter()
+    timings = {"generate_s": t1 - t0, "masks_s": t2 - t1, "select_s": t3 - t2}
+    return TTSResult(answers, labels, vote, answers[best], cands is not None, mask.cpu(), chosen, cands, timings)
+
+
+def _clean(text: str, tokenizer) -> str:
+    """Decoded answer up to EOS, without padding / EOS tokens; ``[SEG]`` kept."""
+    for tok in (tokenizer.eos_token, tokenizer.pad_token):
+        if tok and tok in text:
+            text = text.split(tok)[0] if tok == tokenizer.eos_token else text.replace(tok, "")
+    return text.strip()

@@ -128,8 +128,10 @@ def tiny_sam(spec: TinySpec):
     vision = SamVisionConfig(hidden_size=d, output_channels=d, num_hidden_layers=2, num_attention_heads=2,
                              image_size=spec.sam_image_size, patch_size=spec.sam_patch, mlp_dim=2 * d,
                              global_attn_indexes=[1], window_size=4, num_pos_feats=d // 2)
+    # SAM's 16: the mask embedding's first LayerNorm spans 16 // 4 = 4 channels; with 8 it spans 2, whose
+    # normalised values are always ±1 — the region-mask prompt would reach the decoder as a constant.
     prompt = SamPromptEncoderConfig(hidden_size=d, image_size=spec.sam_image_size, patch_size=spec.sam_patch,
-                                    mask_input_channels=8)
+                                    mask_input_channels=16)
     decoder = SamMaskDecoderConfig(hidden_size=d, num_hidden_layers=2, num_attention_heads=2, mlp_dim=2 * d,
                                    iou_head_hidden_dim=d)
     return SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder))

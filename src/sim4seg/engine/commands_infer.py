@@ -1,0 +1,172 @@
+"""``sim4seg predict``, ``sim4seg sweep tau|tts`` and ``sim4seg demo`` (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _tts(m: int, n: int, selector: str, temperature: float, top_p: float, seed: int, max_new_tokens: int):
+    from sim4seg.engine.tts import TTSConfig
+    from sim4seg.errors import InputError
+
+    try:
+        return TTSConfig(m=m, n=n, selector=selector, temperature=temperature, top_p=top_p, seed=seed,
+                         max_new_tokens=max_new_tokens)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def predict(checkpoint: str, out: str, image: str | None, query: list[str] | None, manifest: str | None,
+            split: str, subset: str | None, m: int, n: int, selector: str, temperature: float, top_p: float,
+            seed: int, max_new_tokens: int, no_rvls2m: bool, overlays: int, limit: int | None) -> int:
+    """Segment and diagnose: one IMAGE (JPEG/PNG/DICOM) with one or more --query, encoded once; or every
+    sample of a --manifest split into OUT/predictions.jsonl (resumable; the format `evaluate` reads)."""
+    from sim4seg.engine.predict import Predictor, write_result
+    from sim4seg.errors import InputError
+
+    if (image is None) == (manifest is None):
+        raise InputError("give either --image (with --query) or --manifest")
+    tts = _tts(m, n, selector, temperature, top_p, seed, max_new_tokens)
+    use = False if no_rvls2m else None
+    predictor = Predictor.from_checkpoint(checkpoint, tts=tts)
+    if manifest is not None:
+        from sim4seg.engine.batch import predict_split
+
+        t0 = time.perf_counter()
+        path = predict_split(predictor, manifest, split, out, overlays=overlays, limit=limit, use_rvls2m=use)
+        print(f"predictions: {path} ({time.perf_counter() - t0:.1f}s); score them with "
+              f"`sim4seg evaluate --manifest {manifest} --split {split} --predictions {path} --out OUT`")
+        return 0
+    if not query:
+        raise InputError("--image needs at least one --query")
+    if selector == "oracle":
+        raise InputError("the oracle selector needs a ground truth: use it with --manifest (an upper bound only)")
+    parser = None
+    if subset is not None:
+        from sim4seg.data.subsets import SUBSETS
+        from sim4seg.eval.diagnosis import DiagnosisParser
+
+        if subset not in SUBSETS:
+            raise InputError(f"unknown subset {subset!r}; known: {', '.join(SUBSETS)}")
+        parser = DiagnosisParser()
+    predictor.set_image(image)
+    stem = Path(image).stem
+    for i, q in enumerate(query):
+        pred = predictor.predict(q, subset=subset, parser=parser, use_rvls2m=use)
+        name = stem if len(query) == 1 else f"{stem}_q{i}"
+        paths = write_result(pred, predictor.image, out, name, {"image": str(image), "query": q})
+        print(f"[{i}] {pred.answer!r}")
+        print(f"    diagnosis: {pred.diagnosis} (agreement {pred.confidence:.2f}); [SEG] produced: {pred.seg}; "
+              f"mask area {int(pred.mask.sum())} px; {pred.timings['predict_s']:.2f}s")
+        print(f"    wrote {paths['mask']}, {paths['overlay']}, {paths['json']}")
+    return 0
+
+
+def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit: int | None, selector: str,
+          seed: int) -> int:
+    """Sweep τ (top-k ∈ {12,24,36,48} on a 16×16 grid; grid ∈ {8,16,32,64} with top-36) or TTS (m, n ∈ {1,2,4,8})
+    on a trained checkpoint; write OUT/<kind>_sweep.csv and .png (the paper's Figures 6 and 7)."""
+    from sim4seg._atomic import write_json
+    from sim4seg.engine.predict import Predictor
+    from sim4seg.engine.sweep import sweep_tau, sweep_tts
+    from sim4seg.eval.report import pct, write_tau_sweep, write_tts_sweep
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    if kind == "tau":
+        rows, summaries = sweep_tau(predictor, manifest, split, limit=limit)
+        csv, png = write_tau_sweep(out, rows)
+    else:
+        rows, summaries = sweep_tts(predictor, manifest, split, selector=selector, seed=seed, limit=limit)
+        csv, png = write_tts_sweep(out, rows)
+        if selector == "oracle":
+            print("NOTE: the oracle selector reads the ground truth; its gIoU/cIoU are an UPPER BOUND only")
+    write_json(Path(out) / f"{kind}_sweep_metrics.json", summaries)
+    for r in sorted(rows, key=lambda r: (r["param"], r["value"])):
+        vals = "  ".join(f"{k} {pct(r[k])}" for k in ("giou", "ciou", "acc") if k in r)
+        print(f"{r['param']}={r['value']:<3} {vals}")
+    print(f"wrote {csv}, {png}")
+    return 0
+
+
+def demo(out: str, config: str | None, overrides: list[str] | None, tts_m: int, tts_n: int, no_sweeps: bool,
+         no_ablation: bool) -> int:
+    """The main job: synthesize a small M3DS, train the tiny Sim4Seg on the CPU, evaluate it without and with
+    RVLS2M and with test-time scaling beside trivial baselines; write the checkpoint, metrics, plots and
+    example overlays to OUT. Exit status 1 if the model stays below the bar (gIoU 0.5, Acc 0.8)."""
+    from sim4seg.engine.demo import BAR, run_demo
+
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    res = run_demo(out, recipe=config, overrides=overrides or [], tts_m=tts_m, tts_n=tts_n, sweeps=not no_sweeps,
+                   ablation=not no_ablation)
+    print(res.tables)
+    o = res.model
+    verdict = "LEARNED" if res.passed else "BELOW THE BAR"
+    print(f"Sim4Seg (RVLS2M, greedy) on the synthetic test split: gIoU {100 * o['giou']:.2f}%, "
+          f"cIoU {100 * o['ciou']:.2f}%, Acc {100 * o['acc']:.2f}% — bar gIoU {100 * BAR['giou']:.0f}% and "
+          f"Acc {100 * BAR['acc']:.0f}%: {verdict}")
+    print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()))
+    print(f"wrote {out}/: checkpoint/, eval/*/metrics.json, plots/, examples/, results.md "
+          f"(wall {time.perf_counter() - t0:.1f}s)")
+    return 0 if res.passed else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from sim4seg.data.subsets import SPLITS
+    from sim4seg.engine.tts import SELECTORS
+
+    p = sub.add_parser("demo", help="the main job: synthesize, train the tiny model on CPU, evaluate, plot",
+                       description=demo.__doc__)
+    p.add_argument("--out", default="demo-out", help="output directory (default demo-out; rerun to resume)")
+    p.add_argument("--config", default=None, metavar="YAML", help="recipe (default: configs/demo.yaml)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="override recipe values, e.g. --set optim.epochs=4")
+    p.add_argument("--tts-m", type=int, default=4, help="sampled answers in the TTS evaluation (default 4)")
+    p.add_argument("--tts-n", type=int, default=4, help="region-mask perturbations in the TTS evaluation (default 4)")
+    p.add_argument("--no-sweeps", action="store_true", help="skip the τ and TTS sweeps")
+    p.add_argument("--no-ablation", action="store_true", help="skip training the second model without RVLS2M")
+    p.set_defaults(handler=demo)
+
+    p = sub.add_parser("predict", help="segment + diagnose an image (or a manifest split) with a checkpoint",
+                       description=predict.__doc__)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="Sim4Seg checkpoint directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--image", default=None, metavar="FILE", help="JPEG / PNG / DICOM image")
+    p.add_argument("--query", action="append", default=None, help="question about the image (repeatable)")
+    p.add_argument("--subset", default=None, help="M3DS subset whose label set the diagnosis is parsed into")
+    p.add_argument("--manifest", default=None, metavar="DIR", help="predict every sample of a split instead")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split with --manifest (default test)")
+    p.add_argument("--limit", type=int, default=None, help="with --manifest: the first N samples only")
+    p.add_argument("--overlays", type=int, default=0, help="with --manifest: overlay PNGs for the first N samples")
+    _tts_args(p, SELECTORS)
+    p.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off (ablation)")
+    p.set_defaults(handler=predict)
+
+    p = sub.add_parser("sweep", help="τ or test-time-scaling sweep on a checkpoint (Figures 6 and 7)",
+                       description=sweep.__doc__)
+    p.add_argument("kind", choices=("tau", "tts"))
+    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    p.add_argument("--manifest", required=True, metavar="DIR")
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--limit", type=int, default=None, help="the first N samples only")
+    p.add_argument("--selector", default="consensus", choices=SELECTORS, help="TTS mask selector (default consensus)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=sweep)
+
+
+def _tts_args(p: argparse.ArgumentParser, selectors) -> None:
+    g = p.add_argument_group("test-time scaling")
+    g.add_argument("--m", type=int, default=1, help="sampled answers (default 1: greedy)")
+    g.add_argument("--n", type=int, default=1, help="region-mask perturbations per answer (default 1)")
+    g.add_argument("--selector", default="consensus", choices=selectors,
+                   help="mask selector (oracle reads the ground truth: an upper bound, --manifest only)")
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-p", type=float, default=0.9)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=int, default=64)

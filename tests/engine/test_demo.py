@@ -1,0 +1,92 @@
+"""``sim4seg demo`` end to end on a very small setting (not the full run), and ``sim4seg sweep``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from infer_helpers import trained_checkpoint  # noqa: E402
+from sim4seg.cli import build_parser, main  # noqa: E402
+from sim4seg.config import load_config  # noqa: E402
+from sim4seg.engine.demo import DEFAULT_RECIPE  # noqa: E402
+
+SMALL = ["data.synthetic.n=30", "data.subsets=[kvasir_seg,busi]", "data.synthetic.min_size=40",
+         "data.synthetic.max_size=56", "optim.epochs=1", "train.max_steps=3", "optim.batch_size=4",
+         "optim.warmup_steps=1", "model.tiny.image_size=32", "model.tiny.sam_image_size=32",
+         "model.max_length=128"]
+
+
+def test_the_demo_recipe_validates_and_trains_every_part():
+    cfg = load_config(DEFAULT_RECIPE)
+    t = cfg.model.trainable
+    assert cfg.model.preset == "tiny" and not t.lora
+    assert t.llm and t.vision_tower and t.sam_encoder and t.mask_decoder and t.projection
+    assert cfg.data.synthetic.n > 0 and cfg.data.answer_format == "diagnosis"
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--tts-m", "2", "--tts-n", "2", "--set", *SMALL])
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == (0 if summary["passed"] else 1)
+    assert ("LEARNED" if summary["passed"] else "BELOW THE BAR") in printed
+    for row in ("baseline: empty mask", "baseline: full mask", "baseline: majority label",
+                "Sim4Seg w/o RVLS2M (trained without)", "Sim4Seg w/o RVLS2M (off at inference)", "| Sim4Seg |",
+                "Sim4Seg +TTS 2×2 consensus", "UPPER BOUND"):
+        assert row in printed
+    assert (out / "train" / "final" / "sim4seg_config.json").is_file()
+    assert (out / "train-no-rvls2m" / "final" / "sim4seg_config.json").is_file()
+    evals = sorted(p.name for p in (out / "eval").iterdir())
+    assert evals == ["baseline-empty", "baseline-full", "baseline-majority", "no-rvls2m", "no-rvls2m-trained",
+                     "sim4seg", "tts-2x2-consensus", "tts-2x2-oracle"]
+    main_metrics = json.loads((out / "eval" / "sim4seg" / "metrics.json").read_text())
+    assert main_metrics["overall"] == summary["model"]
+    assert set(main_metrics["per_subset"]) == {"kvasir_seg", "busi"}
+    empty = json.loads((out / "eval" / "baseline-empty" / "metrics.json").read_text())["overall"]
+    assert empty["ciou"] == 0.0 and empty["acc"] is None
+    for name in ("learning_curve.png", "tau_sweep.csv", "tau_sweep.png", "tts_sweep.csv", "tts_sweep.png"):
+        assert (out / "plots" / name).stat().st_size > 0
+    tau = (out / "plots" / "tau_sweep.csv").read_text().splitlines()
+    assert len(tau) == 1 + 8 and tau[0] == "param,value,giou_pct,ciou_pct"
+    assert sorted(p.name.split("-")[0] for p in (out / "examples").glob("*.png")) == ["busi"] * 2 + ["kvasir_seg"] * 2
+    assert "Table 3 layout" in (out / "results.md").read_text()
+
+    # a rerun reuses the trained models and the finished predictions
+    final = out / "train" / "final" / "model.safetensors"
+    stamp = final.stat().st_mtime_ns
+    preds = (out / "eval" / "sim4seg" / "predictions" / "predictions.jsonl").read_bytes()
+    main(["demo", "--out", str(out), "--tts-m", "2", "--tts-n", "2", "--no-sweeps", "--set", *SMALL])
+    assert final.stat().st_mtime_ns == stamp
+    assert (out / "eval" / "sim4seg" / "predictions" / "predictions.jsonl").read_bytes() == preds
+
+
+def test_sweep_commands(synth_m3ds, tmp_path, capsys):
+    ckpt = trained_checkpoint(synth_m3ds, tmp_path / "ckpt")
+    assert main(["sweep", "tau", "--checkpoint", str(ckpt), "--manifest", str(synth_m3ds), "--out",
+                 str(tmp_path / "tau"), "--limit", "3"]) == 0
+    rows = (tmp_path / "tau" / "tau_sweep.csv").read_text().splitlines()
+    assert [r.split(",")[:2] for r in rows[1:]] == [["grid", "8"], ["grid", "16"], ["grid", "32"], ["grid", "64"],
+                                                   ["topk", "12"], ["topk", "24"], ["topk", "36"], ["topk", "48"]]
+    assert main(["sweep", "tts", "--checkpoint", str(ckpt), "--manifest", str(synth_m3ds), "--out",
+                 str(tmp_path / "tts"), "--limit", "3", "--selector", "oracle"]) == 0
+    assert "UPPER BOUND" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "tts" / "tts_sweep_metrics.json").read_text())
+    assert set(metrics) == {f"{p}={v}" for p in "mn" for v in (1, 2, 4, 8)}
+    # the oracle over more candidates can only match or beat fewer (nested perturbations)
+    g = [metrics[f"n={v}"]["overall"]["giou"] for v in (1, 2, 4, 8)]
+    assert g == sorted(g)
+    assert (tmp_path / "tts" / "tts_sweep.png").stat().st_size > 0
+
+
+def test_cli_lists_the_inference_commands():
+    text = build_parser().format_help()
+    for cmd in ("demo", "predict", "sweep", "evaluate"):
+        assert cmd in text
+    with pytest.raises(SystemExit):
+        main(["sweep", "bogus", "--checkpoint", "x", "--manifest", "y", "--out", "z"])

@@ -1,0 +1,124 @@
+"""The test-time-scaling run: one generate call for m answers, cached SAM embedding, m×n candidates, selectors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from infer_helpers import trained_checkpoint  # noqa: E402
+from sim4seg.data.io import read_mask  # noqa: E402
+from sim4seg.engine import tts  # noqa: E402
+from sim4seg.engine.predict import Predictor  # noqa: E402
+from sim4seg.eval.evaluate import load_split  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(synth_m3ds, tmp_path_factory):
+    ckpt = trained_checkpoint(synth_m3ds, tmp_path_factory.mktemp("ckpt") / "ckpt")
+    p = Predictor.from_checkpoint(ckpt, tts=tts.TTSConfig(max_new_tokens=24))
+    _, samples = load_split(synth_m3ds, "test")
+    s = next(x for x in samples if read_mask(synth_m3ds / x.mask).any())
+    p.set_image(synth_m3ds / s.image)
+    return p, s, synth_m3ds
+
+
+def _count(obj, name, monkeypatch):
+    calls = []
+    orig = getattr(obj, name)
+
+    def wrapper(*a, **k):
+        calls.append((a, k))
+        return orig(*a, **k)
+
+    monkeypatch.setattr(obj, name, wrapper)
+    return calls
+
+
+def test_m_answers_come_from_one_generate_call_and_the_image_is_not_re_encoded(setup, monkeypatch):
+    p, s, _ = setup
+    gen_calls = _count(p.model.lvlm, "generate", monkeypatch)
+    sam_calls = _count(p.model.sam.vision_encoder, "forward", monkeypatch)
+    clip_calls = _count(p.model.lvlm.model, "get_image_features", monkeypatch)
+    decode_calls = _count(p.model, "decode", monkeypatch)
+    cfg = tts.TTSConfig(m=4, n=3, selector="consensus", decode_batch=5, max_new_tokens=24)
+    ids = p.prompt_ids(s.query)
+    res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
+    assert len(gen_calls) == 1 and gen_calls[0][1]["num_return_sequences"] == 4 and gen_calls[0][1]["do_sample"]
+    assert sam_calls == [] and clip_calls == []                      # the cached encodings are reused
+    assert len(res.answers) == 4 and res.seg
+    c = res.candidates
+    with_seg = sorted(set(c.path))
+    assert len(c.path) == 3 * len(with_seg) == len(c.masks) == len(c.pred_iou)
+    assert sorted(set(c.perturbation)) == [0, 1, 2]
+    assert len(decode_calls) == -(-len(c.path) // 5)                  # decoded in batches of 5
+    h, w = p.image.shape[:2]
+    assert tuple(c.masks.shape[1:]) == (h, w) and res.mask.shape == (h, w)
+    # the k-jitter perturbation (j = 1) selects a different number of cells than j = 0
+    j0 = [n for n, j in zip(c.region_cells, c.perturbation) if j == 0]
+    j1 = [n for n, j in zip(c.region_cells, c.perturbation) if j == 1]
+    assert j0 != j1
+    d = res.details(cfg)
+    assert d["candidates"] == len(c.path) and d["upper_bound"] is False and d["sampling"]["top_p"] == 0.9
+    assert d["vote"]["label"] == res.diagnosis.label
+
+
+def test_greedy_1x1_is_the_models_own_segmentation(setup):
+    p, s, _ = setup
+    ids = p.prompt_ids(s.query)
+    cfg = tts.TTSConfig(max_new_tokens=24)
+    res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
+    gen = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24)
+    seg = p.model.segment_generation(gen, p.encoding)[0]
+    assert res.candidates is not None and len(res.candidates.path) == 1
+    assert torch.equal(res.mask, seg.masks[0] > 0)
+    assert res.answer == p.tokenizer.decode(gen.sequences[0], skip_special_tokens=False).split("</s>")[0].strip()
+
+
+def test_oracle_picks_the_candidate_closest_to_the_ground_truth_and_is_labelled(setup):
+    p, s, root = setup
+    gt = torch.as_tensor(read_mask(root / s.mask))
+    ids = p.prompt_ids(s.query)
+    cfg = tts.TTSConfig(m=2, n=5, selector="oracle", max_new_tokens=24)
+    res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg, gt=gt)
+    ious = tts.iou_to(res.candidates.masks, gt)
+    assert float(ious[res.chosen]) == float(ious.max())
+    assert res.details(cfg)["upper_bound"] is True
+    with pytest.raises(ValueError, match="ground truth"):
+        tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
+
+
+def test_no_seg_token_gives_an_explicit_empty_mask(setup):
+    p, s, _ = setup
+    ids = p.prompt_ids(s.query)
+    cfg = tts.TTSConfig(max_new_tokens=1)     # the answer stops before "It is [SEG]"
+    res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
+    assert not res.seg and res.candidates is None and res.chosen is None
+    assert res.mask.shape == tuple(p.image.shape[:2]) and not res.mask.any()
+
+
+def test_same_seed_same_result_and_vote_over_answers(setup):
+    p, s, _ = setup
+    ids = p.prompt_ids(s.query)
+    cfg = tts.TTSConfig(m=3, n=2, selector="vote", seed=7, max_new_tokens=24)
+    a = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
+    b = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
+    assert a.answers == b.answers and torch.equal(a.mask, b.mask)
+    expected = tts.pixel_vote(a.candidates.masks)
+    assert torch.equal(a.mask, expected)
+    assert a.diagnosis == tts.vote_diagnosis(a.labels)
+    assert np.isclose(a.diagnosis.confidence, max(a.diagnosis.counts.values(), default=0) / 3)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="m and n"):
+        tts.TTSConfig(m=0)
+    with pytest.raises(ValueError, match="selector"):
+        tts.TTSConfig(selector="best")
+    with pytest.raises(ValueError, match="temperature"):
+        tts.TTSConfig(temperature=0)
