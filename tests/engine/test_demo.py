@@ -54,7 +54,9 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         assert (out / "plots" / name).stat().st_size > 0
     tau = (out / "plots" / "tau_sweep.csv").read_text().splitlines()
     assert len(tau) == 1 + 8 and tau[0] == "param,value,giou_pct,ciou_pct"
-    assert sorted(p.name.split("-")[0] for p in (out / "examples").glob("*.png")) == ["busi"] * 2 + ["kvasir_seg"] * 2
+    overlays = sorted(p.name.split("-")[0] for p in (out / "examples").glob("*-*.png"))
+    assert overlays == ["busi"] * 2 + ["kvasir_seg"] * 2
+    assert (out / "examples" / "examples.png").stat().st_size > 0
     assert "Table 3 layout" in (out / "results.md").read_text()
 
     # a rerun reuses the trained models and the finished predictions

@@ -111,7 +111,7 @@ def demo(out: str, config: str | None, overrides: list[str] | None, tts_m: int, 
           f"cIoU {100 * o['ciou']:.2f}%, Acc {100 * o['acc']:.2f}% — bar gIoU {100 * BAR['giou']:.0f}% and "
           f"Acc {100 * BAR['acc']:.0f}%: {verdict}")
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()))
-    print(f"wrote {out}/: checkpoint/, eval/*/metrics.json, plots/, examples/, results.md "
+    print(f"wrote {out}/: train/final/ (the checkpoint), eval/*/metrics.json, plots/, examples/, results.md "
           f"(wall {time.perf_counter() - t0:.1f}s)")
     return 0 if res.passed else 1
 

@@ -80,6 +80,33 @@ def example_ids(root: Path, split: str, per_subset: int) -> list[str]:
     return out
 
 
+def example_panel(root: Path, ids: list[str], preds: Path, out: Path, side: int = 160) -> Path:
+    """``examples.png``: one row per sample — image, ground truth (green), prediction (red) — enlarged."""
+    import numpy as np
+    from PIL import Image
+
+    from sim4seg.data.io import read_image, read_mask, write_image
+    from sim4seg.data.schema import iter_split
+    from sim4seg.engine.predict import overlay
+
+    by_id = {s.id: s for s in iter_split(root, "test")}
+    rows = []
+    for sid in ids:
+        s = by_id[sid]
+        image = read_image(root / s.image)
+        tiles = [image, overlay(image, read_mask(root / s.mask), (40, 220, 40)),
+                 overlay(image, read_mask(preds / "masks" / f"{sid}.png"))]
+        h, w = image.shape[:2]
+        size = (side, max(1, round(side * h / w)))
+        row = [np.asarray(Image.fromarray(t).resize(size, Image.NEAREST)) for t in tiles]
+        rows.append(np.concatenate([np.pad(r, ((2, 2), (2, 2), (0, 0)), constant_values=255) for r in row], 1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    path = out / "examples.png"
+    write_image(path, np.concatenate(rows, 0))
+    return path
+
+
 def learning_curve(log_path: Path, out: Path) -> Path:
     """``learning_curve.png``: the training loss terms against the optimizer step."""
     from matplotlib.figure import Figure
@@ -182,6 +209,7 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
             ex.mkdir(parents=True, exist_ok=True)
             for p in sorted((d / "predictions" / "overlays").glob("*.png")):
                 shutil.copyfile(p, ex / p.name)
+            example_panel(root, examples, d / "predictions", ex)
         timings[f"eval_{key}_s"] = time.perf_counter() - t1
 
     plots = out / "plots"
