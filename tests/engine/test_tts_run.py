@@ -43,13 +43,17 @@ def _count(obj, name, monkeypatch):
 def test_m_answers_come_from_one_generate_call_and_the_image_is_not_re_encoded(setup, monkeypatch):
     p, s, _ = setup
     gen_calls = _count(p.model.lvlm, "generate", monkeypatch)
+    llm_calls = _count(p.model.lvlm.model.language_model, "forward", monkeypatch)
     sam_calls = _count(p.model.sam.vision_encoder, "forward", monkeypatch)
     clip_calls = _count(p.model.lvlm.model, "get_image_features", monkeypatch)
     decode_calls = _count(p.model, "decode", monkeypatch)
     cfg = tts.TTSConfig(m=4, n=3, selector="consensus", decode_batch=5, max_new_tokens=24)
     ids = p.prompt_ids(s.query)
     res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
-    assert len(gen_calls) == 1 and gen_calls[0][1]["num_return_sequences"] == 4 and gen_calls[0][1]["do_sample"]
+    assert len(gen_calls) == 1 and gen_calls[0][1]["do_sample"] and gen_calls[0][1]["inputs_embeds"].shape[0] == 4
+    # the prompt is prefilled once (batch 1, all but its last token); every later LLM call runs one new token
+    widths = [(k["inputs_embeds"].shape[0], k["inputs_embeds"].shape[1]) for _, k in llm_calls]
+    assert widths[0] == (1, ids.shape[1] - 1) and all(w == (4, 1) for w in widths[1:])
     assert sam_calls == [] and clip_calls == []                      # the cached encodings are reused
     assert len(res.answers) == 4 and res.seg
     c = res.candidates
@@ -66,6 +70,18 @@ def test_m_answers_come_from_one_generate_call_and_the_image_is_not_re_encoded(s
     d = res.details(cfg)
     assert d["candidates"] == len(c.path) and d["upper_bound"] is False and d["sampling"]["top_p"] == 0.9
     assert d["vote"]["label"] == res.diagnosis.label
+
+
+def test_shared_prefill_gives_the_same_answers_and_states(setup):
+    p, s, _ = setup
+    ids = p.prompt_ids(s.query)
+    ref = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24)
+    shared = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24, num_return_sequences=3,
+                              share_prefill=True)
+    assert all(torch.equal(row, ref.sequences[0]) for row in shared.sequences)
+    assert torch.allclose(shared.image_hidden, ref.image_hidden, atol=1e-5)
+    assert all(torch.allclose(h, ref.seg_hidden[0], atol=1e-5) for h in shared.seg_hidden)
+    assert shared.image_index.tolist() == [0, 0, 0]
 
 
 def test_greedy_1x1_is_the_models_own_segmentation(setup):

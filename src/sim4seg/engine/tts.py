@@ -355,12 +355,16 @@ class TTSResult:
 
 
 def sample_answers(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding, config: TTSConfig):
-    """One ``generate`` call: m answers to one prompt ``(1, T)`` → the model's ``Generation`` (N = m)."""
+    """One ``generate`` call: m answers to one prompt ``(1, T)`` → the model's ``Generation`` (N = m).
+
+    The prompt is prefilled once and its KV cache shared by the m sampled continuations.
+    """
     if config.m == 1 and config.greedy_first:
         return model.generate(input_ids, attention_mask, encoding, max_new_tokens=config.max_new_tokens)
     torch.manual_seed(config.seed)
     return model.generate(input_ids, attention_mask, encoding, max_new_tokens=config.max_new_tokens, do_sample=True,
-                          temperature=config.temperature, top_p=config.top_p, num_return_sequences=config.m)
+                          temperature=config.temperature, top_p=config.top_p, num_return_sequences=config.m,
+                          share_prefill=True)
 
 
 @torch.no_grad()

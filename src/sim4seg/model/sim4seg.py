@@ -330,15 +330,29 @@ class Sim4SegModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding: ImageEncoding,
-                 *, max_new_tokens: int = 128, **generate_kwargs) -> Generation:
+                 *, max_new_tokens: int = 128, share_prefill: bool = False, **generate_kwargs) -> Generation:
         """Answer prompts (left-padded, ending in the assistant turn) about encoded images.
 
         ``generate_kwargs`` go to ``transformers`` ``generate`` (``do_sample``, ``temperature``,
-        ``top_p``, ``num_return_sequences`` ...). Greedy by default.
+        ``top_p``, ``num_return_sequences`` ...). Greedy by default. ``share_prefill`` with
+        ``num_return_sequences = m > 1``: the prompt is prefilled once per image and its KV cache
+        repeated m times (instead of prefilling m copies).
         """
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         embeds = self.embed(input_ids, encoding)
         generate_kwargs.setdefault("do_sample", False)
+        m = int(generate_kwargs.get("num_return_sequences") or 1)
+        prefix_hidden = None
+        if share_prefill and m > 1:
+            # prompt minus its last token through the LLM once; generate() then runs only that token
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+            pre = self.lvlm.model.language_model(inputs_embeds=embeds[:, :-1], attention_mask=attention_mask[:, :-1],
+                                                 position_ids=pos[:, :-1], use_cache=True)
+            prefix_hidden = pre.last_hidden_state                                         # (B, T-1, d)
+            cache = pre.past_key_values
+            cache.batch_repeat_interleave(m)
+            generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "past_key_values": cache}
+            embeds, attention_mask = embeds.repeat_interleave(m, 0), attention_mask.repeat_interleave(m, 0)
         out = self.lvlm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                  output_hidden_states=True, return_dict_in_generate=True, **generate_kwargs)
         steps = out.hidden_states
@@ -352,9 +366,12 @@ class Sim4SegModel(nn.Module):
         alive = (is_eos.long().cumsum(1) - is_eos.long()) == 0                            # up to and incl. EOS
         is_seg = (seqs == self.seg_token_id) & alive
         seg_hidden = [states[j][is_seg[j]] for j in range(seqs.shape[0])]
-        prefill = steps[0][-1][::m]                                                        # (B, T, d)
+        if prefix_hidden is not None:   # the prompt ends in the assistant turn: no image token is last
+            image_hidden = self.image_hidden(prefix_hidden, input_ids[:, :-1])
+        else:
+            image_hidden = self.image_hidden(steps[0][-1][::m], input_ids)                # prefill (B, T, d)
         return Generation(seqs, torch.arange(input_ids.shape[0], device=seqs.device).repeat_interleave(m),
-                          seg_hidden, self.image_hidden(prefill, input_ids), ~is_eos.any(1))
+                          seg_hidden, image_hidden, ~is_eos.any(1))
 
     @torch.no_grad()
     def segment_generation(self, gen: Generation, encoding: ImageEncoding, **kwargs) -> list[Segmentation | None]:
