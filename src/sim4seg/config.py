@@ -26,48 +26,13 @@ from typing import Any, Iterable
 import yaml
 
 from sim4seg.errors import InputError
-from sim4seg.model.config import LossConfig, RVLS2MConfig, Sim4SegConfig, TrainableConfig
+from sim4seg.model.config import LossConfig, RVLS2MConfig, Sim4SegConfig, TinySpec, TrainableConfig
 
 PRECISIONS = ("no", "bf16")
 SCHEDULES = ("linear", "cosine", "constant")
 ANSWER_FORMATS = ("plain", "diagnosis", "cot")
 MODEL_DTYPES = ("float32", "bfloat16")
 CONFIG_NAME = "config.yaml"
-
-
-@dataclass
-class TinyModelConfig:
-    """Sizes of the tiny randomly initialised model (``model.preset: tiny``)."""
-
-    image_size: int = 64
-    """LVLM (CLIP) input side in pixels; a multiple of ``patch``."""
-    patch: int = 8
-    """LVLM patch side: the token grid is ``image_size / patch`` squared."""
-    vision_hidden: int = 32
-    """Width of the tiny CLIP vision tower."""
-    llm_hidden: int = 64
-    """Width of the tiny Llama."""
-    llm_layers: int = 2
-    """Decoder layers of the tiny Llama."""
-    heads: int = 4
-    """Attention heads of the tiny Llama (divides ``llm_hidden``)."""
-    sam_image_size: int = 64
-    """SAM input side in pixels; a multiple of ``sam_patch``."""
-    sam_patch: int = 8
-    """SAM patch side."""
-    sam_hidden: int = 32
-    """SAM prompt / decoder width (ϕ's output)."""
-    vocab_size: int = 600
-    """Size of the byte-level BPE vocabulary trained locally on the prompt templates."""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if getattr(self, f.name) < 1:
-                raise ValueError(f"model.tiny.{f.name} must be >= 1, got {getattr(self, f.name)}")
-        if self.image_size % self.patch or self.sam_image_size % self.sam_patch:
-            raise ValueError("model.tiny: image_size must be a multiple of patch and sam_image_size of sam_patch")
-        if self.llm_hidden % self.heads:
-            raise ValueError(f"model.tiny.heads={self.heads} must divide llm_hidden={self.llm_hidden}")
 
 
 @dataclass
@@ -86,7 +51,7 @@ class ModelConfig:
     """The segmentation token added to the tokenizer."""
     max_length: int = 512
     """Longest tokenized prompt + answer."""
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    tiny: TinySpec = field(default_factory=TinySpec)
     """Sizes used when ``preset`` is ``tiny``."""
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     """What trains (LoRA r/α/dropout/targets, ``lm_head``, mask decoder, ϕ, ...)."""

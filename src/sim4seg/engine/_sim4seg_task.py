@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ def build_model(config: Config):
     m = config.model
     dtype = getattr(torch, m.dtype)
     if m.preset == "tiny":
-        model, processor = builders.build_tiny(config.sim4seg_config(), spec=builders.TinySpec(**asdict(m.tiny)),
+        model, processor = builders.build_tiny(config.sim4seg_config(), spec=m.tiny,
                                                seed=config.train.seed)
         return model.to(dtype), processor
     return builders.from_preset(m.preset, config.sim4seg_config(), lvlm=m.lvlm, sam=m.sam, dtype=dtype)

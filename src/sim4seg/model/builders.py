@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sim4seg.errors import InputError
-from sim4seg.model.config import Sim4SegConfig, TrainableConfig
+from sim4seg.model.config import Sim4SegConfig, TinySpec, TrainableConfig
 from sim4seg.model.sim4seg import Sim4SegModel
 
 log = logging.getLogger(__name__)
@@ -67,24 +67,6 @@ def build_tiny_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 6
                                    unk_token="<unk>", extra_special_tokens={"image_token": IMAGE_TOKEN})
     fast.chat_template = CHAT_TEMPLATE
     return fast
-
-
-@dataclass
-class TinySpec:
-    """Sizes of the tiny model (CPU, seconds per step)."""
-
-    image_size: int = 64
-    """LVLM (CLIP) input side; ``patch`` divides it."""
-    patch: int = 8
-    vision_hidden: int = 32
-    llm_hidden: int = 64
-    llm_layers: int = 2
-    heads: int = 4
-    sam_image_size: int = 64
-    sam_patch: int = 8
-    sam_hidden: int = 32
-    """SAM's prompt / decoder width (ϕ's output)."""
-    vocab_size: int = 600
 
 
 def tiny_processor(tokenizer, spec: TinySpec):

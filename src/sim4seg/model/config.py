@@ -15,6 +15,41 @@ MODEL_TYPE = "sim4seg"
 
 
 @dataclass
+class TinySpec:
+    """Sizes of the tiny randomly initialised model (``model.preset: tiny``; CPU, seconds per step)."""
+
+    image_size: int = 64
+    """LVLM (CLIP) input side in pixels; a multiple of ``patch``."""
+    patch: int = 8
+    """LVLM patch side: the token grid is ``image_size / patch`` squared."""
+    vision_hidden: int = 32
+    """Width of the tiny CLIP vision tower."""
+    llm_hidden: int = 64
+    """Width of the tiny Llama."""
+    llm_layers: int = 2
+    """Decoder layers of the tiny Llama."""
+    heads: int = 4
+    """Attention heads of the tiny Llama (divides ``llm_hidden``)."""
+    sam_image_size: int = 64
+    """SAM input side in pixels; a multiple of ``sam_patch``."""
+    sam_patch: int = 8
+    """SAM patch side."""
+    sam_hidden: int = 32
+    """SAM prompt / decoder width (ϕ's output)."""
+    vocab_size: int = 600
+    """Size of the byte-level BPE vocabulary trained locally on the prompt templates."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"model.tiny.{f.name} must be >= 1, got {getattr(self, f.name)}")
+        if self.image_size % self.patch or self.sam_image_size % self.sam_patch:
+            raise ValueError("model.tiny: image_size must be a multiple of patch and sam_image_size of sam_patch")
+        if self.llm_hidden % self.heads:
+            raise ValueError(f"model.tiny.heads={self.heads} must divide llm_hidden={self.llm_hidden}")
+
+
+@dataclass
 class RVLS2MConfig:
     """Algorithm 1's knobs (defaults: the paper's best, top-36 cells of a 16×16 grid)."""
 
