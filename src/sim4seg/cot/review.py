@@ -15,6 +15,7 @@ import os
 import random
 from pathlib import Path
 
+from sim4seg._jsonl import iter_jsonl
 from sim4seg._atomic import atomic_open
 from sim4seg.cot.store import ResultStore
 from sim4seg.cot.verdict import extract_chain
@@ -77,13 +78,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
                 raise InputError(f"missing column(s) {missing}; expected {list(COLUMNS)}", path, 1)
             rows = [(reader.line_num, row) for row in reader]
         else:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"malformed JSON: {e.msg}", path, lineno) from None
+            for lineno, row in iter_jsonl(path, f):
                 if not isinstance(row, dict) or "id" not in row:
                     raise InputError("each line must be an object with at least 'id' and 'decision'", path, lineno)
                 rows.append((lineno, row))

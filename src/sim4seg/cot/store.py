@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from sim4seg._jsonl import iter_jsonl
 from sim4seg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -67,17 +68,10 @@ def _repair_tail(path: Path) -> None:
 def read_records(path: str | os.PathLike) -> Iterator[dict]:
     """Every record in file order; a malformed line raises ``InputError`` naming it."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"malformed results line: {e.msg}", path, lineno) from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or rec.get("status") not in STATUSES:
-                raise InputError(f"not a results record (needs 'id' and a 'status' in {STATUSES})", path, lineno)
-            yield rec
+    for lineno, rec in iter_jsonl(path):
+        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or rec.get("status") not in STATUSES:
+            raise InputError(f"not a results record (needs 'id' and a 'status' in {STATUSES})", path, lineno)
+        yield rec
 
 
 def latest(path: str | os.PathLike) -> dict[str, dict]:

@@ -13,7 +13,6 @@ method that gives no diagnosis. Every id of the split must appear exactly once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -23,6 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from sim4seg._jsonl import iter_jsonl
 from sim4seg.data.io import image_size, read_mask
 from sim4seg.data.prompts import diagnosis_line
 from sim4seg.data.schema import DatasetInfo, Sample, iter_split, read_info
@@ -132,13 +132,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
     preds: dict[str, Prediction] = {}
     has = {"mask": {}, "answer": {}}  # field -> {given (bool): first line}
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", path, lineno) from None
+        for lineno, row in iter_jsonl(path, f):
             if not isinstance(row, dict):
                 raise InputError(f"a prediction must be a JSON object, got {type(row).__name__}", path, lineno)
             pid = row.get("id")
