@@ -68,12 +68,14 @@ def batched(image_emb, seg_emb):
     return rvls2m.to_sam_prompt(rvls2m.region_mask(scores, k=TOPK), SIZE)[:, 0]
 
 
-def best_of(fn, *args, repeat=5):
+def best_of(fn, *args, repeat=5, calls=1):
+    """Best of ``repeat`` blocks, each the mean of ``calls`` back-to-back calls (sub-millisecond calls need a block)."""
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        out = fn(*args)
-        times.append(time.perf_counter() - t)
+        for _ in range(calls):
+            out = fn(*args)
+        times.append((time.perf_counter() - t) / calls)
     return min(times), out
 
 
@@ -114,12 +116,12 @@ def main() -> None:
     t_loop, ref = best_of(loop_reference, image_emb, seg_emb, repeat=3)
     t_released, ref_released = best_of(released_path, image_emb, seg_emb, repeat=3)
     batched(image_emb, seg_emb)              # warm-up
-    t_fast, out = best_of(batched, image_emb, seg_emb)
+    t_fast, out = best_of(batched, image_emb, seg_emb, calls=100)
     agree = float((ref == out).float().mean())
     print(f"RVLS2M, batch {B}, n={N}, grid {GRID}x{GRID}, top-{TOPK}, images {SIZE[0]}x{SIZE[1]}")
     print(f"  per-cell loop reference : {t_loop * 1e3:9.2f} ms")
     print(f"  released training path  : {t_released * 1e3:9.2f} ms  (adds the cell-mean map with a linear search per cell)")
-    print(f"  batched (this package)  : {t_fast * 1e3:9.2f} ms")
+    print(f"  batched (this package)  : {t_fast * 1e3:9.2f} ms  (mean of 100 calls)")
     print(f"  speed-up vs minimal loop: {t_loop / t_fast:9.1f}x")
     print(f"  speed-up vs released    : {t_released / t_fast:9.1f}x   (goal >= 100x)")
     assert torch.equal(ref, ref_released)

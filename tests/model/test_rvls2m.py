@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -247,3 +248,59 @@ def test_square_image_matches_the_released_code_layout():
 def test_token_pool_box_maps_cells_to_the_covered_tokens():
     assert rvls2m.token_pool_box((6, 6), 4, None, (60, 60)) == (0.0, 0.0, 40.0, 40.0)
     assert rvls2m.token_pool_box((8, 8), 4, (10, 0, 50, 40), (40, 60)) == (10.0, 0.0, 50.0, 40.0)
+
+
+def naive_prompt(mask, size, grid_box, sam_size, prompt_size, on, off):
+    """Per prompt pixel: trace its centre back through SAM's resize to the image and look up its cell."""
+    H, W = size
+    g_h, g_w = mask.shape
+    x0, y0, x1, y1 = grid_box if grid_box is not None else (0, 0, W, H)
+    scale = sam_size / max(H, W)
+    new_h, new_w = int(H * scale + 0.5), int(W * scale + 0.5)
+    out = torch.full((prompt_size, prompt_size), float(off))
+    for py in range(prompt_size):
+        cy = (py + 0.5) * sam_size / prompt_size           # SAM-frame centre
+        oy = cy * H / new_h
+        if cy >= new_h or not y0 <= oy < y1:
+            continue
+        r = min(int((oy - y0) * g_h // (y1 - y0)), g_h - 1)
+        for px in range(prompt_size):
+            cx = (px + 0.5) * sam_size / prompt_size
+            ox = cx * W / new_w
+            if cx >= new_w or not x0 <= ox < x1:
+                continue
+            c = min(int((ox - x0) * g_w // (x1 - x0)), g_w - 1)
+            if mask[r, c]:
+                out[py, px] = on
+    return out
+
+
+def test_to_sam_prompt_matches_a_per_pixel_loop_with_per_item_geometry():
+    """Three items of different shapes and grid boxes in one call, non-0/1 values, a non-square grid."""
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(3, 6, 9, generator=g) > 0.5
+    sizes = torch.tensor([[300, 800], [97, 203], [512, 512]])
+    boxes = [(0.0, 0.0, 800.0, 300.0), (10.5, 0.0, 150.0, 97.0), (-20.0, 30.0, 530.0, 480.0)]
+    got = rvls2m.to_sam_prompt(mask, sizes, grid_box=boxes, sam_size=512, prompt_size=64, on=3.5, off=-2.0)
+    assert got.shape == (3, 1, 64, 64)
+    for i in range(3):
+        want = naive_prompt(mask[i], sizes[i].tolist(), boxes[i], 512, 64, 3.5, -2.0)
+        assert torch.equal(got[i, 0], want), f"item {i}"
+
+
+def test_to_sam_prompt_geometry_forms_agree():
+    """One (H, W) for all items, a (B, 2) tensor, a NumPy array and nested lists give the same prompt."""
+    mask = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(4)) > 0.7
+    want = rvls2m.to_sam_prompt(mask, (300, 800))
+    for form in (torch.tensor([[300, 800], [300, 800]]), np.array([[300, 800]] * 2), [[300, 800], (300, 800)]):
+        assert torch.equal(rvls2m.to_sam_prompt(mask, form), want)
+
+
+def test_to_sam_prompt_bad_inputs_raise():
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="finite"):
+        rvls2m.to_sam_prompt(mask, (64, 64), off=float("-inf"))
+    with pytest.raises(ValueError, match="image_size"):
+        rvls2m.to_sam_prompt(mask, [(64, 64), (64, 64), (64, 64)])
+    with pytest.raises(ValueError, match="grid_box"):
+        rvls2m.to_sam_prompt(mask, (64, 64), grid_box=(10, 0, 5, 64))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -42,14 +43,40 @@ SizeLike = Sequence[int] | torch.Tensor
 BoxLike = Sequence[float] | torch.Tensor
 
 
-def _per_item(value, batch: int, width: int, name: str, device, dtype) -> torch.Tensor:
-    """A ``(width,)`` sequence or ``(B, width)`` tensor → ``(B, width)`` tensor."""
-    t = torch.as_tensor(value, device=device, dtype=dtype)
-    if t.ndim == 1:
-        t = t.unsqueeze(0).expand(batch, -1)
-    if t.shape != (batch, width):
-        raise ValueError(f"{name} must be {width} numbers or a ({batch}, {width}) tensor, got shape {tuple(t.shape)}")
-    return t
+def _rows(value, batch: int, width: int, name: str) -> list[tuple[float, ...]]:
+    """A ``(width,)`` sequence or ``(B, width)`` tensor / nested sequence → ``B`` tuples of floats."""
+    raw = value.tolist() if isinstance(value, torch.Tensor) else list(value)
+    if raw and isinstance(raw[0], numbers.Number):
+        raw = [raw] * batch
+    rows = [tuple(float(v) for v in row) for row in raw]
+    if len(rows) != batch or any(len(row) != width for row in rows):
+        raise ValueError(f"{name} must be {width} numbers or a ({batch}, {width}) tensor, got {value!r}")
+    return rows
+
+
+def _geometry(image_size: SizeLike, box: BoxLike | None, batch: int, name: str) -> list[tuple[float, ...]]:
+    """Per item ``(H, W, x0, y0, x1, y1)``: the image size and a box in it (default: the whole image)."""
+    sizes = _rows(image_size, batch, 2, "image_size")
+    if any(h < 1 or w < 1 for h, w in sizes):
+        raise ValueError(f"image_size must be positive, got {sizes}")
+    boxes = [(0.0, 0.0, w, h) for h, w in sizes] if box is None else _rows(box, batch, 4, name)
+    if any(x1 <= x0 or y1 <= y0 for x0, y0, x1, y1 in boxes):
+        raise ValueError(f"{name} must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {boxes}")
+    return [s + b for s, b in zip(sizes, boxes)]
+
+
+def _per_geometry(build, geometry: list[tuple[float, ...]], *args) -> tuple[torch.Tensor, ...]:
+    """``build(distinct_rows, *args)`` (cached) gives tensors with one entry per distinct row; index them per item.
+
+    When every item shares one geometry (the usual case) the tensors keep a leading 1 and broadcast.
+    """
+    distinct = tuple(dict.fromkeys(geometry))
+    out = build(distinct, *args)
+    if len(distinct) == 1:
+        return out
+    where = {row: i for i, row in enumerate(distinct)}
+    inverse = torch.tensor([where[row] for row in geometry], device=out[0].device)
+    return tuple(None if t is None else t[inverse] for t in out)
 
 
 def paper_grid(n: int) -> tuple[int, int]:
@@ -68,7 +95,8 @@ def similarity(image_emb: torch.Tensor, seg_emb: torch.Tensor, normalize: str = 
             or image_emb.shape[2] != seg_emb.shape[1]:
         raise ValueError(f"image_emb must be (B, n, d) and seg_emb (B, d); got {tuple(image_emb.shape)} "
                          f"and {tuple(seg_emb.shape)}")
-    sim = torch.einsum("bnd,bd->bn", image_emb.float(), seg_emb.float())
+    # (B, 1, d) · (B, d, n): the row-vector form reads image_emb once, ~2x faster on CPU than (B, n, d) · (B, d, 1)
+    sim = torch.bmm(seg_emb.float().unsqueeze(1), image_emb.float().transpose(1, 2)).squeeze(1)
     if normalize == "softmax":
         return sim.softmax(dim=-1)
     lo, hi = sim.amin(-1, keepdim=True), sim.amax(-1, keepdim=True)
@@ -121,41 +149,32 @@ def _axis_pool(length: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int,
     return pool, frac
 
 
-def _boxes(image_size: SizeLike, box: BoxLike | None, batch: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 2) sizes and (B, 4) boxes (default: the whole image), float64 on the CPU."""
-    size = _per_item(image_size, batch, 2, "image_size", "cpu", torch.float64)
-    if bool((size < 1).any()):
-        raise ValueError(f"image_size must be positive, got {size.tolist()}")
-    if box is None:
-        out = size.new_zeros(batch, 4)
-        out[:, 2], out[:, 3] = size[:, 1], size[:, 0]
-        return size, out
-    out = _per_item(box, batch, 4, name, "cpu", torch.float64)
-    if bool(((out[:, 2] <= out[:, 0]) | (out[:, 3] <= out[:, 1])).any()):
-        raise ValueError(f"{name} must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {out.tolist()}")
-    return size, out
-
-
 @functools.lru_cache(maxsize=256)
-def _pool_for(rows: tuple, token_grid: tuple[int, int], grid: int):
-    """Pool matrices for the distinct (H, W, x0, y0, x1, y1) rows (cached: the geometry repeats)."""
+def _pool_for(rows: tuple, token_grid: tuple[int, int], grid: int, device: torch.device):
+    """``(P_h, P_w, outside)`` for the distinct ``(H, W, x0, y0, x1, y1)`` rows, float32 on ``device``.
+
+    ``outside`` (U, g, g) is the share of each cell's pixels outside the token box, or ``None``
+    when the box covers every cell. Cached: the geometry repeats from call to call.
+    """
     t = torch.tensor(rows, dtype=torch.float64)
     h_p, w_p = token_grid
     p_h, f_h = _axis_pool(t[:, 0].long(), t[:, 3], t[:, 5], h_p, grid)
     p_w, f_w = _axis_pool(t[:, 1].long(), t[:, 2], t[:, 4], w_p, grid)
-    return p_h, p_w, f_h[:, :, None] * f_w[:, None, :]
+    outside = 1.0 - f_h[:, :, None] * f_w[:, None, :]
+    outside = None if bool((outside == 0).all()) else outside.float().to(device)
+    return p_h.float().to(device), p_w.float().to(device), outside
 
 
 def image_pool_matrices(image_size: SizeLike, token_grid: tuple[int, int], *, batch: int,
                         token_box: BoxLike | None = None, grid: int = 16, device=None):
-    """``(P_h (B,g,h_p), P_w (B,g,w_p), inside (B,g,g))`` float64 for ``pool="image"``; see the module docstring.
+    """``(P_h (·,g,h_p), P_w (·,g,w_p), outside (·,g,g) or None)`` float32 for ``pool="image"``.
 
-    Computed once per distinct geometry in the batch (``torch.unique``) and cached across calls.
+    The leading dimension is 1 when every item has the same geometry, else ``batch``; see the
+    module docstring. Computed once per distinct geometry and cached across calls.
     """
-    size, box = _boxes(image_size, token_box, batch, "token_box")
-    uniq, inverse = torch.unique(torch.cat([size, box], 1), dim=0, return_inverse=True)
-    p_h, p_w, inside = _pool_for(tuple(map(tuple, uniq.tolist())), tuple(int(v) for v in token_grid), int(grid))
-    return p_h.to(device)[inverse.to(device)], p_w.to(device)[inverse.to(device)], inside.to(device)[inverse.to(device)]
+    geometry = _geometry(image_size, token_box, batch, "token_box")
+    return _per_geometry(_pool_for, geometry, tuple(int(v) for v in token_grid), int(grid),
+                         torch.device(device or "cpu"))
 
 
 def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tuple[int, int] | None,
@@ -182,11 +201,12 @@ def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tu
                              "use pool='image' for finer grids")
         cells = m[:, : block * grid, : block * grid].reshape(b, grid, block, grid, block)
         return cells.mean(dim=(2, 4))
-    p_h, p_w, inside = image_pool_matrices(image_size, (h_p, w_p), batch=b, token_box=token_box,
-                                           grid=grid, device=m.device)
-    floor = m.amin(dim=(1, 2)).double()[:, None, None]
-    out = p_h @ m.double() @ p_w.transpose(1, 2) + floor * (1.0 - inside)
-    return out.float()
+    p_h, p_w, outside = image_pool_matrices(image_size, (h_p, w_p), batch=b, token_box=token_box,
+                                            grid=grid, device=m.device)
+    out = p_h @ m @ p_w.transpose(1, 2)
+    if outside is not None:                                                  # the map's minimum outside the box
+        out = out + m.amin(dim=(1, 2))[:, None, None] * outside
+    return out
 
 
 def token_pool_box(token_grid: tuple[int, int], grid: int, token_box: BoxLike | None,
@@ -255,20 +275,21 @@ def sam_resized_size(image_size: SizeLike, sam_size: int = 1024) -> tuple[int, i
 
 
 @functools.lru_cache(maxsize=256)
-def _prompt_cells(rows_key: tuple, gh: int, gw: int, sam_size: int, prompt_size: int):
-    """For distinct (H, W, x0, y0, x1, y1): the cell row / column of every prompt pixel, -1 outside (cached)."""
-    t = torch.tensor(rows_key, dtype=torch.float64)
+def _prompt_maps(rows: tuple, gh: int, gw: int, sam_size: int, prompt_size: int, device: torch.device):
+    """For the distinct ``(H, W, x0, y0, x1, y1)`` rows: one-hot maps from prompt rows / columns to cell rows /
+    columns, ``(U, P, gh + 1)`` and ``(U, gw + 1, P)`` float32; the extra last cell stands for "outside" (cached)."""
+    t = torch.tensor(rows, dtype=torch.float64)
     size, box = t[:, :2], t[:, 2:]
     resized = (size * (sam_size / size.amax(1))[:, None] + 0.5).floor()      # SAM's rounding
     centre = (torch.arange(prompt_size, dtype=torch.float64) + 0.5) * sam_size / prompt_size
 
-    def cells(axis: int, lo: torch.Tensor, hi: torch.Tensor, g: int) -> torch.Tensor:
+    def one_hot(axis: int, lo: torch.Tensor, hi: torch.Tensor, g: int) -> torch.Tensor:
         orig = centre[None] * size[:, axis:axis + 1] / resized[:, axis:axis + 1]   # original coords
         ok = (centre[None] < resized[:, axis:axis + 1]) & (orig >= lo[:, None]) & (orig < hi[:, None])
         idx = ((orig - lo[:, None]) * g / (hi - lo)[:, None]).floor().long().clamp(0, g - 1)
-        return torch.where(ok, idx, torch.full_like(idx, -1))
+        return F.one_hot(torch.where(ok, idx, torch.full_like(idx, g)), g + 1).float().to(device)
 
-    return cells(0, box[:, 1], box[:, 3], gh), cells(1, box[:, 0], box[:, 2], gw)
+    return one_hot(0, box[:, 1], box[:, 3], gh), one_hot(1, box[:, 0], box[:, 2], gw).transpose(1, 2)
 
 
 def to_sam_prompt(mask: torch.Tensor, image_size: SizeLike, *, grid_box: BoxLike | None = None,
@@ -280,15 +301,15 @@ def to_sam_prompt(mask: torch.Tensor, image_size: SizeLike, *, grid_box: BoxLike
     prompt frame is that square at ``prompt_size``. Each prompt pixel is traced back to the
     original image; it takes ``on`` if its cell is selected, else ``off`` (also over padding).
     grid_box: where the ``g × g`` cells lie in the image, (x0, y0, x1, y1); default the image.
+
+    The lookup is two products with one-hot maps, ``rows · values · colsᵀ``: each prompt pixel
+    sums exactly one cell value and zeros, so the result is exact (``on``/``off`` must be finite).
     """
+    if not (math.isfinite(on) and math.isfinite(off)):
+        raise ValueError(f"on and off must be finite numbers, got on={on}, off={off}")
     b, gh, gw = mask.shape
-    device = mask.device
-    size, box = _boxes(image_size, grid_box, b, "grid_box")
-    uniq, inverse = torch.unique(torch.cat([size, box], 1), dim=0, return_inverse=True)
-    rows, cols = _prompt_cells(tuple(map(tuple, uniq.tolist())), gh, gw, int(sam_size), int(prompt_size))
-    rows, cols = rows.to(device)[inverse.to(device)], cols.to(device)[inverse.to(device)]      # (B, P) each
-    flat_idx = rows.clamp_min(0)[:, :, None] * gw + cols.clamp_min(0)[:, None, :]
-    picked = mask.reshape(b, gh * gw).gather(1, flat_idx.reshape(b, -1)).reshape(b, prompt_size, prompt_size)
-    picked = picked & (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
-    out = torch.where(picked, torch.tensor(on, dtype=dtype, device=device), torch.tensor(off, dtype=dtype, device=device))
-    return out.unsqueeze(1)
+    geometry = _geometry(image_size, grid_box, b, "grid_box")
+    rows, cols = _per_geometry(_prompt_maps, geometry, gh, gw, int(sam_size), int(prompt_size), mask.device)
+    values = torch.full((b, gh + 1, gw + 1), float(off), device=mask.device)
+    values[:, :gh, :gw].masked_fill_(mask, float(on))
+    return (rows @ values @ cols).to(dtype).unsqueeze(1)
