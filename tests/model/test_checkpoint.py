@@ -12,47 +12,7 @@ from sim4seg.errors import InputError
 from sim4seg.model import checkpoint, keymaps
 
 
-def _official_sam_name(hf: str) -> str:
-    """HF SamModel key → the official segment_anything key (written out here, independently of keymaps)."""
-    table = [
-        ("vision_encoder.patch_embed.projection.", "image_encoder.patch_embed.proj."),
-        ("vision_encoder.neck.conv1.", "image_encoder.neck.0."), ("vision_encoder.neck.layer_norm1.", "image_encoder.neck.1."),
-        ("vision_encoder.neck.conv2.", "image_encoder.neck.2."), ("vision_encoder.neck.layer_norm2.", "image_encoder.neck.3."),
-        ("vision_encoder.", "image_encoder."),
-        ("prompt_encoder.shared_embedding.positional_embedding", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"),
-        ("prompt_encoder.point_embed.", "prompt_encoder.point_embeddings."),
-        ("mask_embed.conv1.", "mask_downscaling.0."), ("mask_embed.layer_norm1.", "mask_downscaling.1."),
-        ("mask_embed.conv2.", "mask_downscaling.3."), ("mask_embed.layer_norm2.", "mask_downscaling.4."),
-        ("mask_embed.conv3.", "mask_downscaling.6."),
-        ("upscale_conv1.", "output_upscaling.0."), ("upscale_layer_norm.", "output_upscaling.1."),
-        ("upscale_conv2.", "output_upscaling.3."), ("layer_norm_final_attn.", "norm_final_attn."),
-    ]
-    for a, b in table:
-        if a in hf:
-            hf = hf.replace(a, b)
-            if b.startswith("image_encoder.") and a != "vision_encoder.":
-                return hf
-    hf = re.sub(r"^image_encoder\.layers\.", "image_encoder.blocks.", hf)
-    hf = re.sub(r"\.layer_norm(\d)\.", r".norm\1.", hf)
-    return hf
-
-
-def official_sam_state_dict(sam) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in sam.state_dict().items():
-        if k.startswith("shared_image_embedding."):
-            continue          # tied to the prompt encoder's matrix; not in official files
-        name = k
-        m = re.match(r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.(proj_in|layers\.0|proj_out)\.(.*)$", k)
-        if m:
-            name = f"mask_decoder.{m.group(1)}.layers.{ {'proj_in': 0, 'layers.0': 1, 'proj_out': 2}[m.group(2)] }.{m.group(3)}"
-        else:
-            name = _official_sam_name(k)
-        out[name] = v.clone() + 0.5       # distinct values, to see they land in the right place
-    return out
-
-
-def test_official_sam_keys_round_trip(tiny):
+def test_official_sam_keys_round_trip(tiny, official_sam_state_dict):
     model, _ = tiny
     official = official_sam_state_dict(model.sam)
     # spot-check that these are the official names
@@ -69,7 +29,7 @@ def test_official_sam_keys_round_trip(tiny):
         torch.testing.assert_close(converted[k], v + 0.5)
 
 
-def test_sam_file_conversion_and_problem_report(tiny, tmp_path):
+def test_sam_file_conversion_and_problem_report(tiny, tmp_path, official_sam_state_dict):
     model, _ = tiny
     official = official_sam_state_dict(model.sam)
     torch.save(official, tmp_path / "sam_tiny.pth")
@@ -91,7 +51,7 @@ def test_sam_file_conversion_and_problem_report(tiny, tmp_path):
     assert "missing key mask_decoder.iou_token.weight" in msg
 
 
-def lisa_state_dict(model, peft: bool) -> dict[str, torch.Tensor]:
+def lisa_state_dict(model, peft: bool, official_sam_state_dict) -> dict[str, torch.Tensor]:
     """Our tiny model's weights under LISA's real key names (optionally PEFT-wrapped with LoRA pairs)."""
     sd = {k.replace(".base_layer.", "."): v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
     out = {}
@@ -124,9 +84,9 @@ def lisa_state_dict(model, peft: bool) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("peft", [False, True])
-def test_lisa_keys_round_trip(tiny, peft):
+def test_lisa_keys_round_trip(tiny, peft, official_sam_state_dict):
     model, _ = tiny
-    lisa = lisa_state_dict(model, peft)
+    lisa = lisa_state_dict(model, peft, official_sam_state_dict)
     converted, unexpected = keymaps.convert_lisa(lisa, lora_alpha=16, lora_r=8)
     target = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
     target = {k.replace(".base_layer.", "."): v for k, v in target.items()}

@@ -8,9 +8,7 @@ from sim4seg.cli import main
 from sim4seg.model import checkpoint
 
 
-def test_cli_convert_sam_merge_and_errors(tiny, tmp_path, capsys):
-    from tests.model.test_checkpoint import official_sam_state_dict
-
+def test_cli_convert_sam_merge_and_errors(tiny, tmp_path, capsys, official_sam_state_dict):
     model, processor = tiny
     torch.save(official_sam_state_dict(model.sam), tmp_path / "sam.pth")
     model.sam.config.save_pretrained(tmp_path / "base")

@@ -255,7 +255,7 @@ def from_preset(name: str, config: Sim4SegConfig | None = None, *, lvlm: str | N
         raise InputError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     p = PRESETS[name]
     if p.lisa:
-        from sim4seg.model.checkpoint import load_lisa
+        from sim4seg.model.lisa import load_lisa
 
         return load_lisa(lvlm or p.lvlm, config, dtype=dtype, device=device, trainable=trainable)
     return from_pretrained(lvlm or p.lvlm, sam or p.sam, config, dtype=dtype, device=device, trainable=trainable)

@@ -1,4 +1,6 @@
-"""Checkpoints: our directory format, LoRA merge, and converters from LISA and official SAM.
+"""Checkpoints: our directory format, LoRA merge, reading foreign weights, official SAM conversion.
+
+LISA checkpoints are converted by ``sim4seg.model.lisa``.
 
 A Sim4Seg checkpoint directory::
 
@@ -38,15 +40,39 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[s
         f.write(data)
 
 
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_GLOBS = ("model*.safetensors", "pytorch_model*.bin", "*.safetensors", "*.bin", "*.pth")
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files of a checkpoint directory: the shards its index lists, else the first glob that matches.
+
+    Named globs come first so that e.g. ``training_args.bin`` beside ``pytorch_model.bin`` is not read.
+    """
+    for name in WEIGHT_INDEXES:
+        index = directory / name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError) as e:
+                raise InputError(f"not a weight index ({type(e).__name__}: {e})", index) from None
+            missing = [s for s in shards if not (directory / s).is_file()]
+            if missing:
+                raise InputError(f"shards listed in {name} are missing: {', '.join(missing)}", directory)
+            return [directory / s for s in shards]
+    for pattern in WEIGHT_GLOBS:
+        files = sorted(directory.glob(pattern))
+        if files:
+            return files
+    raise InputError("no *.safetensors, *.bin or *.pth weights found", directory)
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """safetensors, or ``.pth`` / ``.bin`` through ``torch.load(weights_only=True)``; a directory: all shards."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")) or sorted(path.glob("*.pth"))
-        if not files:
-            raise InputError("no *.safetensors, *.bin or *.pth weights found", path)
         out: dict[str, torch.Tensor] = {}
-        for f in files:
+        for f in weight_files(path):
             out.update(read_state_dict(f))
         return out
     if not path.is_file():
@@ -63,6 +89,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise InputError("not a state dict of tensors", path)
     return sd
+
+
+def resolve_source(src: str | os.PathLike, patterns: list[str], *, what: str) -> Path:
+    """A local path as is; otherwise a Hugging Face hub id, fetched (only ``patterns``) into the HF cache.
+
+    Honours ``HF_HUB_OFFLINE`` / ``HF_HUB_CACHE``: offline, a repo already in the cache resolves without network.
+    """
+    path = Path(src)
+    if path.exists():
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(str(src), allow_patterns=patterns))
+    except HFValidationError:
+        raise InputError(f"{what}: no such file or directory, and not a hub id", src) from None
+    except Exception as e:   # network, auth, offline cache miss: name the cause, not a traceback
+        raise InputError(f"{what}: not a local path, and the hub could not provide it ({type(e).__name__}: {e})",
+                         src) from None
 
 
 def save(model, processor, directory: str | os.PathLike) -> Path:
@@ -127,8 +173,7 @@ def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, de
         aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
     for k, src in aliases.items():
         sd[k] = sd[src]
-    if any("lora_" in k for k in sd):
-        config.trainable.lora = True
+    config.trainable.lora = any("lora_" in k for k in sd)      # the structure the weights have
     apply_trainable(model, config.trainable)        # injects the LoRA structure the weights expect
     problems = keymaps.check_against(sd, model.state_dict(), [])
     if problems:
@@ -177,46 +222,3 @@ def convert_sam_file(src: str | os.PathLike, dst: str | os.PathLike, *, base: st
     model.load_state_dict(sd, strict=True)
     model.save_pretrained(dst)
     return Path(dst)
-
-
-def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, base: str = "llava-hf/llava-1.5-7b-hf",
-              sam: str = "facebook/sam-vit-huge", dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-              trainable: bool = True, lora_alpha: float = 16, lora_r: int = 8):
-    """A LISA checkpoint (dir with weights + tokenizer) into the HF architecture of ``base`` / ``sam`` configs.
-
-    Embedding and LM-head rows are matched by token string (LISA's ``[SEG]`` row becomes ours).
-    """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, SamConfig, SamModel
-
-    from sim4seg.model.builders import compose
-
-    raw = read_state_dict(src)
-    sd, unexpected = keymaps.convert_lisa(raw, lora_alpha=lora_alpha, lora_r=lora_r)
-    try:
-        lisa_vocab = AutoTokenizer.from_pretrained(src).get_vocab()
-        processor = AutoProcessor.from_pretrained(base)
-        lvlm = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(base))
-        sam_model = SamModel(SamConfig.from_pretrained(sam))
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load ({type(e).__name__}): {e}", src) from None
-    config = config or Sim4SegConfig()
-    model = compose(lvlm, sam_model, processor, config, trainable=False)
-    target = model.state_dict()
-    vocab = processor.tokenizer.get_vocab()
-    for key in ("lvlm.model.language_model.embed_tokens.weight", "lvlm.lm_head.weight"):
-        if key in sd:
-            sd[key] = keymaps.remap_vocab_rows(sd[key], lisa_vocab, vocab, target[key])
-    problems = keymaps.check_against(sd, target, unexpected, allow_missing=("lvlm.model.vision_tower.",))
-    if problems:
-        raise InputError("LISA weights do not fit the model: " + "; ".join(problems[:20]), src)
-    missing_vision = not any(k.startswith("lvlm.model.vision_tower.") for k in sd)
-    if missing_vision:
-        log.warning("%s holds no vision tower; keeping %s's", src, base)
-        base_sd = AutoModelForImageTextToText.from_pretrained(base).state_dict()
-        sd.update({f"lvlm.{k}": v for k, v in base_sd.items() if k.startswith("model.vision_tower.")})
-    model.load_state_dict(sd, strict=True)
-    if trainable:
-        from sim4seg.model.builders import apply_trainable
-
-        apply_trainable(model, config.trainable)
-    return model.to(device=device, dtype=dtype), processor

@@ -8,11 +8,14 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def convert_lisa(src: str, dst: str, base: str, sam: str, lora_alpha: float, lora_r: int) -> int:
-    """Convert a LISA checkpoint SRC (weights + tokenizer; plain or PEFT-wrapped) into a Sim4Seg checkpoint DST."""
-    from sim4seg.model.checkpoint import load_lisa, save
+def convert_lisa(src: str, dst: str, base: str | None, sam: str, vision_tower: str | None, lora_alpha: float,
+                 lora_r: int) -> int:
+    """Convert a LISA checkpoint SRC (config.json + tokenizer + weights, plain or PEFT-wrapped) into a Sim4Seg checkpoint DST."""
+    from sim4seg.model.checkpoint import save
+    from sim4seg.model.lisa import load_lisa
 
-    model, processor = load_lisa(src, base=base, sam=sam, trainable=False, lora_alpha=lora_alpha, lora_r=lora_r)
+    model, processor = load_lisa(src, base=base, sam=sam, vision_tower=vision_tower, trainable=False,
+                                 lora_alpha=lora_alpha, lora_r=lora_r)
     save(model, processor, dst)
     print(f"wrote Sim4Seg checkpoint {dst} (from LISA {src})")
     return 0
@@ -51,9 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = csub.add_parser("lisa", help=convert_lisa.__doc__, description=convert_lisa.__doc__)
     p.add_argument("src", help="LISA checkpoint directory or hub id (e.g. xinlai/LISA-7B-v1)")
     p.add_argument("dst", help="output Sim4Seg checkpoint directory")
-    p.add_argument("--base", default="llava-hf/llava-1.5-7b-hf",
-                   help="HF LLaVA config + processor matching LISA's LLM and vision tower (hub id or path)")
     p.add_argument("--sam", default="facebook/sam-vit-huge", help="HF SAM config matching LISA's SAM (hub id or path)")
+    p.add_argument("--vision-tower", default=None,
+                   help="CLIP hub id or local path replacing config.json's mm_vision_tower (e.g. an offline copy)")
+    p.add_argument("--base", default=None,
+                   help="take the LLaVA config + processor from this HF LLaVA model instead of LISA's config.json")
     p.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha of PEFT-wrapped weights (LISA: 16)")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank of PEFT-wrapped weights (LISA: 8)")
     p.set_defaults(handler=convert_lisa)

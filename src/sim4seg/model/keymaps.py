@@ -49,7 +49,8 @@ LISA_KEY_MAP: list[Rule] = [
     (r"^model\.layers\.(.*)$", r"lvlm.model.language_model.layers.\1"),
     (r"^model\.norm\.(.*)$", r"lvlm.model.language_model.norm.\1"),
     (r"^lm_head\.(.*)$", r"lvlm.lm_head.\1"),
-    (r"^model\.mm_projector\.0\.(.*)$", r"lvlm.model.multi_modal_projector.linear_1.\1"),
+    (r"^model\.mm_projector\.(weight|bias)$", r"lvlm.model.multi_modal_projector.linear_1.\1"),   # LLaVA v1
+    (r"^model\.mm_projector\.0\.(.*)$", r"lvlm.model.multi_modal_projector.linear_1.\1"),      # LLaVA-1.5
     (r"^model\.mm_projector\.2\.(.*)$", r"lvlm.model.multi_modal_projector.linear_2.\1"),
     (r"^model\.vision_tower\.vision_tower\.(.*)$", r"lvlm.model.vision_tower.\1"),
     (r"^model\.text_hidden_fcs\.0\.0\.(weight|bias)$", r"phi.0.\1"),
@@ -128,6 +129,35 @@ def convert_lisa(sd: dict[str, torch.Tensor], *, lora_alpha: float = 16, lora_r:
     return out, unexpected + [LISA_SAM_PREFIX + k for k in sam_unexpected]
 
 
+def identity_projector(sd: dict[str, torch.Tensor], prefix: str = "lvlm.model.multi_modal_projector.") -> None:
+    """Complete a one-Linear projector (in ``linear_1``) with an identity ``linear_2``, in place.
+
+    With ``projector_hidden_act="linear"`` the two-layer projector then computes the one Linear exactly.
+    """
+    w = sd.get(prefix + "linear_1.weight")
+    if w is None or prefix + "linear_2.weight" in sd:
+        return
+    sd[prefix + "linear_2.weight"] = torch.eye(w.shape[0], dtype=w.dtype)
+    sd[prefix + "linear_2.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
+
+
+def align_optional_prefix(sd: dict[str, torch.Tensor], target_keys, stem: str, optional: str) -> dict[str, torch.Tensor]:
+    """Add or drop ``optional`` after ``stem`` in ``sd``'s keys to match the target's convention.
+
+    transformers 5 dropped CLIPVisionModel's ``vision_model.`` level (``vision_tower.encoder...``);
+    checkpoints written with transformers 4 (LISA's) still have it.
+    """
+    target_has = any(k.startswith(stem + optional) for k in target_keys)
+    out = {}
+    for k, v in sd.items():
+        if k.startswith(stem):
+            rest = k[len(stem):]
+            rest = rest[len(optional):] if rest.startswith(optional) else rest
+            k = stem + (optional if target_has else "") + rest
+        out[k] = v
+    return out
+
+
 def check_against(converted: dict[str, torch.Tensor], target: dict[str, torch.Tensor], unexpected: list[str],
                   *, allow_missing: tuple[str, ...] = ()) -> list[str]:
     """Problems (missing, unexpected, mis-shaped keys, each named) of loading ``converted`` into ``target``."""
@@ -140,9 +170,10 @@ def check_against(converted: dict[str, torch.Tensor], target: dict[str, torch.Te
 
 
 def remap_vocab_rows(weight: torch.Tensor, src_vocab: dict[str, int], dst_vocab: dict[str, int],
-                     init: torch.Tensor) -> torch.Tensor:
-    """Rows of an embedding / LM head by token string: ``init`` (dst-sized) with rows copied where tokens match."""
-    out = init.clone()
+                     init: torch.Tensor | None = None, rows: int | None = None) -> torch.Tensor:
+    """Rows of an embedding / LM head by token string; rows of tokens the source lacks take ``init``'s
+    rows, or (``init=None``) the mean source row, like transformers' mean resizing — deterministic."""
+    out = init.clone() if init is not None else weight.mean(0, keepdim=True).repeat(rows, 1)
     for tok, j in dst_vocab.items():
         i = src_vocab.get(tok)
         if i is not None and i < weight.shape[0] and j < out.shape[0]:
