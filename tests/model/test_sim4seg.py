@@ -188,3 +188,26 @@ def test_encoder_refuses_truncation_before_seg(tiny):
     enc = ExampleEncoder(processor, sam_size=model.sam_size, max_length=model.lvlm.config.image_seq_length + 30)
     with pytest.raises(InputError, match="truncated before \\[SEG\\]"):
         enc.encode(np.zeros((32, 32, 3), np.uint8), "Segment it.", "word " * 40 + "It is [SEG].", name="x.png")
+
+
+def test_dtype_comes_from_the_caller_bf16(batch_of):
+    """The same weights in bfloat16 (the GPU setting, run here on the CPU): close losses and masks, gradients flow."""
+    from sim4seg.model.builders import build_tiny
+
+    model, processor = build_tiny(seed=0)
+    batch = batch_of(model, processor, ["It is [SEG].", "No mask here.", "[SEG] and [SEG]."],
+                     sizes=[(40, 64), (50, 50), (30, 70)])
+    model.eval()
+    with torch.no_grad():
+        full = model(**batch)
+        half = model.to(torch.bfloat16)(**batch)
+    assert half.logits.dtype == torch.bfloat16
+    assert abs(float(half.loss) - float(full.loss)) < 0.05 * float(full.loss)
+    for a, b in zip(full.masks, half.masks):
+        assert a.shape == b.shape and b.dtype == torch.float32          # masks at the original size, fp32 logits
+        if a.numel():
+            assert float(((a > 0) == (b > 0)).float().mean()) > 0.95
+    model.train()
+    model(**batch).loss.backward()
+    assert all(p.grad.dtype == torch.bfloat16 for p in model.parameters() if p.requires_grad and p.grad is not None)
+    assert any(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)
