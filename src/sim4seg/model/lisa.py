@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -84,55 +85,75 @@ def read_lisa_config(directory: Path) -> dict:
 
 
 def lisa_llava_config(cfg: dict, vision_config, *, image_token_id: int, vocab_size: int, projector: str):
-    """A transformers ``LlavaConfig`` equal to LISA's architecture."""
+    """A transformers ``LlavaConfig`` equal to LISA's architecture (patch features: LISA forces them)."""
     from transformers import LlamaConfig, LlavaConfig
 
     text = LlamaConfig(**{k: cfg[k] for k in LLAMA_KEYS if k in cfg} | {"vocab_size": vocab_size,
                                                                           "tie_word_embeddings": False})
     grid = vision_config.image_size // vision_config.patch_size
-    select = cfg.get("mm_vision_select_feature", "patch")
     return LlavaConfig(vision_config=vision_config, text_config=text, image_token_index=image_token_id,
                        projector_hidden_act="linear" if projector == "linear" else "gelu",
                        vision_feature_layer=int(cfg.get("mm_vision_select_layer", -2)),
-                       vision_feature_select_strategy="default" if select == "patch" else "full",
-                       image_seq_length=grid * grid if select == "patch" else grid * grid + 1,
+                       vision_feature_select_strategy="default", image_seq_length=grid * grid,
                        tie_word_embeddings=False)
 
 
-def _clip_parts(tower: str, want_weights: bool):
-    """CLIP vision config, image processor and (if asked) vision weights from a hub id or local path."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+@contextmanager
+def _loading(what: str, path):
+    """transformers' OSError / ValueError while loading ``what`` → an InputError naming ``path``."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load {what} ({type(e).__name__}: {e})", path) from None
+
+
+def _lisa_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    with _loading("LISA's tokenizer", directory):
+        return AutoTokenizer.from_pretrained(directory)
+
+
+def _derived(directory: Path, cfg: dict, tower: str, has_vision: bool, projector: str):
+    """LISA's own route: ``(processor, LlavaConfig, CLIP weights if the checkpoint lacks them)``."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlavaProcessor
 
     try:
         from transformers import CLIPImageProcessorPil as CLIPImageProcessor   # no torchvision needed
     except ImportError:
         from transformers import CLIPImageProcessor
     path = resolve_source(tower, FILES, what="CLIP vision tower")
-    try:
+    with _loading("the CLIP vision tower", path):
         vision = CLIPVisionConfig.from_pretrained(path)
         image_processor = CLIPImageProcessor.from_pretrained(path)
-        weights = CLIPVisionModel.from_pretrained(path).state_dict() if want_weights else {}
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load the CLIP vision tower ({type(e).__name__}: {e})", path) from None
-    return vision, image_processor, {f"lvlm.model.vision_tower.{k}": v for k, v in weights.items()}
-
-
-def _lisa_processor(directory: Path, cfg: dict, image_processor, patch_size: int):
-    """LISA's tokenizer with ``<image>`` added, CLIP's image processor, LISA's prompt format."""
-    from transformers import AutoTokenizer, LlavaProcessor
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load LISA's tokenizer ({type(e).__name__}: {e})", directory) from None
+        weights = {} if has_vision else CLIPVisionModel.from_pretrained(path).state_dict()
+    tokenizer = _lisa_tokenizer(directory)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     tokenizer.image_token = IMAGE_TOKEN
-    template = chat_template(bool(cfg.get("mm_use_im_start_end", False)))
-    tokenizer.chat_template = template
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=template)
+    tokenizer.chat_template = chat_template(bool(cfg.get("mm_use_im_start_end", False)))
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vision.patch_size,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=tokenizer.chat_template)
+    lvlm_cfg = lisa_llava_config(cfg, vision, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                                 vocab_size=len(tokenizer), projector=projector)
+    return processor, lvlm_cfg, {f"lvlm.model.vision_tower.{k}": v for k, v in weights.items()}
+
+
+def _from_base(base: str, has_vision: bool, projector: str):
+    """The ``base=`` route: ``(processor, config, vision-tower weights if the checkpoint lacks them)`` of an HF LLaVA."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    path = resolve_source(base, FILES, what="base LLaVA model")
+    with _loading("the base LLaVA model", path):
+        processor, lvlm_cfg = AutoProcessor.from_pretrained(path), AutoConfig.from_pretrained(path)
+        weights = {} if has_vision else {f"lvlm.{k}": v for k, v in AutoModelForImageTextToText.from_pretrained(path)
+                                         .state_dict().items() if k.startswith("model.vision_tower.")}
+    if projector == "linear":
+        lvlm_cfg.projector_hidden_act = "linear"
+    return processor, lvlm_cfg, weights
 
 
 def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, base: str | None = None,
@@ -145,7 +166,7 @@ def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, ba
     model whose config + processor to use instead of deriving them from LISA's config.json.
     vision_tower: CLIP hub id or path replacing the config's ``mm_vision_tower``.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, SamConfig, SamModel
+    from transformers import AutoModelForImageTextToText, SamConfig, SamModel
 
     from sim4seg.model.builders import apply_trainable, compose
 
@@ -153,40 +174,25 @@ def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, ba
     cfg = read_lisa_config(directory)
     sd, unexpected = keymaps.convert_lisa(read_state_dict(directory), lora_alpha=lora_alpha, lora_r=lora_r)
     has_vision = any(k.startswith("lvlm.model.vision_tower.") for k in sd)
-    kind = "linear" if "lvlm.model.multi_modal_projector.linear_2.weight" not in sd else "mlp2x_gelu"
-    vision_weights: dict[str, torch.Tensor] = {}
+    projector = "mlp2x_gelu" if "lvlm.model.multi_modal_projector.linear_2.weight" in sd else "linear"
     if base is None:
         tower = vision_tower or cfg.get("mm_vision_tower") or cfg["vision_tower"]
-        vision, image_processor, vision_weights = _clip_parts(tower, want_weights=not has_vision)
-        processor = _lisa_processor(directory, cfg, image_processor, vision.patch_size)
-        tokenizer = processor.tokenizer
-        lvlm_cfg = lisa_llava_config(cfg, vision, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                                     vocab_size=len(tokenizer), projector=kind)
+        processor, lvlm_cfg, vision_weights = _derived(directory, cfg, tower, has_vision, projector)
     else:
-        base_dir = resolve_source(base, FILES, what="base LLaVA model")
-        try:
-            processor = AutoProcessor.from_pretrained(base_dir)
-            lvlm_cfg = AutoConfig.from_pretrained(base_dir)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot load the base LLaVA config ({type(e).__name__}: {e})", base_dir) from None
-        if kind == "linear":
-            lvlm_cfg.projector_hidden_act = "linear"
-        if not has_vision:
-            vision_weights = {f"lvlm.{k}": v for k, v in AutoModelForImageTextToText.from_pretrained(base_dir)
-                              .state_dict().items() if k.startswith("model.vision_tower.")}
-    if kind == "linear":
+        processor, lvlm_cfg, vision_weights = _from_base(base, has_vision, projector)
+    if not has_vision:
+        log.info("the checkpoint holds no vision tower: CLIP weights from %s", base or tower)
+    if projector == "linear":
         keymaps.identity_projector(sd)
     sam_dir = resolve_source(sam, ["*.json"], what="SAM config")
-    try:
+    with _loading("the SAM config", sam_dir):
         sam_cfg = SamConfig.from_pretrained(sam_dir)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load the SAM config ({type(e).__name__}: {e})", sam_dir) from None
-    lisa_vocab = processor.tokenizer.get_vocab() if base is None else _tokenizer_vocab(directory)
+
     config = config or Sim4SegConfig()
     lvlm = AutoModelForImageTextToText.from_config(lvlm_cfg, dtype=dtype)
     model = compose(lvlm, SamModel._from_config(sam_cfg, dtype=dtype), processor, config, trainable=False)
     target = model.state_dict()
-    vocab = processor.tokenizer.get_vocab()
+    lisa_vocab, vocab = _lisa_tokenizer(directory).get_vocab(), processor.tokenizer.get_vocab()
     for key in ("lvlm.model.language_model.embed_tokens.weight", "lvlm.lm_head.weight"):
         if key in sd and sd[key].shape[1:] == target[key].shape[1:]:      # else reported as mis-shaped below
             sd[key] = keymaps.remap_vocab_rows(sd[key], lisa_vocab, vocab, rows=target[key].shape[0])
@@ -202,12 +208,3 @@ def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, ba
         model.requires_grad_(False)
         model.eval()
     return model.to(device=device, dtype=dtype), processor
-
-
-def _tokenizer_vocab(directory: Path) -> dict[str, int]:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(directory).get_vocab()
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load LISA's tokenizer ({type(e).__name__}: {e})", directory) from None
