@@ -60,7 +60,7 @@ def generate(base: Path, n: int) -> dict[str, Path]:
 
 def run_build(sources: dict[str, Path], out: Path, workers: int) -> tuple[float, int]:
     """Seconds and peak RSS (MiB) of one ``sim4seg data build`` process."""
-    cmd = [sys.executable, "-m", "sim4seg.cli", "data", "build", "--out", str(out), "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "sim4seg.apps.cli", "data", "build", "--out", str(out), "--workers", str(workers)]
     for name, p in sources.items():
         cmd += ["--source", f"{name}={p}"]
     t0 = time.perf_counter()

@@ -81,7 +81,7 @@ def best_of(fn, *args, repeat=5, calls=1):
 
 def model_share():
     from sim4seg.data.dataset import Collator, ExampleEncoder
-    from sim4seg.model.builders import build_tiny
+    from sim4seg.model.tiny import build_tiny
 
     model, processor = build_tiny(seed=0)
     model.eval()

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from sim4seg.config import load_config
+from sim4seg.train.recipe import load_config
 from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset
 from sim4seg.data.synthetic import synthesize
-from sim4seg.engine._sim4seg_task import build_model
+from sim4seg.train.task import build_model
 from sim4seg.model import losses
 from sim4seg.model.sim4seg import ImageEncoding
 

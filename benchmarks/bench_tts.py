@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-from sim4seg.engine import tts
-from sim4seg.engine.predict import Predictor
-from sim4seg.eval.evaluate import load_split
+from sim4seg.infer import tts
+from sim4seg.infer.predictor import Predictor
+from sim4seg.data.schema import load_split
 
 SETTINGS = ((1, 1), (4, 1), (8, 4))
 
 
 def quick_checkpoint(work: Path) -> Path:
-    from sim4seg.config import load_config
-    from sim4seg.engine.train import train
+    from sim4seg.train.recipe import load_config
+    from sim4seg.train.loop import train
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     cfg = load_config(recipe, [f"data.manifest={work / 'm3ds'}", "data.synthetic.n=200", f"train.output_dir={work / 'run'}",

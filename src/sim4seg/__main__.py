@@ -1,5 +1,5 @@
 import sys
 
-from sim4seg.cli import main
+from sim4seg.apps.cli import main
 
 sys.exit(main())

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
 from cot_helpers import SUBSETS  # noqa: E402
 from sim4seg.data.schema import read_split  # noqa: E402
 from sim4seg.data.synthetic import synthesize  # noqa: E402

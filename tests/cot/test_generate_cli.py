@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cot_fake_server import FakeServer, Script
-from sim4seg.cli import main
+from sim4seg.apps.cli import main
 from sim4seg.cot.store import ResultStore, read_records
 
 FAST = ["--backoff", "0.01", "--max-attempts", "3", "--timeout", "2"]

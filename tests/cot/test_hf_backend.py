@@ -7,7 +7,7 @@ import pytest
 
 import torch
 
-from sim4seg.cli import main
+from sim4seg.apps.cli import main
 from sim4seg.cot.backends.hf import HFBackend
 from sim4seg.cot.images import ImageInput
 from sim4seg.cot.store import read_records

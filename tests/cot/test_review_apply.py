@@ -10,7 +10,7 @@ import pytest
 
 from cot_fake_server import FakeServer, Script
 from cot_helpers import make_pipeline
-from sim4seg.cli import main
+from sim4seg.apps.cli import main
 from sim4seg.cot.runner import pending_samples, run
 from sim4seg.cot.store import ResultStore, read_records
 from sim4seg.data.prompts import cot_answer, parse_diagnosis_line

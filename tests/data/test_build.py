@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sim4seg.cli import main
+from sim4seg.apps.cli import main
 from sim4seg.data import build as build_mod
 from sim4seg.data.build import REPORT_FILE, STATE_DIR, build
 from sim4seg.data.subsets import SUBSETS

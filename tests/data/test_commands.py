@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sim4seg.cli import build_parser, main
+from sim4seg.apps.cli import build_parser, main
 
 
 @pytest.fixture

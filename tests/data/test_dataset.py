@@ -15,7 +15,7 @@ from sim4seg.errors import InputError
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from sim4seg.model.builders import build_tiny
+    from sim4seg.model.tiny import build_tiny
 
     return build_tiny(seed=1)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim4seg.cli import main
+from sim4seg.apps.cli import main
 from sim4seg.data.io import read_mask, write_mask
 from sim4seg.data.schema import read_info, read_split
 from sim4seg.errors import InputError

@@ -13,7 +13,7 @@ from sim4seg.data.dataset import Collator, ExampleEncoder
 
 @pytest.fixture(scope="module")
 def tiny():
-    from sim4seg.model.builders import build_tiny
+    from sim4seg.model.tiny import build_tiny
 
     model, processor = build_tiny(seed=0)
     return model, processor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sim4seg.cli import main
+from sim4seg.apps.cli import main
 from sim4seg.model import checkpoint
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from sim4seg.errors import InputError
 from sim4seg.model import checkpoint, lisa
-from sim4seg.model.builders import tiny_sam
+from sim4seg.model.tiny import tiny_sam
 from sim4seg.model.config import TinySpec
 
 HIDDEN, VISION, OUT_DIM, LAYERS = 64, 32, 32, 2
@@ -201,7 +201,7 @@ def test_lisa_prompt_format_and_a_forward_pass(tmp_path, official_sam_state_dict
 
 
 def test_convert_lisa_cli_then_load_reproduces(tmp_path, official_sam_state_dict, monkeypatch):
-    from sim4seg.cli import main
+    from sim4seg.apps.cli import main
 
     d, sam_dir, _, _ = write_lisa(tmp_path, official_sam_state_dict)
     assert main(["convert", "lisa", str(d), str(tmp_path / "ours"), "--sam", str(sam_dir)]) == 0

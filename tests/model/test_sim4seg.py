@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sim4seg.errors import InputError
-from sim4seg.model import builders
+from sim4seg.model import compose
 from sim4seg.model.sim4seg import Sim4SegModel
 
 
@@ -42,13 +42,13 @@ def test_trainable_flags_choose_what_trains(tiny):
     model, _ = tiny
     t = model.config.trainable
     try:
-        builders.apply_trainable(model, type(t)(lora=False, lm_head=False, embed_tokens=False, mask_decoder=False,
+        compose.apply_trainable(model, type(t)(lora=False, lm_head=False, embed_tokens=False, mask_decoder=False,
                                                 projection=True, sam_encoder=True))
         names = {n for n, p in model.named_parameters() if p.requires_grad}
         assert any(n.startswith("sam.vision_encoder") for n in names) and any(n.startswith("phi.") for n in names)
         assert not any("lora_" in n or n.startswith(("sam.mask_decoder", "lvlm.lm_head")) for n in names)
     finally:
-        builders.apply_trainable(model, t)
+        compose.apply_trainable(model, t)
 
 
 @pytest.mark.parametrize("answer,k", [("There is nothing to segment.", 0), ("It is [SEG].", 1),
@@ -176,7 +176,7 @@ def test_bad_inputs_have_clear_errors(tiny, batch_of):
         Sim4SegModel(model.lvlm, model.sam, model.config, seg_token_id=model.seg_token_id,
                      phi=nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 7)))
     with pytest.raises(InputError, match="not a LLaVA-family"):
-        builders.check_architecture(model.sam, model.sam)
+        compose.check_architecture(model.sam, model.sam)
 
 
 def test_encoder_refuses_truncation_before_seg(tiny):
@@ -192,7 +192,7 @@ def test_encoder_refuses_truncation_before_seg(tiny):
 
 def test_dtype_comes_from_the_caller_bf16(batch_of):
     """The same weights in bfloat16 (the GPU setting, run here on the CPU): close losses and masks, gradients flow."""
-    from sim4seg.model.builders import build_tiny
+    from sim4seg.model.tiny import build_tiny
 
     model, processor = build_tiny(seed=0)
     batch = batch_of(model, processor, ["It is [SEG].", "No mask here.", "[SEG] and [SEG]."],

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 from sim4seg._atomic import atomic_open, write_json
 from sim4seg.data.subsets import MODALITIES, SPLITS, SUBSETS, SubsetInfo
-from sim4seg.errors import ManifestError
+from sim4seg.errors import InputError, ManifestError
 
 SCHEMA_VERSION = "1.0"
 INFO_FILE = "dataset_info.json"
@@ -235,6 +235,15 @@ def iter_split(root: str | os.PathLike, split: str, info: DatasetInfo | None = N
 
 def read_split(root: str | os.PathLike, split: str, info: DatasetInfo | None = None) -> list[Sample]:
     return list(iter_split(root, split, info))
+
+
+def load_split(root: str | os.PathLike, split: str) -> tuple[DatasetInfo, list[Sample]]:
+    """The manifest's info and the records of ``split`` (an error if it has none)."""
+    info = read_info(root)
+    samples = list(iter_split(root, split, info))
+    if not samples:
+        raise InputError(f"the {split!r} split has no samples ({split}.jsonl missing or empty)", root)
+    return info, samples
 
 
 def count(samples: Iterable[Sample]) -> dict[str, dict[str, int]]:

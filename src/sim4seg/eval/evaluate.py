@@ -25,7 +25,7 @@ import numpy as np
 from sim4seg._jsonl import iter_jsonl
 from sim4seg.data.io import image_size, read_mask
 from sim4seg.data.prompts import diagnosis_line
-from sim4seg.data.schema import DatasetInfo, Sample, iter_split, read_info
+from sim4seg.data.schema import DatasetInfo, Sample, iter_split, load_split, read_info
 from sim4seg.errors import ImageReadError, InputError
 from sim4seg.eval.diagnosis import DiagnosisParser
 from sim4seg.eval.metrics import MetricAccumulator, mask_stats
@@ -99,15 +99,6 @@ def evaluate(items: Iterable[tuple[Sample, np.ndarray | None, str | None]], root
     if not ev.rows:
         raise InputError("nothing to evaluate: no samples were given", root)
     return ev
-
-
-def load_split(root: str | os.PathLike, split: str) -> tuple[DatasetInfo, list[Sample]]:
-    """The manifest's info and the records of ``split`` (an error if it has none)."""
-    info = read_info(root)
-    samples = list(iter_split(root, split, info))
-    if not samples:
-        raise InputError(f"the {split!r} split has no samples ({split}.jsonl missing or empty)", root)
-    return info, samples
 
 
 # ---------------------------------------------------------------- predictions file

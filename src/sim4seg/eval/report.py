@@ -27,9 +27,6 @@ TABLE3_COLUMNS: tuple[tuple[str, str], ...] = (
 METRICS: tuple[tuple[str, str], ...] = (("giou", "gIoU"), ("ciou", "cIoU"), ("acc", "Acc"))
 """Rows of Table 3 / columns of Table 2 (``dice`` is reported beside them)."""
 
-TOPK_SWEEP = (12, 24, 36, 48)
-GRID_SWEEP = (8, 16, 32, 64)
-
 Result = tuple[str, Mapping]
 """``(method name, metrics.json dict)``."""
 
@@ -143,7 +140,7 @@ def _panel(ax, rows: Sequence[Mapping], param: str, series: Sequence[tuple[str, 
         ax.legend(fontsize=8)
 
 
-def _save_png(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -169,7 +166,7 @@ def write_tau_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str =
     series = (("giou", "gIoU"), ("ciou", "cIoU"))
     _panel(a, rows, "topk", series, "top-k cells", "(a) number of selected cells")
     _panel(b, rows, "grid", series, "grid", "(b) grid resolution", lambda g: f"{g}×{g}")
-    _save_png(fig, out / f"{stem}.png")
+    save_figure(fig, out / f"{stem}.png")
     return out / f"{stem}.csv", out / f"{stem}.png"
 
 
@@ -188,5 +185,5 @@ def write_tts_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str =
     a, b = fig.subplots(1, 2)
     _panel(a, rows, "m", (("acc", "Acc"),), "m (CoT paths)", "(a) diagnosis accuracy vs m")
     _panel(b, rows, "n", (("giou", "gIoU"), ("ciou", "cIoU")), "n (masks per path)", "(b) segmentation vs n")
-    _save_png(fig, out / f"{stem}.png")
+    save_figure(fig, out / f"{stem}.png")
     return out / f"{stem}.csv", out / f"{stem}.png"

@@ -41,7 +41,7 @@ def merge(src: str, dst: str) -> int:
 
 def presets() -> int:
     """List the named presets for real checkpoints."""
-    from sim4seg.model.builders import PRESETS
+    from sim4seg.model.presets import PRESETS
 
     for name, p in PRESETS.items():
         print(f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}")

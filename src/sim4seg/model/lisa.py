@@ -39,12 +39,13 @@ import torch
 
 from sim4seg.errors import InputError
 from sim4seg.model import keymaps
-from sim4seg.model.checkpoint import read_state_dict, resolve_source
+from sim4seg.model.compose import apply_trainable, compose
+from sim4seg.model.llava import IMAGE_TOKEN
+from sim4seg.model.weights import read_state_dict, resolve_source
 from sim4seg.model.config import Sim4SegConfig
 
 log = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
 IM_START, IM_END = "<im_start>", "<im_end>"
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the human's questions.")
@@ -167,8 +168,6 @@ def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, ba
     vision_tower: CLIP hub id or path replacing the config's ``mm_vision_tower``.
     """
     from transformers import AutoModelForImageTextToText, SamConfig, SamModel
-
-    from sim4seg.model.builders import apply_trainable, compose
 
     directory = resolve_source(src, FILES, what="LISA checkpoint")
     cfg = read_lisa_config(directory)

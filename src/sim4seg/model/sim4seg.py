@@ -100,7 +100,7 @@ class Generation:
 
 
 class Sim4SegModel(nn.Module):
-    """LVLM ⊕ SAM with ϕ and RVLS2M. Build with ``sim4seg.model.builders``; device/dtype via ``.to()``."""
+    """LVLM ⊕ SAM with ϕ and RVLS2M. Build with ``sim4seg.model.compose`` (or ``tiny`` / ``presets``); device/dtype via ``.to()``."""
 
     def __init__(self, lvlm: nn.Module, sam: nn.Module, config: Sim4SegConfig, *, seg_token_id: int,
                  phi: nn.Module | None = None):
@@ -123,7 +123,7 @@ class Sim4SegModel(nn.Module):
         vocab = self.lvlm.get_input_embeddings().num_embeddings
         if not 0 <= self.seg_token_id < vocab:
             raise ValueError(f"[SEG] id {self.seg_token_id} is outside the LVLM's vocabulary of {vocab}; "
-                             "add it to the tokenizer and resize the embeddings (builders.add_seg_token)")
+                             "add it to the tokenizer and resize the embeddings (compose.add_seg_token)")
         self.sam_size = int(sam.config.vision_config.image_size)
         self.prompt_size = 4 * int(sam.config.prompt_encoder_config.image_embedding_size)
 

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from infer_helpers import trained_checkpoint  # noqa: E402
+from helpers import trained_checkpoint  # noqa: E402
 from sim4seg.data.io import read_mask  # noqa: E402
-from sim4seg.engine import tts  # noqa: E402
-from sim4seg.engine.predict import Predictor  # noqa: E402
-from sim4seg.eval.evaluate import load_split  # noqa: E402
+from sim4seg.infer import tts  # noqa: E402
+from sim4seg.infer.predictor import Predictor  # noqa: E402
+from sim4seg.data.schema import load_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")

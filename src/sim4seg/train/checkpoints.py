@@ -21,21 +21,18 @@ import shutil
 from collections import OrderedDict
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from sim4seg.config import CONFIG_NAME, Config
+from sim4seg.train.recipe import CONFIG_NAME, Config
 from sim4seg.errors import InputError
-
-if TYPE_CHECKING:
-    from sim4seg.engine.train import TrainState
+from sim4seg.model.weights import WEIGHTS as WEIGHTS_NAME
+from sim4seg.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
 STATE_NAME = "trainer_state.json"
-WEIGHTS_NAME = "model.safetensors"
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -123,7 +120,7 @@ def find(out: Path, resume: str) -> Path | None:
 # ---------------------------------------------------------------------------- save / load
 
 
-def save(accelerator, out: Path, state: "TrainState", config: Config, *, keep_last: int) -> Path:
+def save(accelerator, out: Path, state: TrainState, config: Config, *, keep_last: int) -> Path:
     """Write ``out/checkpoint-{step}`` atomically (all processes call this); rotate old ones."""
     name = f"checkpoint-{state.global_step:06d}"
     final, tmp = out / name, out / f".{name}.tmp"
@@ -162,9 +159,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load(accelerator, path: Path, current: "TrainState") -> "TrainState":
+def load(accelerator, path: Path, current: TrainState) -> TrainState:
     """Restore weights, optimizer and RNG from ``path``; return its state (checked against ``current``)."""
-    from sim4seg.engine.train import TrainState
 
     try:
         d = json.loads((path / STATE_NAME).read_text(encoding="utf-8"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Collection
 
 from sim4seg.data.io import read_mask
+from sim4seg.data.schema import load_split
 from sim4seg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,8 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
     from tqdm.auto import tqdm
 
     from sim4seg.data.io import write_image, write_mask
-    from sim4seg.engine.predict import overlay
+    from sim4seg.infer.predictor import overlay
     from sim4seg.eval.diagnosis import DiagnosisParser
-    from sim4seg.eval.evaluate import load_split
 
     root, out = Path(root), Path(out)
     info, samples = load_split(root, split)
@@ -114,8 +114,8 @@ def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, s
                        m: int = 1, n: int = 1, selector: str = "consensus", use_rvls2m: bool | None = None,
                        progress: bool = True, overlays: int | Collection[str] = 0, seed: int = 0) -> tuple[Path, str]:
     """Load ``checkpoint`` and predict ``split`` into ``out`` (resumable); return ``(predictions path, method name)``."""
-    from sim4seg.engine.predict import Predictor
-    from sim4seg.engine.tts import TTSConfig
+    from sim4seg.infer.predictor import Predictor
+    from sim4seg.infer.tts import TTSConfig
 
     try:
         cfg = TTSConfig(m=m, n=n, selector=selector, seed=seed)

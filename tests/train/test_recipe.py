@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim4seg.config import Config, apply_override, config_from_dict, load_config
+from sim4seg.train.recipe import Config, apply_override, config_from_dict, load_config
 from sim4seg.errors import InputError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -8,8 +8,8 @@ import logging
 
 def train(config: str, overrides: list[str] | None, resume: str | None) -> int:
     """Train Sim4Seg (or the recipe's model) from a YAML recipe; --resume auto continues a killed run exactly."""
-    from sim4seg.config import load_config
-    from sim4seg.engine.train import train as run_training
+    from sim4seg.train.recipe import load_config
+    from sim4seg.train.loop import train as run_training
 
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     cfg = load_config(config, overrides or [])

@@ -43,7 +43,7 @@ class DemoResult:
 
 
 def _recipe(out: Path, recipe: str | os.PathLike | None, overrides: list[str]):
-    from sim4seg.config import load_config
+    from sim4seg.train.recipe import load_config
     from sim4seg.errors import InputError
 
     path = Path(recipe) if recipe else DEFAULT_RECIPE
@@ -55,8 +55,8 @@ def _recipe(out: Path, recipe: str | os.PathLike | None, overrides: list[str]):
 
 def train_model(cfg, out: Path) -> Path:
     """Train (resuming a killed run) unless ``OUT/train/final`` already holds the trained checkpoint; return it."""
-    from sim4seg.engine import _checkpoints as ckpt
-    from sim4seg.engine.train import train
+    from sim4seg.train import checkpoints as ckpt
+    from sim4seg.train.loop import train
     from sim4seg.model.config import CONFIG_FILE
 
     run_dir = Path(cfg.train.output_dir)
@@ -87,7 +87,7 @@ def example_panel(root: Path, ids: list[str], preds: Path, out: Path, side: int 
 
     from sim4seg.data.io import read_image, read_mask, write_image
     from sim4seg.data.schema import iter_split
-    from sim4seg.engine.predict import overlay
+    from sim4seg.infer.predictor import overlay
 
     by_id = {s.id: s for s in iter_split(root, "test")}
     rows = []
@@ -111,7 +111,7 @@ def learning_curve(log_path: Path, out: Path) -> Path:
     """``learning_curve.png``: the training loss terms against the optimizer step."""
     from matplotlib.figure import Figure
 
-    from sim4seg.eval.report import _save_png
+    from sim4seg.eval.report import save_figure
 
     rows = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines() if x.strip()]
     rows = [r for r in rows if r.get("kind") == "train"]
@@ -126,7 +126,7 @@ def learning_curve(log_path: Path, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = out / "learning_curve.png"
-    _save_png(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -153,10 +153,10 @@ def run_demo(out: str | os.PathLike, *, recipe: str | os.PathLike | None = None,
 
 def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps: bool, progress: bool,
          ablation: bool) -> DemoResult:
-    from sim4seg.engine.batch import method_name, predict_split
-    from sim4seg.engine.predict import Predictor
-    from sim4seg.engine.sweep import sweep_tau, sweep_tts
-    from sim4seg.engine.tts import TTSConfig
+    from sim4seg.infer.batch import method_name, predict_split
+    from sim4seg.infer.predictor import Predictor
+    from sim4seg.infer.sweep import sweep_tau, sweep_tts
+    from sim4seg.infer.tts import TTSConfig
     from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
     from sim4seg.eval.report import markdown, write_metrics, write_tau_sweep, write_tts_sweep
 

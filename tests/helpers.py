@@ -23,12 +23,12 @@ def trained_checkpoint(root: Path, out: Path, steps: int = 60) -> Path:
     key = str(root)
     if key in _CACHE:
         return _CACHE[key]
-    from sim4seg.model import builders, checkpoint
+    from sim4seg.model import checkpoint, tiny
     from sim4seg.model.config import Sim4SegConfig, TrainableConfig
 
     cfg = Sim4SegConfig(max_length=128, trainable=TrainableConfig(lora=False, llm=True, vision_tower=True,
                                                                   mm_projector=True, sam_encoder=True))
-    model, processor = builders.build_tiny(cfg, spec=builders.TinySpec(**SPEC), seed=0)
+    model, processor = tiny.build_tiny(cfg, spec=tiny.TinySpec(**SPEC), seed=0)
     ds = M3DSDataset(root, "train", ExampleEncoder.for_model(model, processor), answer_format="diagnosis")
     collate = Collator(processor.tokenizer.pad_token_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)

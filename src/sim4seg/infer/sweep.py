@@ -16,12 +16,17 @@ from typing import Sequence
 import torch
 
 from sim4seg.data.io import read_mask
-from sim4seg.engine import tts
+from sim4seg.infer import tts
 from sim4seg.eval.diagnosis import DiagnosisParser
-from sim4seg.eval.evaluate import Evaluator, load_split
-from sim4seg.eval.report import GRID_SWEEP, TOPK_SWEEP
+from sim4seg.data.schema import load_split
+from sim4seg.eval.evaluate import Evaluator
 
 log = logging.getLogger(__name__)
+
+TOPK_SWEEP = (12, 24, 36, 48)
+"""Figure 6(a): top-k cells on a 16×16 grid."""
+GRID_SWEEP = (8, 16, 32, 64)
+"""Figure 6(b): grid sizes with top-36."""
 
 
 def _images(predictor, root: Path, split: str, limit: int | None, progress: bool, desc: str):

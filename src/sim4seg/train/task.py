@@ -7,29 +7,29 @@ from pathlib import Path
 
 import torch
 
-from sim4seg.config import Config
+from sim4seg.train.recipe import Config
 from sim4seg.errors import InputError
+from sim4seg.train.state import TrainData
 
 log = logging.getLogger(__name__)
 
 
 def build_model(config: Config):
     """``(model, processor)``: the tiny random model or a named preset, with what trains set by the recipe."""
-    from sim4seg.model import builders
+    from sim4seg.model import presets, tiny
 
     m = config.model
     dtype = getattr(torch, m.dtype)
     if m.preset == "tiny":
-        model, processor = builders.build_tiny(config.sim4seg_config(), spec=m.tiny,
+        model, processor = tiny.build_tiny(config.sim4seg_config(), spec=m.tiny,
                                                seed=config.train.seed)
         return model.to(dtype), processor
-    return builders.from_preset(m.preset, config.sim4seg_config(), lvlm=m.lvlm, sam=m.sam, dtype=dtype)
+    return presets.from_preset(m.preset, config.sim4seg_config(), lvlm=m.lvlm, sam=m.sam, dtype=dtype)
 
 
 def build_data(config: Config, model, processor, accelerator):
     """M3DS train / val datasets, their collator and (with ``data.mix``) the subset-mixing sampler."""
     from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset, SubsetMixSampler
-    from sim4seg.engine.train import TrainData
 
     d = config.data
     if not d.manifest:

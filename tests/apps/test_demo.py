@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from infer_helpers import trained_checkpoint  # noqa: E402
-from sim4seg.cli import build_parser, main  # noqa: E402
-from sim4seg.config import load_config  # noqa: E402
-from sim4seg.engine.demo import DEFAULT_RECIPE  # noqa: E402
+from helpers import trained_checkpoint  # noqa: E402
+from sim4seg.apps.cli import build_parser, main  # noqa: E402
+from sim4seg.train.recipe import load_config  # noqa: E402
+from sim4seg.apps.demo import DEFAULT_RECIPE  # noqa: E402
 
 SMALL = ["data.synthetic.n=30", "data.subsets=[kvasir_seg,busi]", "data.synthetic.min_size=40",
          "data.synthetic.max_size=56", "optim.epochs=1", "train.max_steps=3", "optim.batch_size=4",

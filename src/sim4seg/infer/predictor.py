@@ -5,7 +5,7 @@ both (``ImageEncoding``); each ``predict(query)`` then costs the language model'
 and SAM's light mask decoder only — with test-time scaling (``TTSConfig``), m sampled answers
 in one ``generate`` call and m×n candidate masks decoded in batches against the cached SAM
 embedding. ``write_result`` writes the mask PNG at the original size, an overlay PNG and a
-JSON record; ``predict_split`` (in ``engine/batch.py``) runs over a manifest split.
+JSON record; ``predict_split`` (in ``infer/batch.py``) runs over a manifest split.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from sim4seg.data.dataset import ExampleEncoder, lvlm_token_box, sam_frame
 from sim4seg.data.io import read_image
-from sim4seg.engine.tts import TTSConfig, TTSResult, run
+from sim4seg.infer.tts import TTSConfig, TTSResult, run
 from sim4seg.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sim4seg.engine import tts
+from sim4seg.infer import tts
 from sim4seg.model.rvls2m import region_mask
 
 

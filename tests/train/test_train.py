@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from sim4seg.config import config_from_dict
-from sim4seg.engine import _checkpoints as ckpt
-from sim4seg.engine.train import Callback, TrainData, forward_task, lr_factor, train
+from sim4seg.train.recipe import config_from_dict
+from sim4seg.train import checkpoints as ckpt
+from sim4seg.train.loop import Callback, TrainData, forward_task, lr_factor, train
 from sim4seg.errors import InputError
 
 HERE = Path(__file__).resolve().parent
@@ -277,7 +277,7 @@ def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path):
 def test_cli_trains_tiny_sim4seg_and_resumes(synth_m3ds, tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from sim4seg.cli import main
+    from sim4seg.apps.cli import main
 
     out = tmp_path / "run"
     args = ["train", "--config", str(REPO / "configs" / "tiny-cpu.yaml"),

@@ -16,17 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from infer_helpers import trained_checkpoint  # noqa: E402
-from sim4seg.cli import main  # noqa: E402
+from helpers import trained_checkpoint  # noqa: E402
+from sim4seg.apps.cli import main  # noqa: E402
 from sim4seg.data.dataset import ExampleEncoder  # noqa: E402
 from sim4seg.data.io import read_image, read_mask  # noqa: E402
-from sim4seg.engine.batch import done_ids, predict_split  # noqa: E402
-from sim4seg.engine.predict import Predictor, load_model, write_result  # noqa: E402
-from sim4seg.engine.tts import TTSConfig  # noqa: E402
+from sim4seg.infer.batch import done_ids, predict_split  # noqa: E402
+from sim4seg.infer.predictor import Predictor, load_model, write_result  # noqa: E402
+from sim4seg.infer.tts import TTSConfig  # noqa: E402
 from sim4seg.errors import ImageReadError, InputError  # noqa: E402
-from sim4seg.eval.evaluate import evaluate_predictions, load_split  # noqa: E402
+from sim4seg.data.schema import load_split  # noqa: E402
+from sim4seg.eval.evaluate import evaluate_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 A recipe has five sections::
 
-    model:  which model (``tiny`` or a preset of ``sim4seg.model.builders``), what trains, RVLS2M
+    model:  which model (``tiny`` or a preset of ``sim4seg.model.presets``), what trains, RVLS2M
     data:   the M3DS manifest (or a synthetic one to write first), answer format, subset mixing
     optim:  AdamW and the learning-rate schedule (defaults: the paper's recipe)
     train:  output directory, seed, precision, checkpoints, logs, DeepSpeed
@@ -40,7 +40,7 @@ class ModelConfig:
     """Which model to build and what of it trains."""
 
     preset: str = "tiny"
-    """``tiny`` (random, CPU-sized) or a named preset of ``sim4seg.model.builders.PRESETS`` (e.g. ``lisa-7b``)."""
+    """``tiny`` (random, CPU-sized) or a named preset of ``sim4seg.model.presets.PRESETS`` (e.g. ``lisa-7b``)."""
     lvlm: str | None = None
     """Local path (or hub id) replacing the preset's LVLM / LISA checkpoint."""
     sam: str | None = None

@@ -32,44 +32,14 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from sim4seg.config import CONFIG_NAME, Config
-from sim4seg.engine import _checkpoints as ckpt
-from sim4seg.engine._logs import LOG_NAME, RunLogger, Window
+from sim4seg.train.recipe import CONFIG_NAME, Config
+from sim4seg.train import checkpoints as ckpt
+from sim4seg.train import task
+from sim4seg.train.logs import LOG_NAME, RunLogger, Window
+from sim4seg.train.state import TrainData, TrainState
 from sim4seg.errors import InputError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainData:
-    """What the loop iterates: datasets, their collate function and the training sampler."""
-
-    train: torch.utils.data.Dataset
-    val: torch.utils.data.Dataset | None = None
-    collate_fn: Callable | None = None
-    sampler: torch.utils.data.Sampler | None = None
-    """Training sampler with ``set_epoch(epoch)``, deterministic in its seed and the epoch (default: ``EpochShuffle``)."""
-
-
-@dataclass
-class TrainState:
-    """Where the run is; saved as ``trainer_state.json`` in every checkpoint."""
-
-    global_step: int = 0
-    """Optimizer steps taken."""
-    epoch: int = 0
-    """Current epoch (0-based)."""
-    batch_in_epoch: int = 0
-    """Micro-batches this process consumed in ``epoch``."""
-    samples_seen: int = 0
-    """Training examples consumed (all processes)."""
-    total_steps: int = 0
-    steps_per_epoch: int = 0
-    world_size: int = 1
-    batch_size: int = 1
-    grad_accum: int = 1
-    validations: list[dict] = field(default_factory=list)
-    scheduler: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -295,11 +265,10 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     accelerator = make_accelerator(config)
     set_seed(t.seed)
     if model_factory is None or datasets is None:
-        from sim4seg.engine import _sim4seg_task
 
         if model_factory is not None:
             raise InputError("a custom model_factory needs its datasets (train(..., datasets=TrainData(...)))")
-        model, datasets, save_model = _sim4seg_task.build(config, accelerator, datasets)
+        model, datasets, save_model = task.build(config, accelerator, datasets)
     else:
         model, save_model = model_factory(config), None
     if t.gradient_checkpointing and not enable_gradient_checkpointing(model):

@@ -1,4 +1,4 @@
-"""``sim4seg predict``, ``sim4seg sweep tau|tts`` and ``sim4seg demo`` (the main job)."""
+"""``sim4seg predict``, ``sim4seg sweep tau|tts`` and ``sim4seg evaluate`` (predictions, a checkpoint or a baseline)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def _tts(m: int, n: int, selector: str, temperature: float, top_p: float, seed: int, max_new_tokens: int):
-    from sim4seg.engine.tts import TTSConfig
+    from sim4seg.infer.tts import TTSConfig
     from sim4seg.errors import InputError
 
     try:
@@ -26,7 +26,7 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
             seed: int, max_new_tokens: int, no_rvls2m: bool, overlays: int, limit: int | None) -> int:
     """Segment and diagnose: one IMAGE (JPEG/PNG/DICOM) with one or more --query, encoded once; or every
     sample of a --manifest split into OUT/predictions.jsonl (resumable; the format `evaluate` reads)."""
-    from sim4seg.engine.predict import Predictor, write_result
+    from sim4seg.infer.predictor import Predictor, write_result
     from sim4seg.errors import InputError
 
     if (image is None) == (manifest is None):
@@ -35,7 +35,7 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
     use = False if no_rvls2m else None
     predictor = Predictor.from_checkpoint(checkpoint, tts=tts)
     if manifest is not None:
-        from sim4seg.engine.batch import predict_split
+        from sim4seg.infer.batch import predict_split
 
         t0 = time.perf_counter()
         path = predict_split(predictor, manifest, split, out, overlays=overlays, limit=limit, use_rvls2m=use)
@@ -72,8 +72,8 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
     """Sweep τ (top-k ∈ {12,24,36,48} on a 16×16 grid; grid ∈ {8,16,32,64} with top-36) or TTS (m, n ∈ {1,2,4,8})
     on a trained checkpoint; write OUT/<kind>_sweep.csv and .png (the paper's Figures 6 and 7)."""
     from sim4seg._atomic import write_json
-    from sim4seg.engine.predict import Predictor
-    from sim4seg.engine.sweep import sweep_tau, sweep_tts
+    from sim4seg.infer.predictor import Predictor
+    from sim4seg.infer.sweep import sweep_tau, sweep_tts
     from sim4seg.eval.report import pct, write_tau_sweep, write_tts_sweep
 
     predictor = Predictor.from_checkpoint(checkpoint)
@@ -93,44 +93,45 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
     return 0
 
 
-def demo(out: str, config: str | None, overrides: list[str] | None, tts_m: int, tts_n: int, no_sweeps: bool,
-         no_ablation: bool) -> int:
-    """The main job: synthesize a small M3DS, train the tiny Sim4Seg on the CPU, evaluate it without and with
-    RVLS2M and with test-time scaling beside trivial baselines; write the checkpoint, metrics, plots and
-    example overlays to OUT. Exit status 1 if the model stays below the bar (gIoU 0.5, Acc 0.8)."""
-    from sim4seg.engine.demo import BAR, run_demo
+def evaluate(manifest: str, split: str, predictions: str | None, baseline: str | None, out: str,
+             method: str | None, checkpoint: str | None = None, m: int = 1, n: int = 1,
+             selector: str = "consensus", no_rvls2m: bool = False) -> int:
+    """Score PREDICTIONS (JSONL: id, mask, answer), a CHECKPOINT (predicted first, into OUT/predictions/,
+    resumable) or a trivial baseline against a split of MANIFEST; write OUT/metrics.json, metrics.md,
+    metrics.csv and per_sample.jsonl."""
+    from sim4seg._atomic import write_jsonl
+    from sim4seg.errors import InputError
+    from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
+    from sim4seg.eval.report import markdown, write_metrics
 
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    if sum(x is not None for x in (predictions, baseline, checkpoint)) != 1:
+        raise InputError("give exactly one of --predictions, --checkpoint or --baseline")
     t0 = time.perf_counter()
-    res = run_demo(out, recipe=config, overrides=overrides or [], tts_m=tts_m, tts_n=tts_n, sweeps=not no_sweeps,
-                   ablation=not no_ablation)
-    print(res.tables)
-    o = res.model
-    verdict = "LEARNED" if res.passed else "BELOW THE BAR"
-    print(f"Sim4Seg (RVLS2M, greedy) on the synthetic test split: gIoU {100 * o['giou']:.2f}%, "
-          f"cIoU {100 * o['ciou']:.2f}%, Acc {100 * o['acc']:.2f}% — bar gIoU {100 * BAR['giou']:.0f}% and "
-          f"Acc {100 * BAR['acc']:.0f}%: {verdict}")
-    print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()))
-    print(f"wrote {out}/: train/final/ (the checkpoint), eval/*/metrics.json, plots/, examples/, results.md "
-          f"(wall {time.perf_counter() - t0:.1f}s)")
-    return 0 if res.passed else 1
+    if checkpoint is not None:
+        from sim4seg.infer.batch import predict_checkpoint
+
+        predictions, name = predict_checkpoint(checkpoint, manifest, split, Path(out) / "predictions", m=m, n=n,
+                                               selector=selector, use_rvls2m=False if no_rvls2m else None)
+        name = method or name
+    if predictions is not None:
+        ev = evaluate_predictions(manifest, split, predictions)
+        name = name if checkpoint is not None else method or Path(predictions).stem
+    else:
+        ev = evaluate_baseline(manifest, split, baseline)
+        name = method or f"baseline ({baseline})"
+    summary = ev.summary()
+    write_metrics(out, summary, name, ev.info.subsets)
+    write_jsonl(Path(out) / "per_sample.jsonl", ev.rows)
+    print(markdown([(name, summary)], ev.info.subsets))
+    print(f"scored {summary['overall']['n']} sample(s) of {split!r} in {time.perf_counter() - t0:.1f}s; "
+          f"wrote {out}/metrics.json, metrics.md, metrics.csv, per_sample.jsonl")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from sim4seg.data.subsets import SPLITS
-    from sim4seg.engine.tts import SELECTORS
-
-    p = sub.add_parser("demo", help="the main job: synthesize, train the tiny model on CPU, evaluate, plot",
-                       description=demo.__doc__)
-    p.add_argument("--out", default="demo-out", help="output directory (default demo-out; rerun to resume)")
-    p.add_argument("--config", default=None, metavar="YAML", help="recipe (default: configs/demo.yaml)")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="override recipe values, e.g. --set optim.epochs=4")
-    p.add_argument("--tts-m", type=int, default=4, help="sampled answers in the TTS evaluation (default 4)")
-    p.add_argument("--tts-n", type=int, default=4, help="region-mask perturbations in the TTS evaluation (default 4)")
-    p.add_argument("--no-sweeps", action="store_true", help="skip the τ and TTS sweeps")
-    p.add_argument("--no-ablation", action="store_true", help="skip training the second model without RVLS2M")
-    p.set_defaults(handler=demo)
+    from sim4seg.eval.evaluate import BASELINES
+    from sim4seg.infer.tts import SELECTORS
 
     p = sub.add_parser("predict", help="segment + diagnose an image (or a manifest split) with a checkpoint",
                        description=predict.__doc__)
@@ -158,6 +159,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--selector", default="consensus", choices=SELECTORS, help="TTS mask selector (default consensus)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=sweep)
+
+    p = sub.add_parser("evaluate", help="score predictions (or a baseline) with gIoU, cIoU, Dice and Acc",
+                       description=evaluate.__doc__)
+    p.add_argument("--manifest", required=True, metavar="DIR", help="M3DS directory (with dataset_info.json)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split to score (default test)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", metavar="P.jsonl",
+                     help="predictions JSONL: one {\"id\", \"mask\" (PNG path relative to this file), \"answer\"} per line")
+    src.add_argument("--checkpoint", metavar="CKPT",
+                     help="a Sim4Seg checkpoint directory: predict the split first (OUT/predictions/, resumable)")
+    src.add_argument("--baseline", choices=BASELINES,
+                     help="score a trivial baseline instead: empty mask, full-image mask, or the majority training label")
+    p.add_argument("--out", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--method", default=None, help="method name in the tables (default: the predictions file name)")
+    g = p.add_argument_group("with --checkpoint")
+    g.add_argument("--m", type=int, default=1, help="test-time scaling: sampled answers per image (default 1: greedy)")
+    g.add_argument("--n", type=int, default=1, help="test-time scaling: region-mask perturbations per answer (default 1)")
+    g.add_argument("--selector", default="consensus", choices=SELECTORS,
+                   help="mask selector over the m×n candidates (oracle reads the ground truth: an upper bound only)")
+    g.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off at inference (the ablation)")
+    p.set_defaults(handler=evaluate)
 
 
 def _tts_args(p: argparse.ArgumentParser, selectors) -> None:

@@ -1,1 +1,0 @@
-"""Engine: training, prediction and test-time scaling (``tts``)."""

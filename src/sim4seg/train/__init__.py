@@ -1,0 +1,1 @@
+"""Training: the loop on accelerate (DDP / DeepSpeed), resumable checkpoints, logs, recipes."""
