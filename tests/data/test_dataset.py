@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sim4seg.data.dataset import (Collator, ExampleEncoder, M3DSDataset, SubsetMixSampler, expected_share,
-                                  lvlm_token_box, sam_frame)
+from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset, SubsetMixSampler, expected_share
+from sim4seg.data.transforms import lvlm_token_box, sam_frame
 from sim4seg.errors import InputError
 
 

@@ -113,7 +113,7 @@ def test_bad_inputs_are_named(predictor, ckpt, tmp_path):
     with pytest.raises(ImageReadError, match="bad.png"):
         predictor.set_image(bad)
     predictor.set_image(np.zeros((30, 30, 3), np.uint8))
-    with pytest.raises(InputError, match="context length of 128"):
+    with pytest.raises(InputError, match="over max_length=128"):
         predictor.predict("segment the lesion " * 60)
     with pytest.raises(InputError, match="empty"):
         predictor.predict("  ")

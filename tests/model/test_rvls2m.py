@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from sim4seg.data.transforms import sam_resized_size
 import torch.nn.functional as F
 
 from sim4seg.model import rvls2m
@@ -220,7 +222,7 @@ def test_hot_spot_lands_in_the_right_place(size, crop):
     x0, y0, x1, y1 = box
     hy = y0 + (hot[0] + 0.5) * (y1 - y0) / token_grid[0]
     hx = x0 + (hot[1] + 0.5) * (x1 - x0) / token_grid[1]
-    new_h, new_w = rvls2m.sam_resized_size(size, 1024)
+    new_h, new_w = sam_resized_size(size, 1024)
     py, px = hy * new_h / H * 256 / 1024, hx * new_w / W * 256 / 1024
     cell_h, cell_w = new_h / 16 * 256 / 1024, new_w / 16 * 256 / 1024
     assert abs(on[:, 0].mean() - py) <= cell_h and abs(on[:, 1].mean() - px) <= cell_w
@@ -230,7 +232,7 @@ def test_hot_spot_lands_in_the_right_place(size, crop):
 
 def test_full_mask_covers_exactly_the_resized_image():
     prompt = rvls2m.to_sam_prompt(torch.ones(1, 16, 16, dtype=torch.bool), (300, 800), on=5.0, off=-5.0)
-    new_h, new_w = rvls2m.sam_resized_size((300, 800), 1024)   # 384 x 1024 → 96 x 256 in the prompt frame
+    new_h, new_w = sam_resized_size((300, 800), 1024)   # 384 x 1024 → 96 x 256 in the prompt frame
     assert (new_h, new_w) == (384, 1024)
     assert (prompt[0, 0, :96] == 5.0).all() and (prompt[0, 0, 96:] == -5.0).all()
 

@@ -21,51 +21,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from sim4seg.data.io import read_image, read_mask
 from sim4seg.data.schema import ANSWER_FORMATS, Sample, read_info, read_split
+from sim4seg.data.transforms import lvlm_token_box, sam_frame
 from sim4seg.errors import InputError
-from sim4seg.model.rvls2m import sam_resized_size
 
 log = logging.getLogger(__name__)
-
-SAM_MEAN = (123.675, 116.28, 103.53)
-SAM_STD = (58.395, 57.12, 57.375)
-
-
-def sam_frame(image: np.ndarray, sam_size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 → (3, S, S) float32: longest side → S (bilinear), SAM-normalised, zero-padded bottom-right."""
-    h, w = image.shape[:2]
-    rh, rw = sam_resized_size((h, w), sam_size)
-    resized = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR), dtype=np.float32)
-    norm = (resized - np.array(SAM_MEAN, np.float32)) / np.array(SAM_STD, np.float32)
-    out = torch.zeros(3, sam_size, sam_size)
-    out[:, :rh, :rw] = torch.from_numpy(norm).permute(2, 0, 1)
-    return out
-
-
-def lvlm_token_box(image_processor, image_size: Sequence[int]) -> tuple[float, float, float, float]:
-    """Where the LVLM's token grid lies in the original image, (x0, y0, x1, y1), from the processor's geometry.
-
-    Padding to a square (``do_pad``) reaches outside the image; resize-shortest-side + centre crop
-    covers the central part; a plain resize covers the whole image.
-    """
-    h, w = (float(v) for v in image_size)
-    if getattr(image_processor, "do_pad", False):
-        side = max(h, w)
-        return (-(side - w) / 2, -(side - h) / 2, w + (side - w) / 2, h + (side - h) / 2)
-    size = getattr(image_processor, "size", None) or {}
-    crop = getattr(image_processor, "crop_size", None) or {}
-    if getattr(image_processor, "do_center_crop", False) and "shortest_edge" in size and crop:
-        short = float(size["shortest_edge"])
-        rh, rw = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
-        ch, cw = float(crop["height"]), float(crop["width"])
-        top, left = max(rh - ch, 0) // 2, max(rw - cw, 0) // 2
-        sy, sx = h / rh, w / rw
-        return (left * sx, top * sy, (left + min(cw, rw)) * sx, (top + min(ch, rh)) * sy)
-    return (0.0, 0.0, w, h)
-
 
 class ExampleEncoder:
     """(image, query, answer, mask) → one example dict. Also what a Predictor uses for new images."""
@@ -83,15 +45,40 @@ class ExampleEncoder:
         conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}]
         return self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
 
+    def image_inputs(self, image: np.ndarray, pixel_values: torch.Tensor | None = None) -> dict:
+        """The image in both frames: ``pixel_values`` (the LVLM's, from its processor unless given),
+        ``sam_pixel_values`` (3, S, S), ``image_size`` (H, W) and ``token_box`` (x0, y0, x1, y1)."""
+        h, w = image.shape[:2]
+        if pixel_values is None:
+            pixel_values = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {
+            "pixel_values": pixel_values,
+            "sam_pixel_values": sam_frame(image, self.sam_size),
+            "image_size": torch.tensor([h, w]),
+            "token_box": torch.tensor(lvlm_token_box(self.processor.image_processor, (h, w)), dtype=torch.float32),
+        }
+
+    def prompt_ids(self, query: str, n_image_tokens: int, *, name: str = "") -> torch.Tensor:
+        """The tokenized chat prompt ``(T,)`` with the image placeholder expanded to ``n_image_tokens`` tokens."""
+        token = self.processor.image_token
+        text = self.prompt(query).replace(token, token * n_image_tokens)
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"][0]   # special tokens as the processor adds them
+        return self._check_prompt(ids, name)
+
+    def _check_prompt(self, ids: torch.Tensor, name: str) -> torch.Tensor:
+        if not bool((ids == self.image_token_id).any()):
+            raise InputError("the chat prompt holds no image token; the processor's chat template must place the "
+                             "image placeholder", name or None)
+        if len(ids) > self.max_length:
+            n = int((ids == self.image_token_id).sum())
+            raise InputError(f"the prompt is {len(ids)} tokens ({n} of them the image's), over max_length="
+                             f"{self.max_length}", name or None)
+        return ids
+
     def encode(self, image: np.ndarray, query: str, answer: str | None = None, mask: np.ndarray | None = None,
                *, name: str = "") -> dict:
         enc = self.processor(images=image, text=self.prompt(query), return_tensors="pt")
-        prompt_ids = enc["input_ids"][0]
-        if not bool((prompt_ids == self.image_token_id).any()):
-            raise InputError("the chat prompt holds no image token; the processor's chat template must place the "
-                             "image placeholder", name or None)
-        if len(prompt_ids) > self.max_length:
-            raise InputError(f"the prompt is {len(prompt_ids)} tokens, over max_length={self.max_length}", name or None)
+        prompt_ids = self._check_prompt(enc["input_ids"][0], name)
         ids, labels, seg_count = prompt_ids, None, 0
         if answer is not None:
             ans = self.tokenizer(" " + answer.strip() + self.tokenizer.eos_token, add_special_tokens=False,
@@ -110,11 +97,7 @@ class ExampleEncoder:
         if mask is not None and tuple(mask.shape) != (h, w):
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}", name or None)
         return {
-            "input_ids": ids, "labels": labels,
-            "pixel_values": enc["pixel_values"][0],
-            "sam_pixel_values": sam_frame(image, self.sam_size),
-            "image_size": torch.tensor([h, w]),
-            "token_box": torch.tensor(lvlm_token_box(self.processor.image_processor, (h, w)), dtype=torch.float32),
+            "input_ids": ids, "labels": labels, **self.image_inputs(image, enc["pixel_values"][0]),
             "mask": None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool)),
             "seg_count": seg_count,
         }

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sim4seg.data.dataset import ExampleEncoder, lvlm_token_box, sam_frame
+from sim4seg.data.dataset import ExampleEncoder
 from sim4seg.data.io import read_image
 from sim4seg.infer.tts import TTSConfig, TTSResult, run
 from sim4seg.errors import InputError
@@ -93,11 +93,9 @@ class Predictor:
             image = read_image(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InputError(f"the image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        h, w = image.shape[:2]
-        pixels = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
-        self.encoding = self.model.encode_image(
-            pixels, sam_frame(image, self.model.sam_size)[None], torch.tensor([[h, w]]),
-            torch.tensor([lvlm_token_box(self.processor.image_processor, (h, w))], dtype=torch.float32))
+        x = self.encoder.image_inputs(image)
+        self.encoding = self.model.encode_image(x["pixel_values"][None], x["sam_pixel_values"][None],
+                                                x["image_size"][None], x["token_box"][None])
         self.image = image
         self.timings = {"read_encode_s": time.perf_counter() - t0}
 
@@ -105,14 +103,7 @@ class Predictor:
         """The tokenized chat prompt ``(1, T)`` with the image placeholder expanded to the image's tokens."""
         if not query or not query.strip():
             raise InputError("the query is empty")
-        n = self.encoding.lvlm_features.shape[1]
-        token = self.processor.image_token
-        text = self.encoder.prompt(query.strip()).replace(token, token * n)
-        ids = self.tokenizer(text, return_tensors="pt")["input_ids"]
-        limit = self.model.config.max_length
-        if ids.shape[1] > limit:
-            raise InputError(f"the query is too long: the prompt is {ids.shape[1]} tokens ({n} of them the image's), "
-                             f"over the model's context length of {limit}")
+        ids = self.encoder.prompt_ids(query.strip(), self.encoding.lvlm_features.shape[1])[None]
         room = int(self.model.lvlm.config.text_config.max_position_embeddings)
         if ids.shape[1] + self.tts.max_new_tokens > room:
             raise InputError(f"the prompt ({ids.shape[1]} tokens) plus {self.tts.max_new_tokens} new tokens exceeds "

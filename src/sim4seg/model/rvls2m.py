@@ -35,6 +35,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from sim4seg.data.transforms import sam_resized_size
+
 NORMALIZATIONS = ("softmax", "minmax")
 POOLINGS = ("image", "token")
 TAU_STRATEGIES = ("topk", "fraction", "threshold", "otsu")
@@ -265,13 +267,6 @@ def region_mask(scores: torch.Tensor, *, tau: str = "topk", k: int = 36, fractio
     else:
         out = flat >= _otsu(flat).unsqueeze(1)
     return out.reshape(b, gh, gw)
-
-
-def sam_resized_size(image_size: SizeLike, sam_size: int = 1024) -> tuple[int, int]:
-    """(H', W') of an image in SAM's frame: longest side → ``sam_size`` (SAM's rounding)."""
-    h, w = (int(v) for v in image_size)
-    scale = sam_size / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
 @functools.lru_cache(maxsize=256)
