@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim4seg.train.recipe import Config, apply_override, config_from_dict, load_config
+from sim4seg._config import apply_override
 from sim4seg.errors import InputError
+from sim4seg.model.config import Sim4SegConfig
+from sim4seg.train.recipe import Config, config_from_dict, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RECIPES = sorted(CONFIGS.glob("*.yaml"))
@@ -34,7 +36,7 @@ def test_the_7b_recipe_is_the_papers():
     assert (c.optim.lr, c.optim.weight_decay, c.optim.betas) == (3e-4, 0.01, (0.9, 0.95))
     assert (c.optim.batch_size, c.optim.grad_accum, c.optim.epochs) == (2, 10, 4)
     assert c.train.precision == "bf16"
-    assert (c.loss.txt, c.loss.mask, c.loss.bce, c.loss.dice) == (1.0, 1.0, 2.0, 0.5)
+    assert (c.model.loss.txt, c.model.loss.mask, c.model.loss.bce, c.model.loss.dice) == (1.0, 1.0, 2.0, 0.5)
     t = c.model.trainable
     assert (t.lora, t.lora_r, t.lora_alpha, t.lora_targets) == (True, 8, 16, ["q_proj", "v_proj"])
     assert not (t.vision_tower or t.sam_encoder or t.llm)
@@ -46,7 +48,7 @@ def test_defaults_are_the_papers_optimizer():
     c = Config()
     assert (c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.batch_size, c.optim.grad_accum,
             c.optim.epochs) == (3e-4, 0.01, (0.9, 0.95), 2, 10, 4)
-    assert (c.loss.txt, c.loss.mask, c.loss.bce, c.loss.dice) == (1.0, 1.0, 2.0, 0.5)
+    assert (c.model.loss.txt, c.model.loss.mask, c.model.loss.bce, c.model.loss.dice) == (1.0, 1.0, 2.0, 0.5)
 
 
 def test_deepspeed_and_accelerate_configs_parse():
@@ -71,13 +73,13 @@ def test_overrides(tmp_path):
 
 @pytest.mark.parametrize("item, match", [
     ("optim.lrr=1", r"--set optim.lrr: unknown key 'lrr' in optim; known: lr,"),
-    ("nothing.x=1", r"unknown key 'nothing' in the recipe"),
+    ("nothing.x=1", r"unknown key 'nothing' in the top level"),
     ("optim.lr.x=1", r"optim.lr is not a section"),
     ("optim.lr", r"expects key.sub=value"),
 ])
 def test_bad_overrides(item, match):
     with pytest.raises(InputError, match=match):
-        apply_override({}, item)
+        apply_override(Config, {}, item)
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
@@ -87,7 +89,7 @@ def test_unknown_key_names_key_and_file(tmp_path):
         load_config(p)
     assert str(p) in str(e.value) and "model.trainable.lora_rank" in str(e.value) and "lora_r" in str(e.value)
     p.write_text("optimizer:\n  lr: 1\n")
-    with pytest.raises(InputError, match=r"bad.yaml: unknown key 'optimizer' in the recipe"):
+    with pytest.raises(InputError, match=r"bad.yaml: unknown key 'optimizer' in the top level"):
         load_config(p)
 
 
@@ -99,12 +101,13 @@ def test_unknown_key_names_key_and_file(tmp_path):
     ({"optim": {"warmup_ratio": 0.1}}, r"not both"),
     ({"optim": {"schedule": "step"}}, r"optim.schedule must be one of"),
     ({"train": {"precision": "fp16"}}, r"train.precision must be one of"),
-    ({"train": {"validate": "yes"}}, r"train.validate must be true or false"),
+    ({"train": {"validate": "maybe"}}, r"train.validate must be true or false"),
     ({"data": {"answer_format": "long"}}, r"data.answer_format must be one of"),
     ({"data": {"mix": {"isic2018": -1}}}, r"data.mix rates"),
     ({"model": {"rvls2m": {"tau": "best"}}}, r"rvls2m.tau must be one of"),
     ({"model": {"tiny": {"image_size": 60}}}, r"multiple of patch"),
-    ({"loss": {"bce": -2}}, r"loss.bce must be >= 0"),
+    ({"model": {"loss": {"bce": -2}}}, r"loss.bce must be >= 0"),
+    ({"loss": {"bce": 2}}, r"unknown key 'loss' in the top level; known: model, data, optim, train"),
     ({"model": "tiny"}, r"model must be a mapping"),
 ])
 def test_bad_values(raw, match, tmp_path):
@@ -122,3 +125,29 @@ def test_missing_and_malformed_files(tmp_path):
     p.write_text("- 1\n- 2\n")
     with pytest.raises(InputError, match="mapping of sections"):
         load_config(p)
+
+
+@pytest.mark.parametrize("text", ["no", "false", "fp32", '"no"'])
+def test_precision_no_as_the_cli_advises(text, tmp_path):
+    """`--set train.precision=no` (YAML 1.1 would read `no` as false) and `precision: no` in a file both work."""
+    p = tmp_path / "r.yaml"
+    p.write_text(f"train:\n  precision: {text}\n")
+    assert load_config(p).train.precision == "no"
+    p.write_text("{}\n")
+    assert load_config(p, [f"train.precision={text}"]).train.precision == "no"
+
+
+def test_boolean_fields_take_yes_and_no(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("train:\n  validate: no\n  progress: yes\n")
+    c = load_config(p)
+    assert c.train.validate is False and c.train.progress is True
+
+
+def test_the_model_section_is_the_models_own_config():
+    """The recipe's model section extends Sim4SegConfig instead of mirroring its fields."""
+    c = Config()
+    assert isinstance(c.model, Sim4SegConfig)
+    own = c.sim4seg_config()
+    assert type(own) is Sim4SegConfig and own == Sim4SegConfig()
+    assert Sim4SegConfig.from_json(own.to_json()) == own

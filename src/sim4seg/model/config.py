@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sim4seg._atomic import write_json
+from sim4seg._config import from_dict, to_dict
 from sim4seg.errors import InputError
 from sim4seg.model.rvls2m import NORMALIZATIONS, POOLINGS, TAU_STRATEGIES
 
@@ -133,20 +136,19 @@ class Sim4SegConfig:
     """Everything about Sim4Seg that is not the LVLM's or SAM's own config."""
 
     seg_token: str = "[SEG]"
+    """The segmentation token added to the tokenizer."""
     token_grid: list[int] | None = None
-    """The LVLM's patch grid (h_p, w_p); ``None``: the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉."""
+    """The LVLM's patch grid (h_p, w_p); ``None``: read from the LVLM (the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉ as fallback)."""
     max_length: int = 512
     """Longest tokenized sequence (prompt + answer) the data pipeline builds."""
     rvls2m: RVLS2MConfig = field(default_factory=RVLS2MConfig)
+    """RVLS2M on/off for training and inference, τ strategy, grid, k."""
     loss: LossConfig = field(default_factory=LossConfig)
+    """Eq. 10's weights λ_txt, λ_mask, λ_bce, λ_dice."""
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
-    model_type: str = MODEL_TYPE
+    """What trains (LoRA r/α/dropout/targets, ``lm_head``, mask decoder, ϕ, ...)."""
 
     def __post_init__(self) -> None:
-        for name, cls in (("rvls2m", RVLS2MConfig), ("loss", LossConfig), ("trainable", TrainableConfig)):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, _build(cls, value, name))
         if self.token_grid is not None:
             self.token_grid = [int(v) for v in self.token_grid]
             if len(self.token_grid) != 2 or min(self.token_grid) < 1:
@@ -154,16 +156,21 @@ class Sim4SegConfig:
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
 
+    def model_config(self) -> "Sim4SegConfig":
+        """A copy holding only the model's own fields (what is saved beside the weights)."""
+        return Sim4SegConfig(**{f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(Sim4SegConfig)})
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**to_dict(self.model_config()), "model_type": MODEL_TYPE}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Sim4SegConfig":
-        return _build(cls, d, "config")
+    def from_json(cls, d: dict, source: str | os.PathLike | None = None) -> "Sim4SegConfig":
+        d = dict(d)
+        if d.pop("model_type", None) != MODEL_TYPE:
+            raise InputError(f"not a Sim4Seg config (model_type is not {MODEL_TYPE!r})", source)
+        return from_dict(cls, d, source)
 
     def save(self, directory: str | os.PathLike) -> None:
-        from sim4seg._atomic import write_json
-
         write_json(Path(directory) / CONFIG_FILE, self.to_json())
 
     @classmethod
@@ -173,18 +180,10 @@ class Sim4SegConfig:
             raise InputError(f"not a Sim4Seg checkpoint: {CONFIG_FILE} not found", directory)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-            if d.get("model_type") != MODEL_TYPE:
-                raise ValueError(f"model_type is {d.get('model_type')!r}, expected {MODEL_TYPE!r}")
-            return cls.from_json(d)
         except json.JSONDecodeError as e:
             raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
-        except (TypeError, ValueError) as e:
-            raise InputError(str(e), path) from None
-
-
-def _build(cls, d: dict, where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return cls(**d)
+        except UnicodeDecodeError as e:
+            raise InputError(f"not UTF-8 text ({e.reason})", path) from None
+        if not isinstance(d, dict):
+            raise InputError("expected a JSON object", path)
+        return cls.from_json(d, path)

@@ -1,32 +1,31 @@
 """Training recipes: dataclass configs loaded from YAML, with ``--set key.sub=value`` overrides.
 
-A recipe has five sections::
+A recipe has four sections::
 
-    model:  which model (``tiny`` or a preset of ``sim4seg.model.presets``), what trains, RVLS2M
+    model:  which weights (``tiny`` or a preset of ``sim4seg.model.presets``) and the model's own
+            config (``Sim4SegConfig``: [SEG], max_length, RVLS2M, Eq. 10's loss weights, what trains)
     data:   the M3DS manifest (or a synthetic one to write first), answer format, subset mixing
     optim:  AdamW and the learning-rate schedule (defaults: the paper's recipe)
     train:  output directory, seed, precision, checkpoints, logs, DeepSpeed
-    loss:   Eq. 10's weights
 
-Every section validates itself in ``__post_init__``; ``load_config`` turns any problem (an
-unknown key, a value of the wrong type or range) into an ``InputError`` naming the key and
-the file. ``Config.save`` writes the resolved recipe (after overrides) beside the checkpoints.
+Every section validates itself in ``__post_init__``; ``load_config`` (``sim4seg._config``'s
+loader) turns any problem (an unknown key, a value of the wrong type or range) into an
+``InputError`` naming the key and the file. ``Config.save`` writes the resolved recipe (after
+overrides) beside the checkpoints.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Iterable
 
 import yaml
 
+from sim4seg._atomic import write_text
+from sim4seg._config import from_dict, load_yaml, to_dict
 from sim4seg.errors import InputError
-from sim4seg.model.config import LossConfig, RVLS2MConfig, Sim4SegConfig, TinySpec, TrainableConfig
+from sim4seg.model.config import Sim4SegConfig, TinySpec
 
 PRECISIONS = ("no", "bf16")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -36,8 +35,8 @@ CONFIG_NAME = "config.yaml"
 
 
 @dataclass
-class ModelConfig:
-    """Which model to build and what of it trains."""
+class ModelConfig(Sim4SegConfig):
+    """Which model to build: the model's own config (``Sim4SegConfig``) plus where its weights come from."""
 
     preset: str = "tiny"
     """``tiny`` (random, CPU-sized) or a named preset of ``sim4seg.model.presets.PRESETS`` (e.g. ``lisa-7b``)."""
@@ -47,18 +46,11 @@ class ModelConfig:
     """Local path (or hub id) replacing the preset's SAM."""
     dtype: str = "float32"
     """Dtype the weights are loaded in: ``float32`` or ``bfloat16``."""
-    seg_token: str = "[SEG]"
-    """The segmentation token added to the tokenizer."""
-    max_length: int = 512
-    """Longest tokenized prompt + answer."""
     tiny: TinySpec = field(default_factory=TinySpec)
     """Sizes used when ``preset`` is ``tiny``."""
-    trainable: TrainableConfig = field(default_factory=TrainableConfig)
-    """What trains (LoRA r/α/dropout/targets, ``lm_head``, mask decoder, ϕ, ...)."""
-    rvls2m: RVLS2MConfig = field(default_factory=RVLS2MConfig)
-    """RVLS2M on/off for training and inference, τ strategy, grid, k."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.preset:
             raise ValueError("model.preset must name a preset (or 'tiny')")
         if self.dtype not in MODEL_DTYPES:
@@ -191,7 +183,7 @@ class TrainConfig:
     seed: int = 0
     """Seed of model initialisation, data order and dropout."""
     precision: str = "no"
-    """``no`` (fp32) or ``bf16`` (autocast; needs a GPU)."""
+    """``no`` (fp32; ``false`` and ``fp32`` mean the same) or ``bf16`` (autocast)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (the model's ``gradient_checkpointing_enable``)."""
     checkpoint_every: int = 500
@@ -212,6 +204,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ValueError("train.output_dir must be set")
+        if self.precision in ("false", "fp32"):   # `precision: false` / `--set train.precision=no`
+            self.precision = "no"
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("checkpoint_every", "seed"):
@@ -229,196 +223,31 @@ class Config:
     """A training recipe."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    """The model and what trains."""
+    """The model, its own config and what trains."""
     data: DataConfig = field(default_factory=DataConfig)
     """Training and validation data."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     """Optimizer and schedule."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Run settings."""
-    loss: LossConfig = field(default_factory=LossConfig)
-    """Eq. 10's weights λ_txt, λ_mask, λ_bce, λ_dice."""
 
     def sim4seg_config(self) -> Sim4SegConfig:
         """The model's own config (saved beside its weights)."""
-        m = self.model
-        return Sim4SegConfig(seg_token=m.seg_token, max_length=m.max_length, rvls2m=dataclasses.replace(m.rvls2m),
-                             loss=dataclasses.replace(self.loss), trainable=dataclasses.replace(m.trainable))
+        return self.model.model_config()
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return to_dict(self)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the resolved recipe as YAML (atomically)."""
-        from sim4seg._atomic import write_text
-
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
-
-
-# ---------------------------------------------------------------------------- loading
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML recipe and apply ``key.sub=value`` overrides (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("config file not found", path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", path,
-                         None if mark is None else mark.line + 1) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise InputError(f"a recipe is a mapping of sections, got {type(raw).__name__}", path)
-    for item in overrides:
-        apply_override(raw, item)
-    return config_from_dict(raw, source=path)
+    return load_yaml(Config, path, overrides)
 
 
 def config_from_dict(raw: dict, source: str | os.PathLike | None = None) -> Config:
     """Build and validate a ``Config``; any problem is an ``InputError`` naming the key and ``source``."""
-    try:
-        return _build(Config, raw, "")
-    except InputError as e:
-        raise InputError(e.problem, source) from None
-    except (TypeError, ValueError) as e:
-        raise InputError(str(e), source) from None
-
-
-def apply_override(raw: dict, item: str) -> None:
-    """Set ``raw[a][b] = value`` for ``item`` = ``"a.b=value"``; the key path must exist in the schema."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise InputError(f"--set expects key.sub=value, got {item!r}")
-    parts = key.split(".")
-    cls: Any = Config
-    for i, part in enumerate(parts):
-        if cls is None:  # inside a free-form mapping (data.mix): any key
-            break
-        hints = _hints(cls)
-        if part not in hints:
-            where = ".".join(parts[:i]) or "the recipe"
-            raise InputError(f"--set {key}: unknown key {part!r} in {where}; known: {', '.join(hints)}")
-        tp = _strip_optional(hints[part])
-        cls = tp if dataclasses.is_dataclass(tp) else None
-        if cls is None and i < len(parts) - 1 and typing.get_origin(tp) is not dict:
-            raise InputError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a section")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    node = raw
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-
-
-def _hints(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
-
-
-def _strip_optional(tp):
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return tp
-
-
-def _build(cls, raw: Any, prefix: str):
-    if isinstance(raw, cls):
-        return raw
-    if not isinstance(raw, dict):
-        raise InputError(f"{prefix or 'the recipe'} must be a mapping, got {raw!r}")
-    hints = _hints(cls)
-    unknown = [k for k in raw if k not in hints]
-    if unknown:
-        where = prefix or "the recipe"
-        raise InputError(f"unknown key {_join(prefix, str(unknown[0]))!r} in {where}; known: {', '.join(hints)}")
-    kwargs = {k: _coerce(v, hints[k], _join(prefix, k)) for k, v in raw.items()}
-    try:
-        return cls(**kwargs)
-    except InputError:
-        raise
-    except (TypeError, ValueError) as e:
-        msg = str(e)
-        if prefix and not msg.startswith((prefix, prefix.rsplit(".", 1)[-1] + ".")):
-            msg = f"{prefix}: {msg}"
-        raise InputError(msg) from None
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except InputError as e:
-                errors.append(e)
-        raise errors[-1] if errors else InputError(f"{key}: unexpected value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, {} if value is None else value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise InputError(f"{key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise InputError(f"{key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise InputError(f"{key} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise InputError(f"{key} must be a string, got {value!r}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise InputError(f"{key} must be a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise InputError(f"{key} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise InputError(f"{key} must have {len(args)} entries, got {list(value)!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise InputError(f"{key} must be a mapping, got {value!r}")
-        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    return value
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples → lists, recursively (for YAML)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+    return from_dict(Config, raw, source)
