@@ -1,12 +1,17 @@
-"""Reading JSON Lines files whose bad lines are reported by file and line."""
+"""JSON Lines: reading with bad lines reported by file and line, and the append-only resume log."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Any, Iterator
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from sim4seg.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def iter_jsonl(path: str | os.PathLike, f=None) -> Iterator[tuple[int, Any]]:
@@ -26,3 +31,77 @@ def iter_jsonl(path: str | os.PathLike, f=None) -> Iterator[tuple[int, Any]]:
         except json.JSONDecodeError as e:
             raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", path, lineno) from None
         yield lineno, value
+
+
+class AppendLog:
+    """An append-only JSON Lines file that survives ``kill -9``: the resume log of every long job.
+
+    Opening it (creating the file and its folder if needed) cuts off a torn last line — a write
+    killed mid-way, which the job simply redoes — with a warning, and reads the records already
+    there into ``records`` (a malformed complete line is an ``InputError`` naming file and
+    line; ``check(record, path, line)`` may refuse a record the same way, or return it changed). ``append`` writes one record as one line, flushes it and, with ``fsync="each"`` (the
+    default), makes it durable before returning; ``fsync="close"`` syncs once on ``close`` (for
+    jobs whose records are cheap to redo). ``append`` is thread-safe.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fsync: str = "each",
+                 check: Callable[[Any, Path, int], Any] | None = None):
+        if fsync not in ("each", "close"):
+            raise ValueError(f"fsync must be 'each' or 'close', got {fsync!r}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _repair_tail(self.path)
+        check = check or (lambda record, path, line: record)
+        self.records: list[Any] = [check(v, self.path, n) for n, v in iter_jsonl(self.path)] if self.path.exists() else []
+        """The records found when the log was opened, in file order."""
+        self._sync_each = fsync == "each"
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def append(self, record: Any) -> None:
+        """Write ``record`` as one line (durable before returning with ``fsync="each"``)."""
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._f.write(line)
+            self._f.flush()
+            if self._sync_each:
+                os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._f.closed:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
+
+    def __enter__(self) -> "AppendLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut off a partial last line (a write interrupted by a kill)."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos, block, keep = size, 1 << 16, 0
+        while pos > 0:                      # walk back to the last newline
+            start = max(0, pos - block)
+            f.seek(start)
+            data = f.read(pos - start)
+            i = data.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            pos = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning("%s: removed a partial last line (%d bytes) left by an interrupted run", path, size - keep)

@@ -20,7 +20,7 @@ from helpers import trained_checkpoint  # noqa: E402
 from sim4seg.apps.cli import main  # noqa: E402
 from sim4seg.data.dataset import ExampleEncoder  # noqa: E402
 from sim4seg.data.io import read_image, read_mask  # noqa: E402
-from sim4seg.infer.batch import done_ids, predict_split  # noqa: E402
+from sim4seg.infer.batch import open_predictions, predict_split  # noqa: E402
 from sim4seg.infer.predictor import Predictor, load_model, write_result  # noqa: E402
 from sim4seg.infer.tts import TTSConfig  # noqa: E402
 from sim4seg.errors import ImageReadError, InputError  # noqa: E402
@@ -173,14 +173,17 @@ def test_batch_prediction_resumes_after_a_kill_without_loss_or_duplicates(ckpt, 
     assert ev.summary()["overall"]["n"] == len(samples)
 
 
-def test_done_ids_refuses_a_corrupt_file(tmp_path):
+def test_open_predictions_refuses_a_corrupt_file(tmp_path):
     path = tmp_path / "predictions.jsonl"
     path.write_text('{"id": "a"}\nnot json\n')
-    with pytest.raises(InputError, match="corrupt line 2"):
-        done_ids(path)
+    with pytest.raises(InputError, match="predictions.jsonl:2: malformed JSON"):
+        open_predictions(path)
     path.write_text('{"id": "a"}\n{"id": "a"}\n')
     with pytest.raises(InputError, match="twice"):
-        done_ids(path)
+        open_predictions(path)
+    path.write_text('{"id": "a"}\n[1]\n')
+    with pytest.raises(InputError, match="predictions.jsonl:2: not a predictions row"):
+        open_predictions(path)
 
 
 def test_evaluate_with_checkpoint(ckpt, synth_m3ds, tmp_path, capsys):

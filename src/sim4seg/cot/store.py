@@ -16,14 +16,12 @@ resumed run neither loses nor duplicates a sample.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Iterator
 
-from sim4seg._jsonl import iter_jsonl
+from sim4seg._jsonl import AppendLog, iter_jsonl
 from sim4seg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -38,40 +36,17 @@ def results_path(out: str | os.PathLike) -> Path:
     return out if out.suffix == ".jsonl" else out / RESULTS_FILE
 
 
-def _repair_tail(path: Path) -> None:
-    """Cut off a partial last line (a write interrupted by a kill)."""
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        # Walk back to the last newline.
-        pos, block = size, 1 << 16
-        keep = 0
-        while pos > 0:
-            start = max(0, pos - block)
-            f.seek(start)
-            data = f.read(pos - start)
-            i = data.rfind(b"\n")
-            if i >= 0:
-                keep = start + i + 1
-                break
-            pos = start
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    log.warning("%s: removed a partial last line (%d bytes) left by an interrupted run", path, size - keep)
-
-
 def read_records(path: str | os.PathLike) -> Iterator[dict]:
     """Every record in file order; a malformed line raises ``InputError`` naming it."""
     path = Path(path)
     for lineno, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or rec.get("status") not in STATUSES:
-            raise InputError(f"not a results record (needs 'id' and a 'status' in {STATUSES})", path, lineno)
-        yield rec
+        yield _check(rec, path, lineno)
+
+
+def _check(rec, path: Path, lineno: int) -> dict:
+    if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or rec.get("status") not in STATUSES:
+        raise InputError(f"not a results record (needs 'id' and a 'status' in {STATUSES})", path, lineno)
+    return rec
 
 
 def latest(path: str | os.PathLike) -> dict[str, dict]:
@@ -87,28 +62,19 @@ class ResultStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _repair_tail(self.path)
-        self.state = latest(self.path) if self.path.exists() else {}
+        self._log = AppendLog(self.path, check=_check)
+        self.state = {rec["id"]: rec for rec in self._log.records}
         """``{id: latest record}``, kept current by ``append``."""
-        self._f = open(self.path, "a", encoding="utf-8")
-        self._lock = threading.Lock()
 
     def append(self, record: dict) -> None:
         """Write one record and make it durable before returning."""
         if record.get("status") not in STATUSES or not isinstance(record.get("id"), str):
             raise ValueError(f"invalid record: status={record.get('status')!r} id={record.get('id')!r}")
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self._lock:
-            self._f.write(line)
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self.state[record["id"]] = record
+        self._log.append(record)
+        self.state[record["id"]] = record
 
     def close(self) -> None:
-        with self._lock:
-            self._f.close()
+        self._log.close()
 
     def __enter__(self) -> "ResultStore":
         return self

@@ -15,7 +15,6 @@ An interrupted run therefore loses nothing finished and leaves no half-written f
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import multiprocessing
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from sim4seg._atomic import write_json
+from sim4seg._jsonl import AppendLog
 from sim4seg.data import prompts
 from sim4seg.data.schema import Answers, DatasetInfo, Sample, Source, write_manifest
 from sim4seg.data.sources import SOURCES, get_source
@@ -64,20 +64,6 @@ def _unique_keys(items: list[Item]) -> None:
         seen[it.key] += 1
         if seen[it.key] > 1:
             it.key = f"{it.key}-{seen[it.key]}"
-
-
-def _load_state(path: Path) -> dict[str, dict]:
-    """Finished samples of an earlier run (a torn last line is ignored)."""
-    out = {}
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                    out[rec["id"]] = rec
-                except (ValueError, KeyError, TypeError):
-                    continue
-    return out
 
 
 def _remove_stale_tmp(out: Path, subset: str) -> None:
@@ -175,7 +161,8 @@ class _Converter:
     def __init__(self, name: str, root: Path, out: Path, workers: int, pool, progress: bool):
         self.root, self.out, self.workers, self.pool = root, out, workers, pool
         self.state_path = out / STATE_DIR / f"{name}.jsonl"
-        self.state = _load_state(self.state_path)
+        with AppendLog(self.state_path) as log_:
+            self.state = {rec["id"]: rec for rec in log_.records}
         self.done: dict[str, dict] = {}
         self.skipped: list[dict] = []
         self.writes: Counter = Counter()
@@ -201,7 +188,7 @@ class _Converter:
         if self.bar is not None:
             self.bar.total += len(pending)
             self.bar.refresh()
-        with open(self.state_path, "a", encoding="utf-8") as state_file:
+        with AppendLog(self.state_path, fsync="close") as state_file:
             for item, res in _run(pending, self.out, self.workers, self.pool):
                 self.converted += 1
                 dropped = [_relative(s.to_json(), self.root) for s in res.skipped]
@@ -210,13 +197,11 @@ class _Converter:
                     rec = {"id": item.sample_id, "fingerprint": item.fingerprint(), "image": res.image,
                            "mask": res.mask, "instances": res.instances, "mask_from": res.mask_from,
                            "ann_ids": res.ann_ids, "dropped": dropped}
-                    state_file.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    state_file.flush()
+                    state_file.append(rec)
                     self.done[item.sample_id] = rec
                     self.writes[res.image_write] += 1
                 if self.bar is not None:
                     self.bar.update(1)
-            os.fsync(state_file.fileno())
 
     def close(self) -> None:
         if self.bar is not None:

@@ -10,13 +10,13 @@ already done, so a resumed run loses nothing finished and duplicates nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Collection
 
+from sim4seg._jsonl import AppendLog
 from sim4seg.data.io import read_mask
 from sim4seg.data.schema import load_split
 from sim4seg.errors import InputError
@@ -26,31 +26,22 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 
 
-def done_ids(path: Path) -> set[str]:
-    """Ids already in ``path``; a trailing partial line (a killed write) is cut off the file."""
-    if not path.is_file():
-        return set()
+def _check_row(row, path: Path, line: int) -> dict:
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+        raise InputError("not a predictions row (needs an 'id'); delete the file to start over", path, line)
+    return row
+
+
+def open_predictions(path: Path) -> tuple[AppendLog, set[str]]:
+    """The predictions file opened for appending (a torn last line cut off) and the ids already in it."""
+    store = AppendLog(path, check=_check_row)
     ids: set[str] = set()
-    good = 0
-    with open(path, "rb") as f:
-        data = f.read()
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            break
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError:
-            raise InputError(f"corrupt line {len(ids) + 1} (not JSON); delete the file to start over", path) from None
-        if row.get("id") in ids:
-            raise InputError(f"id {row.get('id')!r} appears twice; delete the file to start over", path)
+    for row in store.records:
+        if row["id"] in ids:
+            store.close()
+            raise InputError(f"id {row['id']!r} appears twice; delete the file to start over", path)
         ids.add(row["id"])
-        good += len(raw)
-    if good < len(data):
-        log.warning("%s: dropping a partial last line left by an interrupted run", path)
-        with open(path, "r+b") as f:
-            f.truncate(good)
-            os.fsync(f.fileno())
-    return ids
+    return store, ids
 
 
 def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
@@ -72,9 +63,10 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
     samples = samples[:limit] if limit is not None else samples
     out.mkdir(parents=True, exist_ok=True)
     path = out / PREDICTIONS
-    done = done_ids(path)
+    store, done = open_predictions(path)
     known = {s.id for s in samples}
     if done - known:
+        store.close()
         raise InputError(f"holds {len(done - known)} id(s) not in the {split!r} split of {root} (another run's "
                          "file?); choose another output directory", path)
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in done]
@@ -82,7 +74,7 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
         log.info("resuming: %d of %d sample(s) already predicted in %s", len(done), len(samples), path)
     parser = DiagnosisParser(info.subsets)
     oracle = predictor.tts.upper_bound
-    with open(path, "a", encoding="utf-8") as f:
+    with store:
         for i, s in tqdm(todo, desc=f"predict {split}", unit="img", disable=not progress, dynamic_ncols=True):
             t0 = time.perf_counter()
             predictor.set_image(root / s.image)
@@ -96,9 +88,7 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
             row = {"id": s.id, "mask": mask_rel, "answer": pred.answer, "diagnosis": pred.diagnosis,
                    "confidence": pred.confidence, "seg": pred.seg, "tts": pred.tts,
                    "time_s": round(time.perf_counter() - t0, 4)}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            store.append(row)
     return path
 
 
