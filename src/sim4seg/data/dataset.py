@@ -26,13 +26,14 @@ from sim4seg.data.io import read_image, read_mask
 from sim4seg.data.schema import ANSWER_FORMATS, Sample, read_info, read_split
 from sim4seg.data.transforms import lvlm_token_box, sam_frame
 from sim4seg.errors import InputError
+from sim4seg.data.prompts import SEG_TOKEN
 
 log = logging.getLogger(__name__)
 
 class ExampleEncoder:
     """(image, query, answer, mask) → one example dict. Also what a Predictor uses for new images."""
 
-    def __init__(self, processor, *, sam_size: int, max_length: int = 512, seg_token: str = "[SEG]"):
+    def __init__(self, processor, *, sam_size: int, max_length: int = 512, seg_token: str = SEG_TOKEN):
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.sam_size, self.max_length, self.seg_token = sam_size, max_length, seg_token
         self.image_token_id = processor.image_token_id

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 from sim4seg._atomic import atomic_open, write_json
 from sim4seg.data.subsets import MODALITIES, SPLITS, SUBSETS, SubsetInfo
 from sim4seg.errors import InputError, ManifestError
+from sim4seg.data.prompts import SEG_TOKEN
 
 SCHEMA_VERSION = "1.0"
 INFO_FILE = "dataset_info.json"
@@ -150,7 +151,7 @@ class Sample:
             p = getattr(self, name)
             if os.path.isabs(p) or ".." in Path(p).parts:
                 raise ValueError(f"{name} path must be relative to the dataset root and stay inside it: {p!r}")
-        if "[SEG]" not in self.answers.plain:
+        if SEG_TOKEN not in self.answers.plain:
             raise ValueError("answers.plain must contain [SEG]")
 
 

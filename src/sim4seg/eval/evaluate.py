@@ -105,7 +105,7 @@ def evaluate(items: Iterable[tuple[Sample, np.ndarray | None, str | None]], root
 
 
 @dataclass(frozen=True)
-class Prediction:
+class PredictionRow:
     """One line of a predictions file."""
 
     id: str
@@ -115,12 +115,12 @@ class Prediction:
     line: int
 
 
-def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
-    """Parse and check a predictions JSONL → ``{id: Prediction}`` (masks are not read here)."""
+def read_predictions(path: str | os.PathLike) -> dict[str, PredictionRow]:
+    """Parse and check a predictions JSONL → ``{id: PredictionRow}`` (masks are not read here)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("predictions file not found" if not path.exists() else "not a regular file", path)
-    preds: dict[str, Prediction] = {}
+    preds: dict[str, PredictionRow] = {}
     has = {"mask": {}, "answer": {}}  # field -> {given (bool): first line}
     with open(path, encoding="utf-8") as f:
         for lineno, row in iter_jsonl(path, f):
@@ -140,7 +140,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
                     raise InputError("field 'mask' is an empty path", path, lineno)
                 has[key].setdefault(value is not None, lineno)
             mask = row.get("mask")
-            preds[pid] = Prediction(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno)
+            preds[pid] = PredictionRow(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno)
     if not preds:
         raise InputError("predictions file holds no predictions", path)
     for key, seen in has.items():
@@ -150,7 +150,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
     return preds
 
 
-def check_ids(preds: dict[str, Prediction], samples: list[Sample], path: str | os.PathLike, split: str) -> None:
+def check_ids(preds: dict[str, PredictionRow], samples: list[Sample], path: str | os.PathLike, split: str) -> None:
     """Every sample of the split predicted exactly once and nothing else: else an ``InputError``."""
     ids = {s.id for s in samples}
     unknown = [p for p in preds if p not in ids]
@@ -170,7 +170,7 @@ def _few(ids: list[str]) -> str:
     return ", ".join(ids[:_SHOW]) + (f", ... ({len(ids) - _SHOW} more)" if len(ids) > _SHOW else "")
 
 
-def _read_pred_mask(pred: Prediction, path: Path) -> np.ndarray | None:
+def _read_pred_mask(pred: PredictionRow, path: Path) -> np.ndarray | None:
     if pred.mask is None:
         return None
     try:

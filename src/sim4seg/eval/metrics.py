@@ -61,11 +61,16 @@ def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
     return s.intersection, s.union
 
 
-def iou(intersection: int, union: int) -> float:
-    """``I / U``; 1.0 when ``U == 0`` (both masks empty)."""
-    if intersection < 0 or union < intersection:
+def iou(intersection, union):
+    """``I / U``, 1.0 when ``U == 0`` (both masks empty: LISA's convention) — the one place this rule lives.
+
+    Scalars give a float; NumPy arrays of counts give an array of IoUs, element-wise.
+    """
+    i, u = np.asarray(intersection, dtype=np.float64), np.asarray(union, dtype=np.float64)
+    if (i < 0).any() or (u < i).any():
         raise ValueError(f"need 0 <= intersection <= union, got I={intersection}, U={union}")
-    return 1.0 if union == 0 else intersection / union
+    out = np.where(u > 0, i / np.maximum(u, 1), 1.0)
+    return float(out) if out.ndim == 0 else out
 
 
 def dice(intersection: int, pred_area: int, gt_area: int) -> float:

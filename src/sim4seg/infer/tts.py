@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sim4seg.eval import metrics
+
 PERTURBATIONS: tuple[str, ...] = ("k_jitter", "shift", "dilate", "erode", "dropout")
 """Kinds of θ_j, applied in this order cyclically for j = 1, 2, ..."""
 
@@ -162,7 +164,7 @@ def _flat(cands) -> torch.Tensor:
 
 def _ious(inter: torch.Tensor, area_a: torch.Tensor, area_b: torch.Tensor) -> torch.Tensor:
     union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+    return torch.from_numpy(metrics.iou(inter.cpu().numpy(), union.cpu().numpy())).to(inter.device)
 
 
 def pairwise_iou(cands) -> torch.Tensor:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from sim4seg.data.prompts import SEG_TOKEN
 from sim4seg.errors import InputError
 from sim4seg.model import llava
 from sim4seg.model.config import Sim4SegConfig, TrainableConfig
 from sim4seg.model.sim4seg import Sim4SegModel
 
 
-def add_seg_token(tokenizer, lvlm, seg_token: str = "[SEG]") -> int:
+def add_seg_token(tokenizer, lvlm, seg_token: str = SEG_TOKEN) -> int:
     """Add ``[SEG]`` to the tokenizer (if new) and grow the LVLM's embeddings; return its id."""
     if seg_token not in tokenizer.get_vocab():
         tokenizer.add_tokens([seg_token], special_tokens=False)

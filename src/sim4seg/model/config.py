@@ -12,6 +12,7 @@ from sim4seg._atomic import write_json
 from sim4seg._config import from_dict, to_dict
 from sim4seg.errors import InputError
 from sim4seg.model.rvls2m import NORMALIZATIONS, POOLINGS, TAU_STRATEGIES
+from sim4seg.data.prompts import SEG_TOKEN
 
 CONFIG_FILE = "sim4seg_config.json"
 MODEL_TYPE = "sim4seg"
@@ -135,7 +136,7 @@ class TrainableConfig:
 class Sim4SegConfig:
     """Everything about Sim4Seg that is not the LVLM's or SAM's own config."""
 
-    seg_token: str = "[SEG]"
+    seg_token: str = SEG_TOKEN
     """The segmentation token added to the tokenizer."""
     token_grid: list[int] | None = None
     """The LVLM's patch grid (h_p, w_p); ``None``: read from the LVLM (the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉ as fallback)."""

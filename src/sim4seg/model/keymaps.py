@@ -60,18 +60,16 @@ LISA_SAM_PREFIX = "model.visual_model."
 WRAPPER_PREFIXES = ("base_model.model.", "module.", "_orig_mod.")
 
 
+def strip_wrapper(key: str) -> str:
+    """A state-dict key without ``base_model.model.`` / ``module.`` / ``_orig_mod.`` (PEFT, DDP, compile)."""
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key[len(next(p for p in WRAPPER_PREFIXES if key.startswith(p))):]
+    return key
+
+
 def strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``base_model.model.`` / ``module.`` / ``_orig_mod.`` wrappers (PEFT, DDP, compile)."""
-    out = {}
-    for k, v in sd.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in WRAPPER_PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        out[k] = v
-    return out
+    """``strip_wrapper`` on every key of ``sd``."""
+    return {strip_wrapper(k): v for k, v in sd.items()}
 
 
 def rename(key: str, rules: list[Rule]) -> str | None:

@@ -27,20 +27,14 @@ from torch import nn
 
 from sim4seg.train.recipe import CONFIG_NAME, Config
 from sim4seg.errors import InputError
-from sim4seg.model.weights import WEIGHTS as WEIGHTS_NAME
+from sim4seg.model.keymaps import strip_wrapper
+from sim4seg.model.weights import WEIGHTS
 from sim4seg.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
 STATE_NAME = "trainer_state.json"
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _strip(key: str) -> str:
-    """Drop the wrappers' prefixes (DDP ``module.``, ``torch.compile``'s ``_orig_mod.``)."""
-    while key.startswith(("module.", "_orig_mod.")):
-        key = key.split(".", 1)[1]
-    return key
 
 
 def saved_keys(model: nn.Module) -> set[str]:
@@ -60,7 +54,7 @@ def saved_keys(model: nn.Module) -> set[str]:
 def trainable_state_dict(model: nn.Module, state_dict: dict | None = None) -> OrderedDict:
     keep = saved_keys(model)
     sd = model.state_dict() if state_dict is None else state_dict
-    return OrderedDict((k, v) for k, v in ((_strip(k), v) for k, v in sd.items()) if k in keep)
+    return OrderedDict((k, v) for k, v in ((strip_wrapper(k), v) for k, v in sd.items()) if k in keep)
 
 
 def load_trainable(model: nn.Module, path: Path, device: str | torch.device = "cpu") -> None:
@@ -88,7 +82,7 @@ def register_hooks(accelerator) -> None:
 
     def load_hook(models, input_dir):
         for i, model in enumerate(models):
-            name = WEIGHTS_NAME if i == 0 else f"model_{i}.safetensors"
+            name = WEIGHTS if i == 0 else f"model_{i}.safetensors"
             load_trainable(accelerator.unwrap_model(model), Path(input_dir) / name, accelerator.device)
         models.clear()  # loaded here: accelerate must not load them again
 
@@ -210,7 +204,7 @@ def export(accelerator, model: nn.Module, directory: Path, config: Config, save_
         from safetensors.torch import save_file
 
         sd = {k: v.detach().to("cpu").contiguous() for k, v in trainable_state_dict(inner, state_dict).items()}
-        save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(sd, str(tmp / WEIGHTS), metadata={"format": "pt"})
     config.save(tmp / CONFIG_NAME)
     if directory.exists():
         shutil.rmtree(directory)
