@@ -82,3 +82,25 @@ def test_accumulator_unscored_metrics_are_none():
         acc.add("x", None, correct=True, unparseable=True)
     with pytest.raises(ValueError, match="no samples"):
         M.MetricAccumulator().summary()
+
+
+def test_a_registered_metric_is_averaged_into_every_summary():
+    from sim4seg.eval import metrics
+
+    @metrics.register_metric("recall")
+    def recall(s: metrics.MaskStats) -> float:
+        return 1.0 if s.gt_area == 0 else s.intersection / s.gt_area
+
+    try:
+        acc = metrics.MetricAccumulator()
+        gt = np.zeros((4, 4), bool)
+        gt[:2] = True                                     # 8 pixels
+        acc.add_masks("a", gt[:, :] & (np.arange(4) < 2)[None, :], gt)   # 4 of 8 found
+        acc.add_masks("a", gt, gt)                        # all found
+        out = acc.summary()
+        assert out["overall"]["recall"] == pytest.approx(0.75)
+        assert out["per_subset"]["a"]["recall"] == pytest.approx(0.75)
+    finally:
+        del metrics.MASK_METRICS["recall"]
+    with pytest.raises(ValueError, match="built-in"):
+        metrics.register_metric("ciou")

@@ -177,3 +177,23 @@ def test_vote_diagnosis():
     assert tts.vote_diagnosis([None, None]) == tts.DiagnosisVote(None, 0.0, {})
     with pytest.raises(ValueError):
         tts.vote_diagnosis([])
+
+
+def test_a_registered_selector_is_usable_by_name_and_in_the_config():
+    @tts.register_selector("largest")
+    def largest(c, *, gt=None, pred_iou=None):
+        i = int(c.reshape(c.shape[0], -1).sum(1).argmax())
+        return c[i], i
+
+    try:
+        c = np.zeros((3, 4, 4), bool)
+        c[1, :2] = True
+        c[2, :3] = True
+        mask, i = tts.select("largest", c)
+        assert i == 2 and mask.sum() == 12
+        assert tts.TTSConfig(m=2, selector="largest").upper_bound is False
+        assert tts.TTSConfig(selector="oracle").upper_bound is True
+    finally:
+        del tts.SELECTORS["largest"]
+    with pytest.raises(ValueError, match="unknown selector 'largest'"):
+        tts.select("largest", c)

@@ -48,6 +48,13 @@ class SubsetInfo:
     """Table 1 train/val/test counts."""
     synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Other spellings of a label, for parsing free-text answers."""
+    short: str = ""
+    """Column name in the paper's compact tables (Table 3: "BF", "KS", ...); empty: ``title``."""
+
+    @property
+    def column(self) -> str:
+        """The subset's column name in reports."""
+        return self.short or self.title
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -67,6 +74,7 @@ class SubsetInfo:
             "no_finding": self.no_finding,
             "paper_sizes": list(self.paper_sizes),
             "synonyms": {k: list(v) for k, v in self.synonyms.items()},
+            **({"short": self.short} if self.short else {}),
         }
 
     @classmethod
@@ -80,6 +88,7 @@ class SubsetInfo:
             no_finding=d.get("no_finding"),
             paper_sizes=tuple(d.get("paper_sizes", (0, 0, 0))),
             synonyms={k: tuple(v) for k, v in d.get("synonyms", {}).items()},
+            short=d.get("short", ""),
         )
 
 
@@ -104,6 +113,7 @@ _ALL = (
         target="bone fracture", no_finding="no fracture", paper_sizes=(311, 83, 43),
         synonyms={"messed up angle": ("messed_up_angle", "messed-up angle"),
                   "no fracture": ("normal", "non-fractured")},
+        short="BF",
     ),
     SubsetInfo(
         "bfd", "BFD", "xray",
@@ -127,6 +137,7 @@ _ALL = (
     SubsetInfo(
         "kvasir_seg", "Kvasir-SEG", "endoscopy", ("polyp",),
         target="polyp", paper_sizes=(801, 99, 100), synonyms={"polyp": ("colorectal polyp", "polyps")},
+        short="KS",
     ),
     SubsetInfo(
         "busi", "BUSI", "ultrasound", ("benign", "malignant", "normal"),
@@ -144,6 +155,7 @@ _ALL = (
         target="thoracic abnormality", no_finding="no finding", paper_sizes=(2478, 388, 101),
         synonyms={"pleural thickening": ("pleural_thickening",), "diffuse nodule": ("diffuse nodules",),
                   "effusion": ("pleural effusion",), "no finding": ("normal", "no findings")},
+        short="CXD",
     ),
     SubsetInfo(
         "fives", "FIVES", "fundus",
@@ -155,6 +167,15 @@ _ALL = (
 )
 
 SUBSETS: dict[str, SubsetInfo] = {s.name: s for s in _ALL}
+"""The subset registry: the paper's ten, in the order of its Table 3, then any added with ``register_subset``."""
+
+
+def register_subset(info: SubsetInfo) -> SubsetInfo:
+    """Add a subset of one's own (e.g. a new source's ``SUBSET_INFO``); a paper subset cannot be replaced."""
+    if info.name in SUBSETS and SUBSETS[info.name] != info:
+        raise ValueError(f"subset {info.name!r} is already registered with other settings")
+    SUBSETS[info.name] = info
+    return info
 
 
 def get_subset(name: str) -> SubsetInfo:

@@ -16,12 +16,16 @@ Over a set of samples:
 
 ``MetricAccumulator`` adds one sample at a time and keeps only sums, so a whole split is
 scored without holding its masks in memory.
+
+Per-sample mask metrics averaged over a set (``giou``, ``dice``) live in the registry
+``MASK_METRICS``: a new one is a function of a sample's pixel counts (``MaskStats``) added
+with ``@register_metric("name")``, and appears in every ``metrics.json`` from then on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -103,12 +107,37 @@ def accuracy(correct: Iterable[bool]) -> float:
     return sum(values) / len(values)
 
 
+MASK_METRICS: dict[str, Callable[[MaskStats], float]] = {}
+"""Per-sample mask metrics, averaged over the samples with a predicted mask: ``{name: f(MaskStats)}``."""
+
+
+def register_metric(name: str):
+    """Decorator: add ``f(MaskStats) -> float`` to ``MASK_METRICS`` under ``name`` (averaged per set)."""
+    if name in ("ciou", "acc", "n", "unparseable"):
+        raise ValueError(f"{name!r} is a built-in set-level value, not a per-sample metric")
+
+    def add(f: Callable[[MaskStats], float]) -> Callable[[MaskStats], float]:
+        MASK_METRICS[name] = f
+        return f
+    return add
+
+
+@register_metric("giou")
+def _sample_iou(s: MaskStats) -> float:
+    """IoU of one sample; its mean is LISA's gIoU."""
+    return s.iou
+
+
+@register_metric("dice")
+def _sample_dice(s: MaskStats) -> float:
+    return s.dice
+
+
 @dataclass
 class _Totals:
     n: int = 0
     n_masks: int = 0
-    sum_iou: float = 0.0
-    sum_dice: float = 0.0
+    sums: dict[str, float] = field(default_factory=dict)
     sum_i: int = 0
     sum_u: int = 0
     n_answers: int = 0
@@ -119,8 +148,8 @@ class _Totals:
         self.n += 1
         if stats is not None:
             self.n_masks += 1
-            self.sum_iou += stats.iou
-            self.sum_dice += stats.dice
+            for name, f in MASK_METRICS.items():
+                self.sums[name] = self.sums.get(name, 0.0) + f(stats)
             self.sum_i += stats.intersection
             self.sum_u += stats.union
         if correct is not None:
@@ -130,10 +159,10 @@ class _Totals:
 
     def summary(self) -> dict:
         seg = self.n_masks > 0
+        means = {name: self.sums.get(name, 0.0) / self.n_masks if seg else None for name in MASK_METRICS}
         return {
-            "giou": self.sum_iou / self.n_masks if seg else None,
+            **means,
             "ciou": iou(self.sum_i, self.sum_u) if seg else None,
-            "dice": self.sum_dice / self.n_masks if seg else None,
             "acc": self.n_correct / self.n_answers if self.n_answers else None,
             "n": self.n,
             "unparseable": self.n_unparseable,

@@ -16,14 +16,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from sim4seg._atomic import atomic_open, write_json, write_text
-from sim4seg.data.subsets import SubsetInfo
+from sim4seg.data.subsets import SUBSETS, SubsetInfo
 
-# Table 3's column order and the paper's short names.
-TABLE3_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("fracatlas", "FracAtlas"), ("bone_fracture", "BF"), ("bfd", "BFD"), ("isbi2016", "ISBI"),
-    ("isic2017", "ISIC"), ("kvasir_seg", "KS"), ("busi", "BUSI"), ("tn3k", "TN3K"),
-    ("chestx_det", "CXD"), ("fives", "FIVES"),
-)
+TABLE3_COLUMNS: tuple[tuple[str, str], ...] = tuple((s.name, s.column) for s in SUBSETS.values())
+"""Table 3's columns: ``(subset, the paper's short name)`` in its order (from the subset registry)."""
 METRICS: tuple[tuple[str, str], ...] = (("giou", "gIoU"), ("ciou", "cIoU"), ("acc", "Acc"))
 """Rows of Table 3 / columns of Table 2 (``dice`` is reported beside them)."""
 
@@ -41,7 +37,7 @@ def subset_columns(results: Sequence[Result],
     """The paper's ten columns, then any other subset found in ``results`` (by its title)."""
     known = dict(TABLE3_COLUMNS)
     extra = sorted({k for _, r in results for k in r.get("per_subset", {}) if k not in known})
-    return list(TABLE3_COLUMNS) + [(k, subsets[k].title if subsets and k in subsets else k) for k in extra]
+    return list(TABLE3_COLUMNS) + [(k, subsets[k].column if subsets and k in subsets else k) for k in extra]
 
 
 def _avg(values: list[float | None]) -> float | None:

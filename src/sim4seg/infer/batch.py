@@ -20,6 +20,7 @@ from sim4seg._jsonl import AppendLog
 from sim4seg.data.io import read_mask
 from sim4seg.data.schema import load_split
 from sim4seg.errors import InputError
+from sim4seg.infer.tts import SELECTORS
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def method_name(m: int, n: int, selector: str, use_rvls2m: bool | None) -> str:
     """A table row name for a checkpoint's predictions; ``oracle`` is marked as an upper bound."""
     name = "Sim4Seg" + (" w/o RVLS2M" if use_rvls2m is False else "")
     if m > 1 or n > 1:
-        name += f" +TTS {m}×{n} {selector}" + (" (UPPER BOUND: uses ground truth)" if selector == "oracle" else "")
+        name += f" +TTS {m}×{n} {selector}" + (" (UPPER BOUND: uses ground truth)" if SELECTORS[selector].needs_gt else "")
     return name
 
 

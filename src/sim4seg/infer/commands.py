@@ -44,8 +44,8 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
         return 0
     if not query:
         raise InputError("--image needs at least one --query")
-    if selector == "oracle":
-        raise InputError("the oracle selector needs a ground truth: use it with --manifest (an upper bound only)")
+    if tts.upper_bound:
+        raise InputError(f"the {selector} selector needs a ground truth: use it with --manifest (an upper bound only)")
     parser = None
     if subset is not None:
         from sim4seg.data.subsets import SUBSETS
@@ -74,6 +74,7 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
     from sim4seg._atomic import write_json
     from sim4seg.infer.predictor import Predictor
     from sim4seg.infer.sweep import sweep_tau, sweep_tts
+    from sim4seg.infer.tts import SELECTORS
     from sim4seg.eval.report import pct, write_tau_sweep, write_tts_sweep
 
     predictor = Predictor.from_checkpoint(checkpoint)
@@ -83,8 +84,8 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
     else:
         rows, summaries = sweep_tts(predictor, manifest, split, selector=selector, seed=seed, limit=limit)
         csv, png = write_tts_sweep(out, rows)
-        if selector == "oracle":
-            print("NOTE: the oracle selector reads the ground truth; its gIoU/cIoU are an UPPER BOUND only")
+        if SELECTORS[selector].needs_gt:
+            print(f"NOTE: the {selector} selector reads the ground truth; its gIoU/cIoU are an UPPER BOUND only")
     write_json(Path(out) / f"{kind}_sweep_metrics.json", summaries)
     for r in sorted(rows, key=lambda r: (r["param"], r["value"])):
         vals = "  ".join(f"{k} {pct(r[k])}" for k in ("giou", "ciou", "acc") if k in r)
@@ -144,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="split with --manifest (default test)")
     p.add_argument("--limit", type=int, default=None, help="with --manifest: the first N samples only")
     p.add_argument("--overlays", type=int, default=0, help="with --manifest: overlay PNGs for the first N samples")
-    _tts_args(p, SELECTORS)
+    _tts_args(p, list(SELECTORS))
     p.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off (ablation)")
     p.set_defaults(handler=predict)
 
@@ -156,7 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--limit", type=int, default=None, help="the first N samples only")
-    p.add_argument("--selector", default="consensus", choices=SELECTORS, help="TTS mask selector (default consensus)")
+    p.add_argument("--selector", default="consensus", choices=list(SELECTORS), help="TTS mask selector (default consensus)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=sweep)
 
@@ -176,7 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("with --checkpoint")
     g.add_argument("--m", type=int, default=1, help="test-time scaling: sampled answers per image (default 1: greedy)")
     g.add_argument("--n", type=int, default=1, help="test-time scaling: region-mask perturbations per answer (default 1)")
-    g.add_argument("--selector", default="consensus", choices=SELECTORS,
+    g.add_argument("--selector", default="consensus", choices=list(SELECTORS),
                    help="mask selector over the m×n candidates (oracle reads the ground truth: an upper bound only)")
     g.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off at inference (the ablation)")
     p.set_defaults(handler=evaluate)

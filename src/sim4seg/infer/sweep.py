@@ -93,7 +93,7 @@ def sweep_tts(predictor, root: str | os.PathLike, split: str = "test", *, ms: Se
             best = next((i for i, lb in enumerate(labels[:m]) if lb is not None and lb == vote.label), 0)
             evals.setdefault(("m", m), Evaluator(root, info)).add(s, None, answers[best])
         c = tts.candidate_masks(model, predictor.encoding, gen, n_max, seed=seed, decode_batch=cfg.decode_batch)
-        gt = read_mask(root / s.mask) if selector == "oracle" else None
+        gt = read_mask(root / s.mask) if tts.SELECTORS[selector].needs_gt else None
         h, w = predictor.image.shape[:2]
         for n in ns:
             if c is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +27,6 @@ from sim4seg.eval import metrics
 PERTURBATIONS: tuple[str, ...] = ("k_jitter", "shift", "dilate", "erode", "dropout")
 """Kinds of θ_j, applied in this order cyclically for j = 1, 2, ..."""
 
-SELECTORS: tuple[str, ...] = ("oracle", "consensus", "score", "vote")
-GT_FREE_SELECTORS: tuple[str, ...] = ("consensus", "score", "vote")
 
 # One-cell shifts (dy, dx): down, up, right, left.
 _SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -220,24 +218,60 @@ def pixel_vote(cands) -> torch.Tensor:
     return c.sum(0) * 2 > c.shape[0]
 
 
+@dataclass(frozen=True)
+class Selector:
+    """A rule choosing one mask among the m×n candidates."""
+
+    choose: Callable[..., tuple[torch.Tensor, int | None]]
+    """``choose(cands (N, H, W) bool, *, gt, pred_iou) -> (mask (H, W) bool, index or None)``."""
+    needs_gt: bool = False
+    """True for rules that read the ground truth: their results are an upper bound, never a method."""
+
+
+SELECTORS: dict[str, Selector] = {}
+"""The mask selectors by name (``TTSConfig.selector``, ``--selector``); add one with ``register_selector``."""
+
+
+def register_selector(name: str, *, needs_gt: bool = False):
+    """Decorator: register ``f(cands, *, gt, pred_iou) -> (mask, index | None)`` as selector ``name``."""
+    def add(f):
+        SELECTORS[name] = Selector(f, needs_gt)
+        return f
+    return add
+
+
+@register_selector("oracle", needs_gt=True)
+def _oracle(c, *, gt=None, pred_iou=None):
+    if gt is None:
+        raise ValueError("the oracle selector needs the ground truth (it is an upper bound only)")
+    i = select_oracle(c, gt)
+    return c[i], i
+
+
+@register_selector("consensus")
+def _consensus(c, *, gt=None, pred_iou=None):
+    i = select_consensus(c)
+    return c[i], i
+
+
+@register_selector("score")
+def _score(c, *, gt=None, pred_iou=None):
+    if pred_iou is None:
+        raise ValueError("the score selector needs the predicted IoUs")
+    i = select_score(c, pred_iou)
+    return c[i], i
+
+
+@register_selector("vote")
+def _vote(c, *, gt=None, pred_iou=None):
+    return pixel_vote(c), None
+
+
 def select(name: str, cands, *, gt=None, pred_iou=None) -> tuple[torch.Tensor, int | None]:
     """Apply selector ``name`` → ``(mask (H, W) bool, index of the chosen candidate or None for vote)``."""
-    c = _as_bool(cands)
-    if name == "oracle":
-        if gt is None:
-            raise ValueError("the oracle selector needs the ground truth (it is an upper bound only)")
-        i = select_oracle(c, gt)
-    elif name == "consensus":
-        i = select_consensus(c)
-    elif name == "score":
-        if pred_iou is None:
-            raise ValueError("the score selector needs the predicted IoUs")
-        i = select_score(c, pred_iou)
-    elif name == "vote":
-        return pixel_vote(c), None
-    else:
-        raise ValueError(f"unknown selector {name!r}; choose one of {SELECTORS}")
-    return c[i], i
+    if name not in SELECTORS:
+        raise ValueError(f"unknown selector {name!r}; choose one of {', '.join(SELECTORS)}")
+    return SELECTORS[name].choose(_as_bool(cands), gt=gt, pred_iou=pred_iou)
 
 
 # ---------------------------------------------------------------- diagnosis vote
@@ -294,7 +328,7 @@ class TTSConfig:
         if self.m < 1 or self.n < 1:
             raise ValueError(f"m and n must be >= 1, got m={self.m}, n={self.n}")
         if self.selector not in SELECTORS:
-            raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
+            raise ValueError(f"selector must be one of {', '.join(SELECTORS)}, got {self.selector!r}")
         if not self.temperature > 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
         if self.decode_batch < 1 or self.max_new_tokens < 1:
@@ -303,7 +337,7 @@ class TTSConfig:
     @property
     def upper_bound(self) -> bool:
         """True when the mask was chosen with the ground truth (``oracle``)."""
-        return self.selector == "oracle"
+        return SELECTORS[self.selector].needs_gt
 
 
 @dataclass
