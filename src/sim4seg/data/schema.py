@@ -191,6 +191,7 @@ class DatasetInfo:
 
 
 def read_info(root: str | os.PathLike) -> DatasetInfo:
+    """The manifest's ``dataset_info.json``: schema version, label set of each subset, counts, build settings."""
     path = Path(root) / INFO_FILE
     if not path.is_file():
         raise ManifestError(f"not an M3DS directory: {INFO_FILE} not found", path.parent)
@@ -235,6 +236,7 @@ def iter_split(root: str | os.PathLike, split: str, info: DatasetInfo | None = N
 
 
 def read_split(root: str | os.PathLike, split: str, info: DatasetInfo | None = None) -> list[Sample]:
+    """Every record of ``split`` (``{split}.jsonl``), validated; a bad line names the file and line."""
     return list(iter_split(root, split, info))
 
 
