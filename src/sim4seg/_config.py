@@ -147,7 +147,8 @@ def field_docs(cls) -> dict[str, str]:
 
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
-                exclude: Iterable[str] = (), choices: dict[str, Iterable[str]] | None = None) -> list[str]:
+                only: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                choices: dict[str, Iterable[str]] | None = None) -> list[str]:
     """Add ``--field-name`` options for the scalar fields of the flat dataclass ``cls``; return their dests.
 
     Defaults and help come from the dataclass (its field docstrings); booleans become flags
@@ -156,11 +157,11 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
     docs, dests = field_docs(cls), []
     choices = choices or {}
     for f in dataclasses.fields(cls):
-        if f.name in exclude or f.default is dataclasses.MISSING:
+        if f.name in exclude or (only is not None and f.name not in only) or f.default is dataclasses.MISSING:
             continue
         tp = _strip_optional(field_types(cls)[f.name])
         flag = "--" + f.name.replace("_", "-")
-        help_ = docs.get(f.name, "")
+        help_ = docs.get(f.name, "").replace("``", "")
         if tp is bool:
             if f.default:
                 parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=help_)

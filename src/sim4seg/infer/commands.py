@@ -10,15 +10,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _tts(m: int, n: int, selector: str, temperature: float, top_p: float, seed: int, max_new_tokens: int):
-    from sim4seg.infer.tts import TTSConfig
-    from sim4seg.errors import InputError
+TTS_OPTIONS = ("m", "n", "selector", "temperature", "top_p", "seed", "max_new_tokens")
+"""The ``TTSConfig`` fields ``predict`` takes as options (generated from the dataclass)."""
 
-    try:
-        return TTSConfig(m=m, n=n, selector=selector, temperature=temperature, top_p=top_p, seed=seed,
-                         max_new_tokens=max_new_tokens)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+
+def _tts(**options):
+    from sim4seg._config import from_options
+    from sim4seg.infer.tts import TTSConfig
+
+    return from_options(TTSConfig, options)
 
 
 def predict(checkpoint: str, out: str, image: str | None, query: list[str] | None, manifest: str | None,
@@ -31,7 +31,8 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
 
     if (image is None) == (manifest is None):
         raise InputError("give either --image (with --query) or --manifest")
-    tts = _tts(m, n, selector, temperature, top_p, seed, max_new_tokens)
+    tts = _tts(m=m, n=n, selector=selector, temperature=temperature, top_p=top_p, seed=seed,
+               max_new_tokens=max_new_tokens)
     use = False if no_rvls2m else None
     predictor = Predictor.from_checkpoint(checkpoint, tts=tts)
     if manifest is not None:
@@ -131,8 +132,9 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
 
 def register(sub: argparse._SubParsersAction) -> None:
     from sim4seg.data.subsets import SPLITS
+    from sim4seg._config import add_options
     from sim4seg.eval.evaluate import BASELINES
-    from sim4seg.infer.tts import SELECTORS
+    from sim4seg.infer.tts import SELECTORS, TTSConfig
 
     p = sub.add_parser("predict", help="segment + diagnose an image (or a manifest split) with a checkpoint",
                        description=predict.__doc__)
@@ -145,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="split with --manifest (default test)")
     p.add_argument("--limit", type=int, default=None, help="with --manifest: the first N samples only")
     p.add_argument("--overlays", type=int, default=0, help="with --manifest: overlay PNGs for the first N samples")
-    _tts_args(p, list(SELECTORS))
+    _tts_args(p)
     p.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off (ablation)")
     p.set_defaults(handler=predict)
 
@@ -174,22 +176,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="score a trivial baseline instead: empty mask, full-image mask, or the majority training label")
     p.add_argument("--out", required=True, metavar="OUT", help="output directory")
     p.add_argument("--method", default=None, help="method name in the tables (default: the predictions file name)")
-    g = p.add_argument_group("with --checkpoint")
-    g.add_argument("--m", type=int, default=1, help="test-time scaling: sampled answers per image (default 1: greedy)")
-    g.add_argument("--n", type=int, default=1, help="test-time scaling: region-mask perturbations per answer (default 1)")
-    g.add_argument("--selector", default="consensus", choices=list(SELECTORS),
-                   help="mask selector over the m×n candidates (oracle reads the ground truth: an upper bound only)")
+    g = p.add_argument_group("with --checkpoint: test-time scaling")
+    add_options(g, TTSConfig, only=("m", "n", "selector"), choices={"selector": list(SELECTORS)})
     g.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off at inference (the ablation)")
     p.set_defaults(handler=evaluate)
 
 
-def _tts_args(p: argparse.ArgumentParser, selectors) -> None:
-    g = p.add_argument_group("test-time scaling")
-    g.add_argument("--m", type=int, default=1, help="sampled answers (default 1: greedy)")
-    g.add_argument("--n", type=int, default=1, help="region-mask perturbations per answer (default 1)")
-    g.add_argument("--selector", default="consensus", choices=selectors,
-                   help="mask selector (oracle reads the ground truth: an upper bound, --manifest only)")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-p", type=float, default=0.9)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--max-new-tokens", type=int, default=64)
+def _tts_args(p: argparse.ArgumentParser) -> None:
+    from sim4seg._config import add_options
+    from sim4seg.infer.tts import SELECTORS, TTSConfig
+
+    add_options(p.add_argument_group("test-time scaling"), TTSConfig, only=TTS_OPTIONS,
+                choices={"selector": list(SELECTORS)})

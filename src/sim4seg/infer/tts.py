@@ -312,17 +312,21 @@ class TTSConfig:
     n: int = 1
     """Region-mask perturbations per answer (``j = 0`` is the unperturbed mask)."""
     temperature: float = 0.7
+    """Sampling temperature of the m answers (m > 1)."""
     top_p: float = 0.9
+    """Nucleus sampling mass of the m answers (m > 1)."""
     greedy_first: bool = True
     """With m = 1, answer greedily (no sampling) — the paper's single-path inference."""
     selector: str = "consensus"
-    """``oracle`` (needs the ground truth: an upper bound only), ``consensus``, ``score`` or ``vote``."""
+    """Mask selector over the m×n candidates: ``consensus``, ``score``, ``vote`` or ``oracle`` (reads the
+    ground truth: an upper bound only)."""
     seed: int = 0
     """Seeds the sampling and the perturbations θ_j."""
     kinds: tuple[str, ...] = PERTURBATIONS
     decode_batch: int = 64
     """Candidate masks decoded per SAM mask-decoder call."""
     max_new_tokens: int = 64
+    """Longest generated answer, in tokens."""
 
     def __post_init__(self) -> None:
         if self.m < 1 or self.n < 1:
