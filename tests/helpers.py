@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset
@@ -49,3 +50,34 @@ def trained_checkpoint(root: Path, out: Path, steps: int = 60) -> Path:
     checkpoint.save(model, processor, out)
     _CACHE[key] = out
     return out
+
+
+def write_dicom(path, arr, photometric="MONOCHROME2", **tags):
+    """Write ``arr`` (H, W uint16 gray or H, W, 3 uint8) as a DICOM file with patient fields set
+    (``PatientName`` Doe^Jane, ``PatientID`` SECRET-4711) so tests can check they never leak."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID = "Doe^Jane", "SECRET-4711"
+    ds.Rows, ds.Columns = arr.shape[:2]
+    ds.PhotometricInterpretation = photometric
+    if arr.ndim == 3:
+        ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit = 7
+    else:
+        ds.SamplesPerPixel = 1
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    ds.PixelData = (arr.astype(np.uint16) if arr.ndim == 2 else arr).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -13,35 +13,18 @@ from sim4seg.cot.images import ImageInput, load_image, shrink
 from sim4seg.data.io import read_image, write_image
 from sim4seg.errors import ImageReadError
 
+from helpers import write_dicom
+
 
 def _decode(url: str) -> tuple[str, np.ndarray]:
     header, b64 = url.split(",", 1)
     return header, np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
 
 
-def _write_dicom(path, pixels: np.ndarray) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_is_sent_as_lossless_png(tmp_path):
     pixels = (np.arange(30 * 40).reshape(30, 40) % 4096).astype(np.uint16)
     path = tmp_path / "scan.dcm"
-    _write_dicom(path, pixels)
+    write_dicom(path, pixels, Modality="DX")
     image = load_image(path)
     assert image.fmt == "png"
     header, sent = _decode(image.data_url())

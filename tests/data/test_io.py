@@ -7,6 +7,8 @@ from PIL import Image
 from sim4seg.data.io import image_size, is_dicom, read_image, read_mask, read_mask_raw, write_mask
 from sim4seg.errors import ImageReadError
 
+from helpers import write_dicom
+
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
 GRAY = RNG.integers(0, 256, (12, 20), dtype=np.uint8)
@@ -59,33 +61,7 @@ def test_exif_orientation_applied(tmp_path, orientation, rotate):
     assert image_size(tmp_path / "e.png") == out.shape[:2]
 
 
-def _dicom(path, arr, photometric="MONOCHROME2", **tags):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID = "Doe^Jane", "SECRET-4711"
-    ds.Rows, ds.Columns = arr.shape[:2]
-    ds.PhotometricInterpretation = photometric
-    if arr.ndim == 3:
-        ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
-        ds.BitsAllocated = ds.BitsStored = 8
-        ds.HighBit = 7
-    else:
-        ds.SamplesPerPixel = 1
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    for k, v in tags.items():
-        setattr(ds, k, v)
-    ds.PixelData = arr.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+_dicom = write_dicom      # the shared writer (tests/helpers.py)
 
 
 def test_dicom_rescale_window_monochrome1(tmp_path, caplog):

@@ -1,5 +1,4 @@
 import hashlib
-import time
 
 import numpy as np
 import pytest
@@ -159,13 +158,11 @@ def test_label_is_decided_by_pixels(subset):
     assert correct / len(test) >= 0.9, f"{subset}: {correct}/{len(test)}"
 
 
-def test_1000_samples_fast(tmp_path):
-    t0 = time.perf_counter()
+def test_1000_samples(tmp_path):
+    """A thousand samples write and count right (their speed is measured by benchmarks/bench_build.py)."""
     synthesize(tmp_path, 1000, seed=0)
-    elapsed = time.perf_counter() - t0
     info = read_info(tmp_path)
     assert sum(sum(v.values()) for v in info.counts.values()) == 1000
-    assert elapsed < 60  # "well under a minute": a generous bound, not a benchmark
 
 
 def test_bad_arguments(tmp_path):

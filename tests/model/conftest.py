@@ -1,7 +1,8 @@
-"""A tiny Sim4Seg built once per module, and helpers to make batches for it."""
+"""A tiny Sim4Seg built once per session (each test gets its own copy), and helpers to make batches for it."""
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -11,12 +12,18 @@ import torch
 from sim4seg.data.dataset import Collator, ExampleEncoder
 
 
-@pytest.fixture(scope="module")
-def tiny():
+@pytest.fixture(scope="session")
+def _tiny_template():
     from sim4seg.model.tiny import build_tiny
 
-    model, processor = build_tiny(seed=0)
-    return model, processor
+    return build_tiny(seed=0)
+
+
+@pytest.fixture
+def tiny(_tiny_template):
+    """``(model, processor)``: a fresh copy of the session's tiny model, free to be changed by the test."""
+    model, processor = _tiny_template
+    return copy.deepcopy(model), processor
 
 
 def make_batch(model, processor, answers, sizes=None, padding_side="right", seed=0):

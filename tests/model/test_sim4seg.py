@@ -35,20 +35,16 @@ def test_forward_losses_and_gradients_reach_only_trainable_parts(tiny, batch_of)
     for n, p in model.named_parameters():
         if n.startswith(frozen) or (".language_model." in n and "lora_" not in n and "embed_tokens" not in n):
             assert not p.requires_grad and p.grad is None, n
-    model.zero_grad(set_to_none=True)
 
 
 def test_trainable_flags_choose_what_trains(tiny):
     model, _ = tiny
     t = model.config.trainable
-    try:
-        compose.apply_trainable(model, type(t)(lora=False, lm_head=False, embed_tokens=False, mask_decoder=False,
-                                                projection=True, sam_encoder=True))
-        names = {n for n, p in model.named_parameters() if p.requires_grad}
-        assert any(n.startswith("sam.vision_encoder") for n in names) and any(n.startswith("phi.") for n in names)
-        assert not any("lora_" in n or n.startswith(("sam.mask_decoder", "lvlm.lm_head")) for n in names)
-    finally:
-        compose.apply_trainable(model, t)
+    compose.apply_trainable(model, type(t)(lora=False, lm_head=False, embed_tokens=False, mask_decoder=False,
+                                            projection=True, sam_encoder=True))
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("sam.vision_encoder") for n in names) and any(n.startswith("phi.") for n in names)
+    assert not any("lora_" in n or n.startswith(("sam.mask_decoder", "lvlm.lm_head")) for n in names)
 
 
 @pytest.mark.parametrize("answer,k", [("There is nothing to segment.", 0), ("It is [SEG].", 1),
@@ -69,19 +65,15 @@ def test_rvls2m_switches_for_training_and_inference(tiny, batch_of):
     model, processor = tiny
     batch = batch_of(model, processor, ["It is [SEG]."])
     cfg = model.config.rvls2m
-    old = (cfg.train, cfg.infer)
-    try:
-        cfg.train, cfg.infer = False, True
-        model.train()
-        assert model(**batch).region[0] is None
-        model.eval()
-        with torch.no_grad():
-            on = model(**batch)
-            off = model(**batch, use_rvls2m=False)
-        assert on.region[0] is not None and on.region[0].sum() == cfg.k
-        assert not torch.allclose(on.masks[0], off.masks[0])   # the dense prompt changes SAM's output
-    finally:
-        cfg.train, cfg.infer = old
+    cfg.train, cfg.infer = False, True
+    model.train()
+    assert model(**batch).region[0] is None
+    model.eval()
+    with torch.no_grad():
+        on = model(**batch)
+        off = model(**batch, use_rvls2m=False)
+    assert on.region[0] is not None and on.region[0].sum() == cfg.k
+    assert not torch.allclose(on.masks[0], off.masks[0])   # the dense prompt changes SAM's output
 
 
 def test_cached_encoding_gives_the_same_result(tiny, batch_of):
