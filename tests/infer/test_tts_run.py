@@ -70,12 +70,18 @@ def test_m_answers_come_from_one_generate_call_and_the_image_is_not_re_encoded(s
     assert d["vote"]["label"] == res.diagnosis.label
 
 
-def test_shared_prefill_gives_the_same_answers_and_states(setup):
+def test_shared_prefill_gives_the_same_answers_and_states(setup, caplog):
+    import warnings
+
     p, s, _ = setup
     ids = p.prompt_ids(s.query)
     ref = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24)
-    shared = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24, num_return_sequences=3,
-                              share_prefill=True)
+    # the KV cache goes to generate() the transformers-v5 way (``cache``): no deprecation warning, no log line
+    with warnings.catch_warnings(), caplog.at_level("WARNING"):
+        warnings.simplefilter("error", FutureWarning)
+        shared = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24, num_return_sequences=3,
+                                  share_prefill=True)
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
     assert all(torch.equal(row, ref.sequences[0]) for row in shared.sequences)
     assert torch.allclose(shared.image_hidden, ref.image_hidden, atol=1e-5)
     assert all(torch.allclose(h, ref.seg_hidden[0], atol=1e-5) for h in shared.seg_hidden)

@@ -349,9 +349,10 @@ class Sim4SegModel(nn.Module):
             pre = self.lvlm.model.language_model(inputs_embeds=embeds[:, :-1], attention_mask=attention_mask[:, :-1],
                                                  position_ids=pos[:, :-1], use_cache=True)
             prefix_hidden = pre.last_hidden_state                                         # (B, T-1, d)
-            cache = pre.past_key_values
+            cache = pre.cache                                                             # a DynamicCache
             cache.batch_repeat_interleave(m)
-            generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "past_key_values": cache}
+            # transformers v5 names the KV cache ``cache`` (``past_key_values`` is deprecated, removed in v6)
+            generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "cache": cache}
             embeds, attention_mask = embeds.repeat_interleave(m, 0), attention_mask.repeat_interleave(m, 0)
         out = self.lvlm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                  output_hidden_states=True, return_dict_in_generate=True, **generate_kwargs)
