@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sim4seg.model.rvls2m import top_indices
+
 PERTURBATIONS: tuple[str, ...] = ("k_jitter", "shift", "dilate", "erode", "dropout")
 """Kinds of θ_j, applied in this order cyclically for j = 1, 2, ..."""
 
@@ -40,12 +42,12 @@ def _generator(seed: int, j: int) -> torch.Generator:
 def topk_cells(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """The ``k[b]`` best cells of each item: ``(B, gh, gw)`` scores, ``(B,)`` int → ``(B, gh, gw)`` bool.
 
-    ``torch.topk`` on the flattened grid, as RVLS2M's ``region_mask(tau="topk")`` does.
+    The flattened grid's best cells, ties broken by index, as RVLS2M's ``region_mask(tau="topk")`` does.
     """
     b, gh, gw = scores.shape
     k = k.to(scores.device).clamp(1, gh * gw)
     flat = scores.reshape(b, gh * gw)
-    idx = flat.topk(int(k.max()), dim=1).indices                                  # (B, kmax)
+    idx = top_indices(flat, int(k.max()))                                          # (B, kmax)
     keep = torch.arange(idx.shape[1], device=scores.device)[None, :] < k[:, None]  # (B, kmax)
     out = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, keep)
     return out.reshape(b, gh, gw)

@@ -179,12 +179,13 @@ class Sim4SegModel(nn.Module):
                token_boxes: torch.Tensor, **overrides) -> tuple[torch.Tensor, torch.Tensor]:
         """RVLS2M scores and cells: image_phi (N, n, D), seg_phi (N, D) → ((N,g,g) float, (N,g,g) bool).
 
-        ``overrides`` replace ``config.rvls2m`` fields (grid, tau, k, fraction, alpha, normalize, pool).
+        ``overrides`` replace ``config.rvls2m`` fields (grid, tau, k, fraction, alpha, normalize, pool, temperature).
         """
         c = {**self.config.rvls2m.__dict__, **overrides}
         token_grid = tuple(self.config.token_grid) if self.config.token_grid else None
         scores = rvls2m.region_scores(image_phi, seg_phi, token_grid, image_sizes, token_box=token_boxes,
-                                      grid=c["grid"], normalize=c["normalize"], pool=c["pool"])
+                                      grid=c["grid"], normalize=c["normalize"], pool=c["pool"],
+                                      temperature=c["temperature"])
         return scores, rvls2m.region_mask(scores, tau=c["tau"], k=c["k"], fraction=c["fraction"], alpha=c["alpha"])
 
     def token_grid(self, n_tokens: int) -> tuple[int, int]:
