@@ -60,7 +60,7 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
         pred = predictor.predict(q, subset=subset, parser=parser, use_rvls2m=use)
         name = stem if len(query) == 1 else f"{stem}_q{i}"
         paths = write_result(pred, predictor.image, out, name, {"image": str(image), "query": q})
-        print(f"[{i}] {pred.answer!r}")
+        print(f"[{i}] {pred.answer!r}" + (f"  (TRUNCATED at --max-new-tokens {max_new_tokens})" if pred.truncated else ""))
         print(f"    diagnosis: {pred.diagnosis} (agreement {pred.confidence:.2f}); [SEG] produced: {pred.seg}; "
               f"mask area {int(pred.mask.sum())} px; {pred.timings['predict_s']:.2f}s")
         print(f"    wrote {paths['mask']}, {paths['overlay']}, {paths['json']}")
@@ -183,6 +183,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _tts_args(p: argparse.ArgumentParser, selectors) -> None:
+    from sim4seg.infer.tts import DEFAULT_MAX_NEW_TOKENS
+
     g = p.add_argument_group("test-time scaling")
     g.add_argument("--m", type=int, default=1, help="sampled answers (default 1: greedy)")
     g.add_argument("--n", type=int, default=1, help="region-mask perturbations per answer (default 1)")
@@ -191,4 +193,6 @@ def _tts_args(p: argparse.ArgumentParser, selectors) -> None:
     g.add_argument("--temperature", type=float, default=0.7)
     g.add_argument("--top-p", type=float, default=0.9)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help=f"generation budget per answer (default {DEFAULT_MAX_NEW_TOKENS}: fits a chain of thought); "
+                        "answers that reach it are reported truncated")
