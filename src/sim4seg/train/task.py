@@ -16,11 +16,17 @@ log = logging.getLogger(__name__)
 
 
 def build_model(config: Config):
-    """``(model, processor)``: the tiny random model or a named preset, with what trains set by the recipe."""
+    """``(model, processor)``: ``model.init_from``'s checkpoint, the tiny random model or a named preset, with what
+    trains set by the recipe."""
     from sim4seg.model import presets, tiny
 
     m = config.model
     dtype = getattr(torch, m.dtype)
+    if m.init_from:        # fine-tune: the checkpoint's weights, the recipe's trainable policy, a new run
+        from sim4seg.model.checkpoint import load_for_finetuning
+
+        log.info("initialising from the Sim4Seg checkpoint %s", m.init_from)
+        return load_for_finetuning(m.init_from, config.sim4seg_config(), dtype=dtype)
     if m.preset == "tiny":
         model, processor = tiny.build_tiny(config.sim4seg_config(), spec=m.tiny,
                                                seed=config.train.seed)
