@@ -28,6 +28,11 @@ Memory formulas (bytes per GPU; ``P`` all parameters, ``T`` trainable ones, ``N`
 
     DDP     W + G + O + A        ZeRO-2   W + (G + O) / N + A        ZeRO-3   (W + G + O) / N + A
 
+Under DDP ``w`` is ``model.dtype``'s size (bf16 autocast computes in bf16 but keeps the weights
+as loaded). Under ZeRO with ``train.precision: bf16`` DeepSpeed holds the weights and gradients
+in bf16 (``w = 2``) and keeps the fp32 master copy in the optimizer (``O = T · 12``), so the ZeRO
+rows use those sizes.
+
 The activation term is the language model's (the frozen vision tower and SAM encoder run
 without storing activations for backward): per decoder layer ``34·s·b·h`` bytes at 16-bit
 (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models",
@@ -88,7 +93,9 @@ class DryRun:
     lengths: list[SampleLength]
     text_note: str | None
     memory: dict[str, float]
-    """The per-GPU terms in bytes: weights, gradients, optimizer, activations, activations_ckpt."""
+    """The per-GPU terms in bytes (DDP): weights, gradients, optimizer, activations, activations_ckpt."""
+    memory_zero: dict[str, float]
+    """The same under DeepSpeed ZeRO (bf16 weights and gradients when ``train.precision`` is bf16)."""
     per_gpu: dict[tuple[str, int], tuple[float, float]]
     """(strategy, GPUs) → (bytes without, with activation checkpointing)."""
     steps_per_epoch: dict[int, int]
@@ -231,7 +238,8 @@ def memory_terms(parts: list[Part], *, weight_bytes: int, hidden: int, layers: i
 
 
 def per_gpu(terms: dict[str, float], strategy: str, n: int) -> tuple[float, float]:
-    """(bytes without, with activation checkpointing) per GPU for ``strategy`` on ``n`` GPUs."""
+    """(bytes without, with activation checkpointing) per GPU for ``strategy`` on ``n`` GPUs (``terms``: that
+    strategy's own, see ``memory_terms``)."""
     w, g, o = terms["weights"], terms["gradients"], terms["optimizer"]
     if strategy == "DDP":
         states = w + g + o
@@ -287,15 +295,16 @@ def dry_run(config: Config, samples: int = 8) -> DryRun:
     parts = count_parts(model)
     text = model.lvlm.config.text_config
     dtype = getattr(torch, config.model.dtype)
-    terms = memory_terms(parts, weight_bytes=torch.finfo(dtype).bits // 8, hidden=int(text.hidden_size),
-                         layers=int(text.num_hidden_layers), vocab=model.lvlm.get_input_embeddings().num_embeddings,
-                         seq=config.model.max_length, batch=config.optim.batch_size,
-                         bf16=config.train.precision == "bf16")
-    table = {(st, n): per_gpu(terms, st, n) for st in STRATEGIES for n in GPUS}
+    bf16 = config.train.precision == "bf16"
+    geometry = dict(hidden=int(text.hidden_size), layers=int(text.num_hidden_layers), seq=config.model.max_length,
+                    vocab=model.lvlm.get_input_embeddings().num_embeddings, batch=config.optim.batch_size, bf16=bf16)
+    terms = memory_terms(parts, weight_bytes=torch.finfo(dtype).bits // 8, **geometry)
+    zero = memory_terms(parts, weight_bytes=2 if bf16 else torch.finfo(dtype).bits // 8, **geometry)
+    table = {(st, n): per_gpu(terms if st == "DDP" else zero, st, n) for st in STRATEGIES for n in GPUS}
     d, o = config.data, config.optim
     n_epoch = d.samples_per_epoch or len(checked.train)
     steps = {n: steps_per_epoch(n_epoch, o.batch_size, o.grad_accum, n) for n in GPUS}
-    return DryRun(source, meta, config.model.max_length, parts, lengths, text_note, terms, table, steps,
+    return DryRun(source, meta, config.model.max_length, parts, lengths, text_note, terms, zero, table, steps,
                   len(checked.train), None if checked.val is None else len(checked.val), checked.root,
                   sorted({s.subset for s in checked.train}), d.answer_format, notes)
 
@@ -335,12 +344,12 @@ def format_report(r: DryRun, config: Config) -> str:
         lines.append(f"  {p.name:<22} {p.total:>15,} {p.trainable:>15,}")
     lines.append(f"  {'all':<22} {r.total:>15,} {r.trainable:>15,}  ({100 * r.trainable / max(r.total, 1):.2f} % "
                  "trainable)")
-    m = r.memory
     lines.append(f"\nmemory per GPU — ESTIMATE (formulas: sim4seg.train.dryrun), model.dtype {config.model.dtype}, "
-                 f"precision {t.precision}, batch {o.batch_size} × max_length {r.max_length}:")
-    lines.append(f"  weights {m['weights'] / 1e9:.1f} GB, gradients {m['gradients'] / 1e9:.2f} GB, optimizer "
-                 f"{m['optimizer'] / 1e9:.2f} GB, activations {m['activations'] / 1e9:.2f} GB "
-                 f"({m['activations_ckpt'] / 1e9:.2f} GB with checkpointing); unsharded")
+                 f"precision {t.precision}, batch {o.batch_size} × max_length {r.max_length}; unsharded terms:")
+    for name, m in (("DDP", r.memory), ("ZeRO", r.memory_zero)):
+        lines.append(f"  {name + ':':<5} weights {m['weights'] / 1e9:.1f} GB, gradients {m['gradients'] / 1e9:.2f} GB, "
+                     f"optimizer {m['optimizer'] / 1e9:.2f} GB, activations {m['activations'] / 1e9:.2f} GB "
+                     f"({m['activations_ckpt'] / 1e9:.2f} GB with checkpointing)")
     lines.append(f"  {'strategy':<8} {'GPUs':>4} {'GB/GPU':>8} {'GB/GPU (ckpt)':>14}")
     for (st, n), (a, b) in r.per_gpu.items():
         lines.append(f"  {st:<8} {n:>4} {_gb(a)} {_gb(b):>14}")
