@@ -30,6 +30,11 @@ def test_a_new_run_starts_from_the_checkpoints_weights_at_step_0(synth_m3ds, tmp
 
     first = train(recipe(tmp_path / "first", synth_m3ds,
                          trainable={"lora": False, "llm": True, "vision_tower": True, "sam_encoder": True}))
+    # the dry run reads the checkpoint's configs and tokenizer: meta device, text measured
+    from sim4seg.train import dryrun
+
+    dry = dryrun.dry_run(recipe(tmp_path / "dry", synth_m3ds, init_from=str(first.final_dir)), samples=2)
+    assert dry.meta and "model.init_from" in dry.model_source and all(x.answer for x in dry.lengths)
     other = tmp_path / "other-m3ds"
     synthesize(other, 24, seed=11, subsets=["busi", "kvasir_seg"], size_range=(40, 64))
 
