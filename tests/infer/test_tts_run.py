@@ -58,7 +58,8 @@ def test_m_answers_come_from_one_generate_call_and_the_image_is_not_re_encoded(s
     with_seg = sorted(set(c.path))
     assert len(c.path) == 3 * len(with_seg) == len(c.masks) == len(c.pred_iou)
     assert sorted(set(c.perturbation)) == [0, 1, 2]
-    assert len(decode_calls) == -(-len(c.path) // 5)                  # decoded in batches of 5
+    n_seg = sum(a.count("[SEG]") for a in res.answers)                # every [SEG] of every answer is decoded
+    assert len(decode_calls) == -(-3 * n_seg // 5)                    # in batches of 5
     h, w = p.image.shape[:2]
     assert tuple(c.masks.shape[1:]) == (h, w) and res.mask.shape == (h, w)
     # the k-jitter perturbation (j = 1) selects a different number of cells than j = 0
@@ -70,12 +71,18 @@ def test_m_answers_come_from_one_generate_call_and_the_image_is_not_re_encoded(s
     assert d["vote"]["label"] == res.diagnosis.label
 
 
-def test_shared_prefill_gives_the_same_answers_and_states(setup):
+def test_shared_prefill_gives_the_same_answers_and_states(setup, caplog):
+    import warnings
+
     p, s, _ = setup
     ids = p.prompt_ids(s.query)
     ref = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24)
-    shared = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24, num_return_sequences=3,
-                              share_prefill=True)
+    # the KV cache goes to generate() the transformers-v5 way (``cache``): no deprecation warning, no log line
+    with warnings.catch_warnings(), caplog.at_level("WARNING"):
+        warnings.simplefilter("error", FutureWarning)
+        shared = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24, num_return_sequences=3,
+                                  share_prefill=True)
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
     assert all(torch.equal(row, ref.sequences[0]) for row in shared.sequences)
     assert torch.allclose(shared.image_hidden, ref.image_hidden, atol=1e-5)
     assert all(torch.allclose(h, ref.seg_hidden[0], atol=1e-5) for h in shared.seg_hidden)
@@ -136,3 +143,45 @@ def test_config_is_validated():
         tts.TTSConfig(selector="best")
     with pytest.raises(ValueError, match="temperature"):
         tts.TTSConfig(temperature=0)
+
+
+def test_every_seg_of_an_answer_is_segmented_and_the_masks_are_united(setup):
+    import dataclasses
+
+    p, s, _ = setup
+    ids = p.prompt_ids(s.query)
+    gen = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24)
+    h1 = gen.seg_hidden[0]
+    assert h1.shape[0] == 1
+    h2 = torch.randn(1, h1.shape[1], generator=torch.Generator().manual_seed(0)) * h1.std() + h1.mean()
+    one = tts.candidate_masks(p.model, p.encoding, gen, 1)
+    other = tts.candidate_masks(p.model, p.encoding, dataclasses.replace(gen, seg_hidden=[h2]), 1)
+    both = tts.candidate_masks(p.model, p.encoding, dataclasses.replace(gen, seg_hidden=[torch.cat([h1, h2])]), 1)
+    assert len(both.path) == 1 and both.path == [0]
+    assert torch.equal(both.masks[0], one.masks[0] | other.masks[0])            # the answer's mask: the union
+    assert both.region_cells[0] == one.region_cells[0] + other.region_cells[0]
+    assert torch.isclose(both.pred_iou[0], (one.pred_iou[0] + other.pred_iou[0]) / 2)
+    # with n perturbations: one union candidate per (perturbation, answer)
+    many = tts.candidate_masks(p.model, p.encoding, dataclasses.replace(gen, seg_hidden=[torch.cat([h1, h2])]), 3)
+    assert many.perturbation == [0, 1, 2] and many.path == [0, 0, 0] and torch.equal(many.masks[0], both.masks[0])
+
+
+def test_the_default_budget_fits_a_chain_of_thought_and_truncation_is_reported(setup, tmp_path, caplog):
+    from sim4seg.cot.pipeline import GenerationConfig
+    from sim4seg.infer.batch import predict_split
+
+    assert tts.TTSConfig().max_new_tokens >= GenerationConfig().max_tokens     # the CoT writer's own budget
+    p, s, root = setup
+    ids = p.prompt_ids(s.query)
+    res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, tts.TTSConfig(max_new_tokens=2))
+    assert res.truncated == [True] and res.details(tts.TTSConfig())["truncated"] == [True]
+    cut = tts.TTSConfig(max_new_tokens=2)
+    q = Predictor(p.model, p.processor, cut)
+    with caplog.at_level("WARNING", logger="sim4seg.infer.batch"):
+        path = predict_split(q, root, "test", tmp_path / "cut", limit=3, progress=False)
+    rows = [__import__("json").loads(line) for line in path.read_text().splitlines()]
+    assert [r["truncated"] for r in rows] == [True, True, True]
+    assert any("3 of 3 answer(s) reached max_new_tokens=2" in r.getMessage() for r in caplog.records)
+    q.tts = tts.TTSConfig(max_new_tokens=24)                     # the trained answers end in EOS well before
+    path = predict_split(q, root, "test", tmp_path / "full", limit=3, progress=False)
+    assert not any(__import__("json").loads(line)["truncated"] for line in path.read_text().splitlines())

@@ -109,7 +109,7 @@ def test_region_scores_image_pool_matches_loop(case, normalize):
     emb, seg = torch.randn(3, n, 8, generator=g), torch.randn(3, 8, generator=g)
     got = rvls2m.region_scores(emb, seg, token_grid, size, token_box=box, grid=grid, normalize=normalize)
     want = naive_scores(emb, seg, token_grid, size, box, grid, normalize, "image")
-    assert got.shape == (3, grid, grid) and got.dtype == torch.float32
+    assert got.shape == (3, grid, grid) and got.dtype == torch.float64
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-7)
 
 
@@ -306,3 +306,43 @@ def test_to_sam_prompt_bad_inputs_raise():
         rvls2m.to_sam_prompt(mask, [(64, 64), (64, 64), (64, 64)])
     with pytest.raises(ValueError, match="grid_box"):
         rvls2m.to_sam_prompt(mask, (64, 64), grid_box=(10, 0, 5, 64))
+
+
+def test_softmax_over_a_wide_range_of_similarities_leaves_no_exact_zero_ties():
+    # similarities 0, -2, -4, ... -510 (a 16x16 token grid): float32 softmax underflowed below ~-87 to
+    # exact zeros, so top-36 of the cells chose among ties; now every cell keeps a positive, ordered score
+    n = 256
+    seg = torch.ones(1, 1)
+    emb = (-2.0 * torch.arange(n, dtype=torch.float32)).reshape(1, n, 1)
+    assert bool((rvls2m.region_scores(emb, seg, (16, 16), (64, 64), grid=16) > 0).all())       # pool="image"
+    scores = rvls2m.region_scores(emb, seg, (16, 16), (64, 64), grid=16, pool="token")         # one token per cell
+    flat = scores.flatten()
+    assert bool((flat > 0).all())
+    assert bool((flat[:-1] > flat[1:]).all())                  # strictly decreasing in token order: no ties
+    mask = rvls2m.region_mask(scores, tau="topk", k=36)
+    assert mask.flatten().nonzero().flatten().tolist() == list(range(36))
+
+
+def test_softmax_temperature_keeps_the_ranking_and_flattens():
+    g = torch.Generator().manual_seed(0)
+    emb, seg = torch.randn(2, 30, 8, generator=g), torch.randn(2, 8, generator=g)
+    p1 = rvls2m.similarity(emb, seg, "softmax")
+    p4 = rvls2m.similarity(emb, seg, "softmax", temperature=4.0)
+    assert torch.equal(p1.argsort(-1), p4.argsort(-1))
+    assert bool((p4.amax(-1) < p1.amax(-1)).all())
+    torch.testing.assert_close(p4.sum(-1), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="temperature"):
+        rvls2m.similarity(emb, seg, "softmax", temperature=0.0)
+
+
+def test_topk_ties_are_broken_by_index_deterministically():
+    scores = torch.zeros(2, 4, 4)
+    scores[:, 3, 3] = 1.0                                       # one clear best, fifteen tied cells
+    mask = rvls2m.region_mask(scores, tau="topk", k=4)
+    for row in mask:
+        assert row.flatten().nonzero().flatten().tolist() == [0, 1, 2, 15]
+    from sim4seg.infer.tts import topk_cells
+
+    cells = topk_cells(scores, torch.tensor([4, 2]))
+    assert cells[0].flatten().nonzero().flatten().tolist() == [0, 1, 2, 15]
+    assert cells[1].flatten().nonzero().flatten().tolist() == [0, 15]

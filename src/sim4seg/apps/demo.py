@@ -181,10 +181,13 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
         results.append((name, ev.summary()))
 
     examples = example_ids(root, split, 2)
-    runs = [("no-rvls2m-trained", TTSConfig(), False)] if ablation_dir is not None else []
-    runs += [("no-rvls2m", TTSConfig(), False), ("sim4seg", TTSConfig(), None),
-            (f"tts-{tts_m}x{tts_n}-consensus", TTSConfig(m=tts_m, n=tts_n, selector="consensus"), None),
-            (f"tts-{tts_m}x{tts_n}-oracle", TTSConfig(m=tts_m, n=tts_n, selector="oracle"), None)]
+    short = 64          # the demo trains the short 'diagnosis' answers (~20 tokens), not chains of thought
+    runs = [("no-rvls2m-trained", TTSConfig(max_new_tokens=short), False)] if ablation_dir is not None else []
+    runs += [("no-rvls2m", TTSConfig(max_new_tokens=short), False), ("sim4seg", TTSConfig(max_new_tokens=short), None),
+             (f"tts-{tts_m}x{tts_n}-consensus", TTSConfig(m=tts_m, n=tts_n, selector="consensus", max_new_tokens=short),
+              None),
+             (f"tts-{tts_m}x{tts_n}-oracle", TTSConfig(m=tts_m, n=tts_n, selector="oracle", max_new_tokens=short),
+              None)]
     model_row = None
     predictor = None
     for key, tcfg, rv in runs:
@@ -217,7 +220,7 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
     learning_curve(Path(cfg.train.output_dir) / "log.jsonl", plots)
     if sweeps:
         t1 = time.perf_counter()
-        predictor.tts = TTSConfig()
+        predictor.tts = TTSConfig(max_new_tokens=short)
         rows, _ = sweep_tau(predictor, root, split, progress=progress)
         write_tau_sweep(plots, rows)
         rows, _ = sweep_tts(predictor, root, split, ms=(1, 2, 4, 8), ns=(1, 2, 4, 8), progress=progress)

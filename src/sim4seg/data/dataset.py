@@ -104,6 +104,35 @@ class ExampleEncoder:
         }
 
 
+def select_subsets(samples: list[Sample], subsets: Sequence[str] | None, known: Sequence[str], *,
+                   where: str | os.PathLike = "") -> list[Sample]:
+    """The samples of ``subsets`` (all with ``None``), checked against the manifest's ``known`` subsets.
+
+    A listed subset the manifest does not have is an ``InputError`` that lists what it has; a
+    listed subset without samples in this split, and the samples of subsets present but not
+    listed (they are left out), are named in a warning.
+    """
+    if subsets is None:
+        return list(samples)
+    present: dict[str, int] = {}
+    for s in samples:
+        present[s.subset] = present.get(s.subset, 0) + 1
+    have = set(known) | set(present)
+    unknown = sorted(set(subsets) - have)
+    if unknown:
+        raise InputError(f"subset(s) {unknown} of data.subsets are not in this manifest; it has: "
+                         f"{', '.join(sorted(have))}", where or None)
+    empty = sorted(set(subsets) - set(present))
+    if empty:
+        log.warning("%s: no samples of subset(s) %s", where, empty)
+    left_out = {k: v for k, v in sorted(present.items()) if k not in set(subsets)}
+    if left_out:
+        log.warning("%s: %d of %d sample(s) left out: subset(s) present but not listed in data.subsets: %s",
+                    where, sum(left_out.values()), len(samples),
+                    ", ".join(f"{k} ({v})" for k, v in left_out.items()))
+    return [s for s in samples if s.subset in set(subsets)]
+
+
 class M3DSDataset(torch.utils.data.Dataset):
     """A split of an M3DS manifest as model examples, with the answer in ``answer_format``."""
 
@@ -112,14 +141,11 @@ class M3DSDataset(torch.utils.data.Dataset):
         if answer_format not in ANSWER_FORMATS:
             raise InputError(f"answer format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
         self.root, self.split, self.encoder, self.answer_format = Path(root), split, encoder, answer_format
+        known: Sequence[str] = ()
         if samples is None:
-            samples = read_split(self.root, split, read_info(self.root))
-        if subsets is not None:
-            unknown = sorted(set(subsets) - {s.subset for s in samples})
-            if unknown:
-                log.warning("%s/%s: no samples of subset(s) %s", root, split, unknown)
-            samples = [s for s in samples if s.subset in set(subsets)]
-        self.samples = samples
+            info = read_info(self.root)
+            samples, known = read_split(self.root, split, info), list(info.subsets)
+        self.samples = select_subsets(samples, subsets, known, where=self.root / f"{split}.jsonl")
 
     def __len__(self) -> int:
         return len(self.samples)

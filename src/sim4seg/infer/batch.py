@@ -75,6 +75,7 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
         log.info("resuming: %d of %d sample(s) already predicted in %s", len(done), len(samples), path)
     parser = DiagnosisParser(info.subsets)
     oracle = predictor.tts.upper_bound
+    truncated = 0
     with store:
         for i, s in tqdm(todo, desc=f"predict {split}", unit="img", disable=not progress, dynamic_ncols=True):
             t0 = time.perf_counter()
@@ -86,10 +87,16 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
             write_mask(out / mask_rel, pred.mask)
             if (i < overlays) if isinstance(overlays, int) else (s.id in overlays):
                 write_image(out / "overlays" / f"{s.id}.png", overlay(predictor.image, pred.mask))
+            truncated += pred.truncated
             row = {"id": s.id, "mask": mask_rel, "answer": pred.answer, "diagnosis": pred.diagnosis,
-                   "confidence": pred.confidence, "seg": pred.seg, "tts": pred.tts,
+                   "confidence": pred.confidence, "seg": pred.seg, "truncated": pred.truncated, "tts": pred.tts,
                    "time_s": round(time.perf_counter() - t0, 4)}
             store.append(row)
+    if truncated:
+        log.warning("%d of %d answer(s) reached max_new_tokens=%d without EOS (truncated: true in %s); raise "
+                    "--max-new-tokens", truncated, len(todo), predictor.tts.max_new_tokens, path)
+    else:
+        log.info("no answer truncated (max_new_tokens=%d) in %d sample(s)", predictor.tts.max_new_tokens, len(todo))
     return path
 
 

@@ -61,7 +61,7 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
         pred = predictor.predict(q, subset=subset, parser=parser, use_rvls2m=use)
         name = stem if len(query) == 1 else f"{stem}_q{i}"
         paths = write_result(pred, predictor.image, out, name, {"image": str(image), "query": q})
-        print(f"[{i}] {pred.answer!r}")
+        print(f"[{i}] {pred.answer!r}" + (f"  (TRUNCATED at --max-new-tokens {max_new_tokens})" if pred.truncated else ""))
         print(f"    diagnosis: {pred.diagnosis} (agreement {pred.confidence:.2f}); [SEG] produced: {pred.seg}; "
               f"mask area {int(pred.mask.sum())} px; {pred.timings['predict_s']:.2f}s")
         print(f"    wrote {paths['mask']}, {paths['overlay']}, {paths['json']}")

@@ -59,10 +59,13 @@ class Prediction:
     """(H, W) bool at the original image size."""
     tts: dict
     timings: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+    """The reported answer reached ``max_new_tokens`` without EOS (raise it: ``--max-new-tokens``)."""
 
     def record(self) -> dict:
         return {"answer": self.answer, "diagnosis": self.diagnosis, "confidence": self.confidence, "seg": self.seg,
-                "mask_area": int(self.mask.sum()), "tts": self.tts, "timings": self.timings}
+                "truncated": self.truncated, "mask_area": int(self.mask.sum()), "tts": self.tts,
+                "timings": self.timings}
 
 
 class Predictor:
@@ -129,7 +132,7 @@ class Predictor:
                              gt=gt_t, use_rvls2m=use_rvls2m, **overrides)
         timings = {**self.timings, **res.timings, "predict_s": time.perf_counter() - t0}
         return Prediction(res.answer, res.diagnosis.label, res.diagnosis.confidence, res.seg, res.mask.numpy(),
-                          res.details(cfg), timings)
+                          res.details(cfg), timings, res.truncated[res.best])
 
 
 # ---------------------------------------------------------------------- outputs

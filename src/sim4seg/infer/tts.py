@@ -23,10 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from sim4seg.eval import metrics
+from sim4seg.model.rvls2m import top_indices
 
 PERTURBATIONS: tuple[str, ...] = ("k_jitter", "shift", "dilate", "erode", "dropout")
 """Kinds of θ_j, applied in this order cyclically for j = 1, 2, ..."""
 
+DEFAULT_MAX_NEW_TOKENS = 768
+"""Fits the CoT answer format (``It is [SEG]. <reasoning> Diagnosis: <label>.``): the CoT generator lets
+the assistant write up to 768 tokens (``cot.pipeline.GenerationConfig.max_tokens``). The former 64
+cut every chain of thought before its ``Diagnosis:`` line."""
 
 # One-cell shifts (dy, dx): down, up, right, left.
 _SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -40,12 +45,12 @@ def _generator(seed: int, j: int) -> torch.Generator:
 def topk_cells(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """The ``k[b]`` best cells of each item: ``(B, gh, gw)`` scores, ``(B,)`` int → ``(B, gh, gw)`` bool.
 
-    ``torch.topk`` on the flattened grid, as RVLS2M's ``region_mask(tau="topk")`` does.
+    The flattened grid's best cells, ties broken by index, as RVLS2M's ``region_mask(tau="topk")`` does.
     """
     b, gh, gw = scores.shape
     k = k.to(scores.device).clamp(1, gh * gw)
     flat = scores.reshape(b, gh * gw)
-    idx = flat.topk(int(k.max()), dim=1).indices                                  # (B, kmax)
+    idx = top_indices(flat, int(k.max()))                                          # (B, kmax)
     keep = torch.arange(idx.shape[1], device=scores.device)[None, :] < k[:, None]  # (B, kmax)
     out = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, keep)
     return out.reshape(b, gh, gw)
@@ -325,8 +330,8 @@ class TTSConfig:
     kinds: tuple[str, ...] = PERTURBATIONS
     decode_batch: int = 64
     """Candidate masks decoded per SAM mask-decoder call."""
-    max_new_tokens: int = 64
-    """Longest generated answer, in tokens."""
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    """Generation budget per answer; an answer that reaches it without EOS is reported truncated."""
 
     def __post_init__(self) -> None:
         if self.m < 1 or self.n < 1:
@@ -346,7 +351,7 @@ class TTSConfig:
 
 @dataclass
 class Candidates:
-    """The m×n candidate masks of one image (N = answers with [SEG] × n)."""
+    """The m×n candidate masks of one image (N = answers with [SEG] × n; a candidate is the union over its answer's [SEG]s)."""
 
     masks: torch.Tensor
     """(N, H, W) bool at the original image size."""
@@ -357,7 +362,7 @@ class Candidates:
     perturbation: list[int]
     """Perturbation index j of each candidate (0: unperturbed)."""
     region_cells: list[int]
-    """Selected RVLS2M cells of each candidate's prompt (0 with RVLS2M off)."""
+    """Selected RVLS2M cells of each candidate's prompt(s), summed over its answer's [SEG]s (0 with RVLS2M off)."""
 
 
 @dataclass
@@ -367,6 +372,8 @@ class TTSResult:
     diagnosis: DiagnosisVote
     answer: str
     """The answer reported: the first whose label won the vote (else the first answer)."""
+    best: int
+    """Index of the reported answer."""
     seg: bool
     """At least one answer produced [SEG]."""
     mask: torch.Tensor
@@ -375,6 +382,8 @@ class TTSResult:
     """Index of the chosen candidate (``None`` for ``vote`` or without [SEG])."""
     candidates: Candidates | None
     timings: dict[str, float]
+    truncated: list[bool]
+    """Per answer: it reached ``max_new_tokens`` without EOS (its ``Diagnosis:`` line may be missing)."""
 
     def details(self, config: TTSConfig) -> dict:
         """JSON-ready record of the run (what ``predict`` writes)."""
@@ -384,7 +393,7 @@ class TTSResult:
             "upper_bound": config.upper_bound,
             "sampling": None if config.m == 1 and config.greedy_first else
             {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed},
-            "answers": self.answers, "labels": self.labels,
+            "answers": self.answers, "labels": self.labels, "truncated": self.truncated,
             "vote": {"label": self.diagnosis.label, "confidence": self.diagnosis.confidence,
                      "counts": self.diagnosis.counts},
             "candidates": 0 if c is None else len(c.path),
@@ -412,43 +421,57 @@ def candidate_masks(model, encoding, gen, n: int, *, seed: int = 0, kinds: Seque
                     decode_batch: int = 64, use_rvls2m: bool | None = None, **overrides) -> Candidates | None:
     """Eq. 12: n perturbations of each answer's region mask, decoded against the cached SAM embedding.
 
-    ``encoding`` holds one image; ``gen`` its m answers. The first [SEG] of each answer is used.
-    Returns ``None`` when no answer produced [SEG]. With RVLS2M off there is nothing to perturb
-    and each answer gives one candidate.
+    ``encoding`` holds one image; ``gen`` its m answers. **Every** [SEG] of an answer is segmented:
+    each [SEG] gets its own RVLS2M region and perturbations θ_j, and the answer's candidate for θ_j
+    is the **union** of its [SEG]s' masks (an answer's [SEG]s name parts of one finding, as the
+    training data ORs a sample's instances into one mask); its predicted IoU is the mean of theirs
+    and its cell count their sum. Returns ``None`` when no answer produced [SEG]. With RVLS2M off
+    there is nothing to perturb and each answer gives one candidate.
     """
     if use_rvls2m is None:
         use_rvls2m = model.config.rvls2m.infer
     paths = [i for i, h in enumerate(gen.seg_hidden) if h.shape[0] > 0]
     if not paths:
         return None
-    seg_phi = model.phi(torch.stack([gen.seg_hidden[i][0] for i in paths]))               # (m', D)
-    m_ = len(paths)
+    owner = [a for a, i in enumerate(paths) for _ in range(gen.seg_hidden[i].shape[0])]   # (S,) answer of each [SEG]
+    seg_phi = model.phi(torch.cat([gen.seg_hidden[i] for i in paths]))                    # (S, D)
+    m_, s_ = len(paths), len(owner)
     size, box = encoding.image_sizes[:1], encoding.token_boxes[:1]
     if use_rvls2m:
-        image_phi = model.phi(gen.image_hidden[:1]).expand(m_, -1, -1)                    # (m', n_tok, D)
-        scores, region = model.region(image_phi, seg_phi, size.expand(m_, -1), box.expand(m_, -1), **overrides)
+        image_phi = model.phi(gen.image_hidden[:1]).expand(s_, -1, -1)                    # (S, n_tok, D)
+        scores, region = model.region(image_phi, seg_phi, size.expand(s_, -1), box.expand(s_, -1), **overrides)
         c = {**model.config.rvls2m.__dict__, **overrides}
         k = c["k"] if c["tau"] == "topk" else max(1, int(region.flatten(1).sum(1).float().mean()))
-        regions = perturb(scores, region, n, k=k, seed=seed, kinds=kinds).flatten(0, 1)   # (n·m', g, g), j-major
+        regions = perturb(scores, region, n, k=k, seed=seed, kinds=kinds).flatten(0, 1)   # (n·S, g, g), j-major
         big = len(regions)
         prompts = model.prompt(regions, size.expand(big, -1), box.expand(big, -1), overrides.get("pool"),
-                               gen.image_hidden.shape[1])                                 # (n·m', 1, P, P)
-        cells = regions.flatten(1).sum(1).tolist()
-        path = [paths[i] for _ in range(n) for i in range(m_)]
-        pert = [j for j in range(n) for _ in range(m_)]
+                               gen.image_hidden.shape[1])                                 # (n·S, 1, P, P)
+        seg_cells = regions.flatten(1).sum(1).tolist()
+        n_eff = n
     else:
-        prompts, big, cells, path, pert = None, m_, [0] * m_, paths, [0] * m_
-    phi_all = seg_phi.repeat(big // m_, 1)                                                # (big, D), j-major
+        prompts, big, seg_cells, n_eff = None, s_, [0] * s_, 1
+    phi_all = seg_phi.repeat(n_eff, 1)                                                    # (big, D), j-major
     emb = encoding.sam_embeddings[:1]
     lows, ious = [], []
-    for s in range(0, big, decode_batch):
-        e = min(big, s + decode_batch)
-        low, iou = model.decode(emb.expand(e - s, -1, -1, -1), phi_all[s:e], None if prompts is None else prompts[s:e])
+    for st in range(0, big, decode_batch):
+        e = min(big, st + decode_batch)
+        low, iou = model.decode(emb.expand(e - st, -1, -1, -1), phi_all[st:e],
+                                None if prompts is None else prompts[st:e])
         lows.append(low)
         ious.append(iou)
-    low = torch.cat(lows)
-    masks = _upscale(model, low, tuple(size[0].tolist()))
-    return Candidates(masks, torch.cat(ious).float(), path, pert, [int(x) for x in cells])
+    seg_masks = _upscale(model, torch.cat(lows), tuple(size[0].tolist()))                 # (n·S, H, W)
+    seg_iou = torch.cat(ious).float()
+    if s_ == m_:                                                                          # one [SEG] per answer
+        masks, pred_iou, cells = seg_masks, seg_iou, seg_cells
+    else:                                                                                 # union per (j, answer)
+        groups = [[s for s in range(s_) if owner[s] == a] for a in range(m_)]
+        rows = [[j * s_ + s for s in g] for j in range(n_eff) for g in groups]
+        masks = torch.stack([seg_masks[r].any(0) for r in rows])
+        pred_iou = torch.stack([seg_iou[r].mean() for r in rows])
+        cells = [sum(seg_cells[x] for x in r) for r in rows]
+    path = [paths[a] for _ in range(n_eff) for a in range(m_)]
+    pert = [j for j in range(n_eff) for _ in range(m_)]
+    return Candidates(masks, pred_iou, path, pert, [int(x) for x in cells])
 
 
 def _upscale(model, low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -492,7 +515,8 @@ def run(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         mask, chosen = select(config.selector, cands.masks, gt=gt, pred_iou=cands.pred_iou)
     t3 = time.perf_counter()
     timings = {"generate_s": t1 - t0, "masks_s": t2 - t1, "select_s": t3 - t2}
-    return TTSResult(answers, labels, vote, answers[best], cands is not None, mask.cpu(), chosen, cands, timings)
+    return TTSResult(answers, labels, vote, answers[best], best, cands is not None, mask.cpu(), chosen, cands, timings,
+                     [bool(t) for t in gen.truncated.tolist()])
 
 
 def _clean(text: str, tokenizer) -> str:

@@ -102,6 +102,28 @@ def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, de
     return model.to(device=device, dtype=dtype), processor
 
 
+def load_for_finetuning(directory: str | os.PathLike, config: Sim4SegConfig, *, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu"):
+    """A Sim4Seg checkpoint (ours, or one converted from LISA) as the start of a **new** run → ``(model, processor)``.
+
+    The weights are the checkpoint's, with its LoRA folded into the base weights (the same function);
+    everything else comes from ``config`` (the recipe's): RVLS2M, losses, ``max_length`` and what
+    trains — a fresh LoRA is injected when ``config.trainable.lora``. The architecture is the
+    checkpoint's. Optimizer and schedule are the new run's own (nothing of the old run is read).
+    """
+    model, processor = load(directory, dtype=dtype, device=device, trainable=True)
+    if config.seg_token != model.config.seg_token:
+        raise InputError(f"the recipe's seg_token {config.seg_token!r} differs from the checkpoint's "
+                         f"{model.config.seg_token!r}", Path(directory) / CONFIG_FILE)
+    n = merge_lora(model)
+    if n:
+        log.info("init_from %s: folded %d LoRA layer(s) into the base weights", directory, n)
+    config.token_grid = config.token_grid or model.config.token_grid
+    model.config = config
+    apply_trainable(model, config.trainable)
+    return model, processor
+
+
 def merge_lora(model) -> int:
     """Fold every LoRA layer into its base weight and remove it; return how many were merged."""
     from peft.tuners.lora import LoraLayer

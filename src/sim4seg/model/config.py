@@ -69,6 +69,8 @@ class RVLS2MConfig:
     alpha: float | None = None
     normalize: str = "softmax"
     """``softmax`` (paper Eq. 5) or ``minmax`` (the released code)."""
+    temperature: float = 1.0
+    """Softmax temperature T: ``softmax(s / T)`` (1: Eq. 5; > 1 flattens, keeps the token ranking)."""
     pool: str = "image"
     """``image`` (cell means of the bilinearly upsampled map, as released) or ``token`` (literal Alg. 1)."""
     on: float = 1.0
@@ -82,6 +84,8 @@ class RVLS2MConfig:
             raise ValueError(f"rvls2m.normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.pool not in POOLINGS:
             raise ValueError(f"rvls2m.pool must be one of {POOLINGS}, got {self.pool!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"rvls2m.temperature must be > 0, got {self.temperature}")
         if self.grid < 1 or self.k < 1:
             raise ValueError(f"rvls2m.grid and rvls2m.k must be >= 1, got {self.grid}, {self.k}")
         if self.tau == "fraction" and (self.fraction is None or not 0 < self.fraction <= 1):

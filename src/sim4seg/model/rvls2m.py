@@ -89,18 +89,30 @@ def paper_grid(n: int) -> tuple[int, int]:
     return h, -(-n // h)
 
 
-def similarity(image_emb: torch.Tensor, seg_emb: torch.Tensor, normalize: str = "softmax") -> torch.Tensor:
-    """Eq. 4–5: ``(B, n, d)`` image tokens · ``(B, d)`` ``[SEG]`` → ``(B, n)`` normalised scores (float32)."""
+def similarity(image_emb: torch.Tensor, seg_emb: torch.Tensor, normalize: str = "softmax",
+               temperature: float = 1.0) -> torch.Tensor:
+    """Eq. 4–5: ``(B, n, d)`` image tokens · ``(B, d)`` ``[SEG]`` → ``(B, n)`` normalised scores (float64).
+
+    ``softmax``: ``exp((s - max s) / T) / Σ exp((s - max s) / T)``, max-subtracted and in float64, so
+    a token's score underflows to exactly 0 only when it lies more than ~708·T below the best one
+    (float32 already at ~87·T: the top-k then chose among exact-zero ties). ``temperature`` T
+    (default 1, the paper's Eq. 5) flattens (T > 1) or sharpens (T < 1) the distribution; it does
+    not change the ranking of tokens. ``minmax`` ignores T.
+    """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if image_emb.ndim != 3 or seg_emb.ndim != 2 or image_emb.shape[0] != seg_emb.shape[0] \
             or image_emb.shape[2] != seg_emb.shape[1]:
         raise ValueError(f"image_emb must be (B, n, d) and seg_emb (B, d); got {tuple(image_emb.shape)} "
                          f"and {tuple(seg_emb.shape)}")
     # (B, 1, d) · (B, d, n): the row-vector form reads image_emb once, ~2x faster on CPU than (B, n, d) · (B, d, 1)
-    sim = torch.bmm(seg_emb.float().unsqueeze(1), image_emb.float().transpose(1, 2)).squeeze(1)
+    sim = torch.bmm(seg_emb.float().unsqueeze(1), image_emb.float().transpose(1, 2)).squeeze(1).double()
     if normalize == "softmax":
-        return sim.softmax(dim=-1)
+        z = (sim - sim.amax(-1, keepdim=True)) / float(temperature)            # <= 0: exp never overflows
+        e = z.exp()
+        return e / e.sum(-1, keepdim=True)                                     # the max token gives e = 1
     lo, hi = sim.amin(-1, keepdim=True), sim.amax(-1, keepdim=True)
     return (sim - lo) / (hi - lo).clamp_min(1e-12)
 
@@ -181,20 +193,21 @@ def image_pool_matrices(image_size: SizeLike, token_grid: tuple[int, int], *, ba
 
 def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tuple[int, int] | None,
                   image_size: SizeLike, *, token_box: BoxLike | None = None, grid: int = 16,
-                  normalize: str = "softmax", pool: str = "image") -> torch.Tensor:
-    """Region similarity matrix R (Eq. 4–7): ``(B, grid, grid)`` float32.
+                  normalize: str = "softmax", pool: str = "image", temperature: float = 1.0) -> torch.Tensor:
+    """Region similarity matrix R (Eq. 4–7): ``(B, grid, grid)`` float64.
 
     image_emb: (B, n, d) image-token hidden states after ϕ; seg_emb: (B, d) ``[SEG]`` after ϕ.
     token_grid: (h_p, w_p) of the LVLM's patches, or ``None`` for the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉.
     image_size: (H, W) of the original image, or a (B, 2) tensor of per-item sizes.
     token_box: (x0, y0, x1, y1) where the token grid lies in original-image pixels (a centre
     crop lies inside the image, padding reaches outside it); (4,) or (B, 4); default the image.
+    temperature: of the softmax normalisation (``similarity``).
     """
     if pool not in POOLINGS:
         raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
     if grid < 1:
         raise ValueError(f"grid must be >= 1, got {grid}")
-    m = token_map(similarity(image_emb, seg_emb, normalize), token_grid)     # (B, h_p, w_p)
+    m = token_map(similarity(image_emb, seg_emb, normalize, temperature), token_grid)     # (B, h_p, w_p)
     b, h_p, w_p = m.shape
     if pool == "token":
         block = min(h_p, w_p) // grid
@@ -205,9 +218,9 @@ def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tu
         return cells.mean(dim=(2, 4))
     p_h, p_w, outside = image_pool_matrices(image_size, (h_p, w_p), batch=b, token_box=token_box,
                                             grid=grid, device=m.device)
-    out = p_h @ m @ p_w.transpose(1, 2)
+    out = p_h.double() @ m @ p_w.double().transpose(1, 2)                     # float64: tiny scores stay > 0
     if outside is not None:                                                  # the map's minimum outside the box
-        out = out + m.amin(dim=(1, 2))[:, None, None] * outside
+        out = out + m.amin(dim=(1, 2))[:, None, None] * outside.double()
     return out
 
 
@@ -239,6 +252,15 @@ def _otsu(scores: torch.Tensor) -> torch.Tensor:
     return v.gather(1, best + 1).squeeze(1).to(scores.dtype)
 
 
+def top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest values of each row, ``(B, N)`` → ``(B, k)``; ties → the lower index first.
+
+    ``torch.topk`` leaves the order of equal values unspecified (it differs between devices and
+    versions); a stable descending sort keeps equal values in index order.
+    """
+    return flat.sort(dim=1, descending=True, stable=True).indices[:, :k]
+
+
 def region_mask(scores: torch.Tensor, *, tau: str = "topk", k: int = 36, fraction: float | None = None,
                 alpha: float | None = None) -> torch.Tensor:
     """τ and the indicator (Eq. 8): ``(B, g, g)`` scores → ``(B, g, g)`` bool.
@@ -246,6 +268,9 @@ def region_mask(scores: torch.Tensor, *, tau: str = "topk", k: int = 36, fractio
     ``topk``: the ``k`` best cells (the paper's best: 36 of 16×16). ``fraction``: the best
     ``round(fraction·g²)`` cells (at least one). ``threshold``: cells above mean + α·std
     (α default 0) — the best cell is always kept. ``otsu``: cells at or above the Otsu threshold.
+
+    Ties are broken deterministically by index: among equal scores, the cell that comes first in
+    row-major order (lower ``row·g + col``) is selected first (``top_indices``).
     """
     if tau not in TAU_STRATEGIES:
         raise ValueError(f"tau must be one of {TAU_STRATEGIES}, got {tau!r}")
@@ -258,7 +283,7 @@ def region_mask(scores: torch.Tensor, *, tau: str = "topk", k: int = 36, fractio
             k = max(1, round(fraction * gh * gw))
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        idx = flat.topk(min(k, gh * gw), dim=1).indices
+        idx = top_indices(flat, min(k, gh * gw))
         out = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
     elif tau == "threshold":
         a = 0.0 if alpha is None else float(alpha)

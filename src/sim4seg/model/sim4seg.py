@@ -179,12 +179,13 @@ class Sim4SegModel(nn.Module):
                token_boxes: torch.Tensor, **overrides) -> tuple[torch.Tensor, torch.Tensor]:
         """RVLS2M scores and cells: image_phi (N, n, D), seg_phi (N, D) → ((N,g,g) float, (N,g,g) bool).
 
-        ``overrides`` replace ``config.rvls2m`` fields (grid, tau, k, fraction, alpha, normalize, pool).
+        ``overrides`` replace ``config.rvls2m`` fields (grid, tau, k, fraction, alpha, normalize, pool, temperature).
         """
         c = {**self.config.rvls2m.__dict__, **overrides}
         token_grid = tuple(self.config.token_grid) if self.config.token_grid else None
         scores = rvls2m.region_scores(image_phi, seg_phi, token_grid, image_sizes, token_box=token_boxes,
-                                      grid=c["grid"], normalize=c["normalize"], pool=c["pool"])
+                                      grid=c["grid"], normalize=c["normalize"], pool=c["pool"],
+                                      temperature=c["temperature"])
         return scores, rvls2m.region_mask(scores, tau=c["tau"], k=c["k"], fraction=c["fraction"], alpha=c["alpha"])
 
     def token_grid(self, n_tokens: int) -> tuple[int, int]:
@@ -349,9 +350,10 @@ class Sim4SegModel(nn.Module):
             pre = self.lvlm.model.language_model(inputs_embeds=embeds[:, :-1], attention_mask=attention_mask[:, :-1],
                                                  position_ids=pos[:, :-1], use_cache=True)
             prefix_hidden = pre.last_hidden_state                                         # (B, T-1, d)
-            cache = pre.past_key_values
+            cache = pre.cache                                                             # a DynamicCache
             cache.batch_repeat_interleave(m)
-            generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "past_key_values": cache}
+            # transformers v5 names the KV cache ``cache`` (``past_key_values`` is deprecated, removed in v6)
+            generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "cache": cache}
             embeds, attention_mask = embeds.repeat_interleave(m, 0), attention_mask.repeat_interleave(m, 0)
         out = self.lvlm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                  output_hidden_states=True, return_dict_in_generate=True, **generate_kwargs)

@@ -6,13 +6,22 @@ import argparse
 import logging
 
 
-def train(config: str, overrides: list[str] | None, resume: str | None) -> int:
-    """Train Sim4Seg (or the recipe's model) from a YAML recipe; --resume auto continues a killed run exactly."""
+def train(config: str, overrides: list[str] | None, resume: str | None, dry_run: bool = False,
+          dry_run_samples: int = 8) -> int:
+    """Train Sim4Seg (or the recipe's model) from a YAML recipe; --resume auto continues a killed run exactly;
+    --dry-run checks the data, builds the model on the meta device and prints lengths, parameters, memory, steps."""
     from sim4seg.train.recipe import load_config
-    from sim4seg.train.loop import train as run_training
 
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     cfg = load_config(config, overrides or [])
+    if dry_run:
+        from sim4seg.train.dryrun import dry_run as run_dry, format_report
+
+        print(f"dry run of {config}: nothing is trained and no weights are loaded")
+        print(format_report(run_dry(cfg, dry_run_samples), cfg))
+        return 0
+    from sim4seg.train.loop import train as run_training
+
     result = run_training(cfg, resume=resume)
     s = result.state
     if result.last_logs or s.validations:
@@ -32,4 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override recipe values, e.g. --set optim.lr=1e-4 train.max_steps=100 (repeatable)")
     p.add_argument("--resume", default=None, metavar="auto|PATH",
                    help="continue from the latest checkpoint in train.output_dir (auto) or from a checkpoint directory")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the data, build the model on the meta device (no weights), encode the first samples and "
+                        "print token lengths, parameters per part, estimated memory per GPU and steps per epoch")
+    p.add_argument("--dry-run-samples", type=int, default=8, metavar="N",
+                   help="training samples the dry run encodes (default 8)")
     p.set_defaults(handler=train)

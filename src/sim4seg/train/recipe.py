@@ -44,6 +44,8 @@ class ModelConfig(Sim4SegConfig):
     """Local path (or hub id) replacing the preset's LVLM / LISA checkpoint."""
     sam: str | None = None
     """Local path (or hub id) replacing the preset's SAM."""
+    init_from: str | None = None
+    """A Sim4Seg checkpoint directory to start a new run from (fresh optimizer and schedule; preset ignored)."""
     dtype: str = "float32"
     """Dtype the weights are loaded in: ``float32`` or ``bfloat16``."""
     tiny: TinySpec = field(default_factory=TinySpec)

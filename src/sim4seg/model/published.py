@@ -1,0 +1,72 @@
+"""Model configs written from the published values of real checkpoints — for the dry run, offline.
+
+``sim4seg train --dry-run`` builds a preset on the meta device from its configs alone. The hub
+is not always reachable (it is not on the development machine), so the presets' configs are
+also written here from the values their checkpoints publish (sources: ``docs/gpu.md`` and the
+fact sheet the project compiled; each value below is the checkpoint's own, not a guess):
+
+``llava-1.5-7b``  llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14 at 336 px (24 layers, 1024 wide), a
+                  2-layer GELU projector, Llama-2-7B (32 layers, 4096 wide, 11008 MLP, 32 heads,
+                  vocab 32064, 4096 positions); 576 image tokens.
+``lisa-7b``       xinlai/LISA-7B-v1 as ``sim4seg.model.lisa`` converts it: CLIP ViT-L/14 at 224 px
+                  (256 tokens), LLaMA-7B (4096 / 11008 / 32 layers / 32 heads, 2048 positions,
+                  RMS ε 1e-6), vocab 32004 + ``<image>``; a linear projector (LLaVA's default:
+                  LISA's config names no ``mm_projector_type``).
+``sam-vit-h``     facebook/sam-vit-huge: ViT-H (1280 wide, 32 layers, 16 heads, global attention
+                  at 7/15/23/31), 1024 px input, 256-d prompt encoder and mask decoder.
+
+A test checks them against the installed transformers classes (parameter counts, token grids).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=32, hidden_act="silu")
+
+
+def clip_vit_l14(image_size: int):
+    """OpenAI CLIP ViT-L/14's vision tower at ``image_size`` (224 or 336)."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24,
+                            num_attention_heads=16, image_size=image_size, patch_size=14, hidden_act="quick_gelu",
+                            layer_norm_eps=1e-5)
+
+
+def llava_1_5_7b():
+    """``LlavaConfig`` of llava-hf/llava-1.5-7b-hf."""
+    from transformers import LlamaConfig, LlavaConfig
+
+    text = LlamaConfig(**LLAMA_7B, vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                       tie_word_embeddings=False, pad_token_id=32001)
+    return LlavaConfig(vision_config=clip_vit_l14(336), text_config=text, image_token_index=32000,
+                       projector_hidden_act="gelu", vision_feature_layer=-2, vision_feature_select_strategy="default",
+                       image_seq_length=576, tie_word_embeddings=False)
+
+
+def lisa_7b():
+    """``LlavaConfig`` of xinlai/LISA-7B-v1 after ``sim4seg convert lisa`` (``<image>`` added: vocab 32005)."""
+    from sim4seg.model.lisa import lisa_llava_config
+
+    cfg = {**LLAMA_7B, "vocab_size": 32004, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
+           "mm_vision_select_layer": -2}
+    return lisa_llava_config(cfg, clip_vit_l14(224), image_token_id=32004, vocab_size=32005, projector="linear")
+
+
+def sam_vit_h():
+    """``SamConfig`` of facebook/sam-vit-huge."""
+    from transformers import SamConfig, SamVisionConfig
+
+    vision = SamVisionConfig(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+                             global_attn_indexes=[7, 15, 23, 31], mlp_dim=5120, image_size=1024, patch_size=16,
+                             output_channels=256, window_size=14)
+    return SamConfig(vision_config=vision)
+
+
+PUBLISHED: dict[str, tuple[Callable, Callable]] = {
+    "lisa-7b": (lisa_7b, sam_vit_h),
+    "llava-1.5-7b+sam-vit-h": (llava_1_5_7b, sam_vit_h),
+}
+"""Preset name → (LVLM config, SAM config) builders from published values."""
