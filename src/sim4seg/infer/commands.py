@@ -61,9 +61,11 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
         name = stem if len(query) == 1 else f"{stem}_q{i}"
         paths = write_result(pred, predictor.image, out, name, {"image": str(image), "query": q})
         print(f"[{i}] {pred.answer!r}")
-        print(f"    diagnosis: {pred.diagnosis} (agreement {pred.confidence:.2f}); [SEG] produced: {pred.seg}; "
-              f"mask area {int(pred.mask.sum())} px; {pred.timings['predict_s']:.2f}s")
-        print(f"    wrote {paths['mask']}, {paths['overlay']}, {paths['json']}")
+        agreement = "single answer: no agreement" if pred.confidence is None else f"agreement {pred.confidence:.2f}"
+        unc = "" if pred.uncertainty_mean is None else f"; mean pixel uncertainty {pred.uncertainty_mean:.3f}"
+        print(f"    diagnosis: {pred.diagnosis} ({agreement}); [SEG] produced: {pred.seg}; "
+              f"mask area {int(pred.mask.sum())} px{unc}; {pred.timings['predict_s']:.2f}s")
+        print(f"    wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
