@@ -100,11 +100,13 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
              selector: str = "consensus", no_rvls2m: bool = False) -> int:
     """Score PREDICTIONS (JSONL: id, mask, answer), a CHECKPOINT (predicted first, into OUT/predictions/,
     resumable) or a trivial baseline against a split of MANIFEST; write OUT/metrics.json, metrics.md,
-    metrics.csv and per_sample.jsonl."""
+    metrics.csv, per_sample.jsonl and (for predictions) uncertainty.json with the calibration of the diagnosis
+    confidence (ECE; reliability.png) and the correlation of mean pixel uncertainty with 1-IoU."""
     from sim4seg._atomic import write_jsonl
     from sim4seg.errors import InputError
     from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
-    from sim4seg.eval.report import markdown, write_metrics
+    from sim4seg.eval.calibration import uncertainty_report
+    from sim4seg.eval.report import markdown, uncertainty_lines, write_metrics, write_uncertainty
 
     if sum(x is not None for x in (predictions, baseline, checkpoint)) != 1:
         raise InputError("give exactly one of --predictions, --checkpoint or --baseline")
@@ -125,8 +127,13 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
     write_metrics(out, summary, name, ev.info.subsets)
     write_jsonl(Path(out) / "per_sample.jsonl", ev.rows)
     print(markdown([(name, summary)], ev.info.subsets))
+    wrote = "metrics.json, metrics.md, metrics.csv, per_sample.jsonl"
+    if baseline is None:
+        unc = uncertainty_report(ev.rows)
+        wrote += ", " + ", ".join(p.name for p in write_uncertainty(out, unc))
+        print("\n".join(uncertainty_lines(unc)))
     print(f"scored {summary['overall']['n']} sample(s) of {split!r} in {time.perf_counter() - t0:.1f}s; "
-          f"wrote {out}/metrics.json, metrics.md, metrics.csv, per_sample.jsonl")
+          f"wrote {out}/{wrote}")
     return 0
 
 
