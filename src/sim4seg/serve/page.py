@@ -41,7 +41,7 @@ def diagnosis_text(body: dict) -> str:
                  f"agreement {conf:.0%} of {body['tts']['m']} answers ({', '.join(f'{k}: {v}' for k, v in votes.items())})")
     u = body["uncertainty"]["mean"]
     unc = ("one candidate mask: no uncertainty map (use m·n ≥ 2)" if u is None else
-           f"mean pixel uncertainty {u:.3f} over {body['uncertainty']['candidates']} candidate masks")
+           f"mean pixel uncertainty {u:.4f} over {body['uncertainty']['candidates']} candidate masks")
     return f"### Diagnosis: {label}\n{agreement}<br>{unc}"
 
 
