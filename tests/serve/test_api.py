@@ -248,3 +248,15 @@ def test_serve_command_is_registered(capsys):
     assert "--checkpoint" in capsys.readouterr().out
     assert main(["serve", "--checkpoint", "/nonexistent/ckpt", "--no-page"]) == 2
     assert "checkpoint directory not found" in capsys.readouterr().err
+
+
+def test_access_log_never_shows_an_uploaded_file_name():
+    import logging
+
+    from sim4seg.serve.commands import RedactFilePaths
+
+    rec = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                            ("127.0.0.1:5", "GET", "/gradio_api/file=/tmp/gradio/ab12/Doe_Jane_chest.dcm", "1.1", 200),
+                            None)
+    assert RedactFilePaths().filter(rec)
+    assert "Doe" not in rec.getMessage() and "file=<redacted>" in rec.getMessage()

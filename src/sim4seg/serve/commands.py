@@ -11,6 +11,17 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "SIM4SEG_SERVE_TOKEN"
 
 
+class RedactFilePaths(logging.Filter):
+    """Cut the file part out of access-log paths such as ``/gradio_api/file=/tmp/gradio/<hash>/<upload name>``:
+    an uploaded file's name may carry a patient's name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "file=" in args[2]:
+            record.args = args[:2] + (args[2].split("file=", 1)[0] + "file=<redacted>",) + args[3:]
+        return True
+
+
 def serve(checkpoint: str, host: str, port: int, token: str | None, queue: int, timeout: float, max_body_mb: float,
           max_pixels: int, max_new_tokens: int, device: str, no_page: bool) -> int:
     """Serve CHECKPOINT over HTTP: POST /v1/segment, POST /v1/chat/completions (OpenAI-compatible), GET /healthz,
@@ -35,6 +46,7 @@ def serve(checkpoint: str, host: str, port: int, token: str | None, queue: int, 
     shown = f"[{host}]" if ":" in host else host
     print(f"sim4seg serve: {checkpoint} on http://{shown}:{port}/ (page{' off' if no_page else ''}; API /v1; "
           f"schema /docs; token {'required' if token else 'off'})", flush=True)
+    logging.getLogger("uvicorn.access").addFilter(RedactFilePaths())
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, server_header=False)
     return 0
 
