@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to Gradio's servers
 
+import gradio as gr  # noqa: E402
 from sim4seg.data.subsets import MODALITY_NAMES, SUBSETS
 from sim4seg.errors import InputError
 from sim4seg.infer.tts import GT_FREE_SELECTORS
@@ -81,7 +82,8 @@ def build_page(engine: Engine) -> gr.Blocks:
         return (pics["overlay"], pics["mask"], pics["uncertainty"], res.pred.answer, diagnosis_text(body),
                 [str(mask_path), str(report_path)])
 
-    with gr.Blocks(title="sim4seg — medical diagnosis segmentation", delete_cache=(3600, 3600)) as page:
+    with gr.Blocks(title="sim4seg — medical diagnosis segmentation", delete_cache=(3600, 3600),
+                   analytics_enabled=False) as page:
         gr.Markdown("# sim4seg — medical diagnosis segmentation\nUpload an image, ask a clinical question: "
                     "a mask of the finding, a diagnosis with its reasoning, and how sure the model is. "
                     "Research software, not a medical device.")
