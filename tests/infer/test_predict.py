@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,7 +129,19 @@ def test_predict_cli_single_image_and_errors(ckpt, synth_m3ds, tmp_path, capsys)
     stem = Path(s.image).stem
     for q in (0, 1):
         assert (out / f"{stem}_q{q}_mask.png").is_file() and (out / f"{stem}_q{q}_overlay.png").is_file()
-    assert "diagnosis:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "diagnosis:" in printed and "single answer: no agreement" in printed
+    assert json.loads((out / f"{stem}_q0.json").read_text())["confidence"] is None
+    assert not (out / f"{stem}_q0_uncertainty.png").exists()  # one candidate: no map
+    # with TTS the uncertainty map is written beside the mask, and the agreement printed
+    rc = main(["predict", "--checkpoint", str(ckpt), "--image", str(synth_m3ds / s.image), "--query", s.query,
+               "--m", "2", "--n", "3", "--max-new-tokens", "24", "--out", str(out / "tts")])
+    assert rc == 0 and re.search(r"agreement [01]\.\d\d", capsys.readouterr().out)
+    rec = json.loads((out / "tts" / f"{stem}.json").read_text())
+    unc = np.asarray(Image.open(out / "tts" / f"{stem}_uncertainty.png"))
+    assert unc.shape == read_mask(out / "tts" / f"{stem}_mask.png").shape and unc.dtype == np.uint8
+    assert rec["uncertainty"] == f"{stem}_uncertainty.png" and 0.0 <= rec["confidence"] <= 1.0
+    assert rec["uncertainty_mean"] == pytest.approx(unc.mean() / 255.0, abs=2e-3)
     assert main(["predict", "--checkpoint", str(tmp_path), "--image", str(synth_m3ds / s.image), "--query", "x",
                  "--out", str(out)]) == 2
     assert "not a Sim4Seg checkpoint" in capsys.readouterr().err

@@ -134,6 +134,30 @@ def test_same_seed_same_result_and_vote_over_answers(setup):
     assert torch.equal(a.mask, expected)
     assert a.diagnosis == tts.vote_diagnosis(a.labels)
     assert np.isclose(a.diagnosis.confidence, max(a.diagnosis.counts.values(), default=0) / 3)
+    assert a.confidence == a.diagnosis.confidence  # m = 3: the agreement is reported
+
+
+def test_uncertainty_is_the_share_of_candidates_disagreeing_with_the_selected_mask(setup):
+    p, s, _ = setup
+    ids = p.prompt_ids(s.query)
+    cfg = tts.TTSConfig(m=2, n=3, selector="consensus", seed=1, max_new_tokens=24)
+    r = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
+    c = r.candidates.masks.numpy()
+    expected = (c != r.mask.numpy()[None]).mean(0)
+    assert r.uncertainty.shape == r.mask.shape and r.uncertainty.dtype == torch.float32
+    assert np.allclose(r.uncertainty.numpy(), expected)
+    assert r.details(cfg)["uncertainty_mean"] == pytest.approx(float(expected.mean()))
+    # a greedy single answer with one candidate has neither a confidence nor an uncertainty map
+    g = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, tts.TTSConfig(max_new_tokens=24))
+    assert g.confidence is None and g.uncertainty is None and g.details(tts.TTSConfig())["vote"]["confidence"] is None
+
+
+def test_disagreement_on_a_hand_made_example():
+    cands = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]], [[1, 1], [1, 0]], [[0, 1], [0, 0]]], dtype=torch.bool)
+    sel = torch.tensor([[1, 1], [0, 0]], dtype=torch.bool)
+    assert torch.equal(tts.disagreement(cands, sel), torch.tensor([[0.25, 0.25], [0.25, 0.0]]))
+    with pytest.raises(ValueError, match="mask is"):
+        tts.disagreement(cands, sel[:1])
 
 
 def test_config_is_validated():

@@ -8,7 +8,9 @@ A predictions file has one JSON object per line::
 ``mask`` is a PNG path relative to the predictions file (absolute paths work too) with the
 size of the ground-truth mask. ``mask`` may be ``null`` (or absent) on every line — the
 method segments nothing and gIoU/cIoU/Dice are not scored — and likewise ``answer`` for a
-method that gives no diagnosis. Every id of the split must appear exactly once.
+method that gives no diagnosis. Optional numbers in [0, 1] (or ``null``): ``confidence`` (the
+diagnosis agreement over sampled answers) and ``uncertainty_mean`` (mean pixel uncertainty), which
+the calibration report (``eval.calibration``) reads. Every id of the split must appear exactly once.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class Evaluator:
         return read_mask(self.root / sample.mask)
 
     def add(self, sample: Sample, pred_mask: np.ndarray | None, answer: str | None, *,
-            where: str | None = None) -> dict:
-        """Score one sample; ``where`` (e.g. ``"P.jsonl:12"``) prefixes error messages."""
+            where: str | None = None, confidence: float | None = None, uncertainty: float | None = None) -> dict:
+        """Score one sample; ``where`` (e.g. ``"P.jsonl:12"``) prefixes error messages. ``confidence`` (the
+        diagnosis agreement) and ``uncertainty`` (mean pixel uncertainty) are kept for the calibration report."""
         stats = None
         if pred_mask is not None:
             gt = self.gt_mask(sample)
@@ -78,7 +81,7 @@ class Evaluator:
                "union": None if stats is None else stats.union,
                "parsed": None if parsed is None else parsed.label,
                "parsed_from": None if parsed is None else parsed.source,
-               "correct": correct}
+               "correct": correct, "confidence": confidence, "uncertainty_mean": uncertainty}
         self.rows.append(row)
         return row
 
@@ -113,6 +116,10 @@ class PredictionRow:
     """Resolved mask path (relative paths are taken from the predictions file's folder)."""
     answer: str | None
     line: int
+    confidence: float | None = None
+    """The diagnosis agreement of the m answers (``null`` for a single answer)."""
+    uncertainty: float | None = None
+    """The mean pixel uncertainty of the mask (``uncertainty_mean``; ``null`` for a single candidate)."""
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, PredictionRow]:
@@ -139,8 +146,14 @@ def read_predictions(path: str | os.PathLike) -> dict[str, PredictionRow]:
                 if key == "mask" and value == "":
                     raise InputError("field 'mask' is an empty path", path, lineno)
                 has[key].setdefault(value is not None, lineno)
+            for key in ("confidence", "uncertainty_mean"):
+                value = row.get(key)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                          or not 0.0 <= value <= 1.0):
+                    raise InputError(f"field {key!r} must be a number in [0, 1] or null, got {value!r}", path, lineno)
             mask = row.get("mask")
-            preds[pid] = PredictionRow(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno)
+            preds[pid] = PredictionRow(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno,
+                                       row.get("confidence"), row.get("uncertainty_mean"))
     if not preds:
         raise InputError("predictions file holds no predictions", path)
     for key, seen in has.items():
@@ -188,7 +201,8 @@ def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str |
     ev = Evaluator(root, info)
     for sample in samples:
         pred = preds[sample.id]
-        ev.add(sample, _read_pred_mask(pred, path), pred.answer, where=f"{path}:{pred.line}")
+        ev.add(sample, _read_pred_mask(pred, path), pred.answer, where=f"{path}:{pred.line}",
+               confidence=pred.confidence, uncertainty=pred.uncertainty)
     return ev
 
 

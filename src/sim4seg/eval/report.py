@@ -183,3 +183,54 @@ def write_tts_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str =
     _panel(b, rows, "n", (("giou", "gIoU"), ("ciou", "cIoU")), "n (masks per path)", "(b) segmentation vs n")
     save_figure(fig, out / f"{stem}.png")
     return out / f"{stem}.csv", out / f"{stem}.png"
+
+
+# ---------------------------------------------------------------- uncertainty
+
+
+def write_uncertainty(out: str | os.PathLike, report: Mapping) -> list[Path]:
+    """``uncertainty.json`` (``eval.calibration.uncertainty_report``) and, with a calibration,
+    ``reliability.png``: accuracy per confidence bin against the diagonal, with the ECE in the title."""
+    from matplotlib.figure import Figure
+
+    out = Path(out)
+    write_json(out / "uncertainty.json", dict(report))
+    paths = [out / "uncertainty.json"]
+    cal = report.get("calibration")
+    if cal:
+        fig = Figure(figsize=(4.2, 4.0))
+        ax = fig.subplots()
+        full = [b for b in cal["bins"] if b["n"]]
+        ax.bar([(b["lo"] + b["hi"]) / 2 for b in full], [b["accuracy"] for b in full],
+               width=[(b["hi"] - b["lo"]) * 0.9 for b in full], color="#4c72b0", label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        for b in full:
+            ax.annotate(str(b["n"]), ((b["lo"] + b["hi"]) / 2, b["accuracy"]), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("confidence (agreement of the m answers)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"Reliability (n = {cal['n']}): ECE {100 * cal['ece']:.2f} %", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+        save_figure(fig, out / "reliability.png")
+        paths.append(out / "reliability.png")
+    return paths
+
+
+def uncertainty_lines(report: Mapping) -> list[str]:
+    """What ``sim4seg evaluate`` prints about the uncertainty report."""
+    lines = []
+    cal, unc = report.get("calibration"), report.get("uncertainty_vs_error")
+    if cal:
+        lines.append(f"diagnosis confidence: ECE {100 * cal['ece']:.2f} % over {cal['n']} sample(s) "
+                     f"(mean confidence {pct(cal['mean_confidence'])} %, accuracy {pct(cal['accuracy'])} %)")
+    else:
+        lines.append("diagnosis confidence: none in the predictions (a single answer per image: use --m 2 or more)")
+    if unc:
+        r = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
+        lines.append(f"mean pixel uncertainty vs 1-IoU: Pearson {r(unc['pearson'])}, Spearman {r(unc['spearman'])} "
+                     f"over {unc['n']} sample(s)")
+    else:
+        lines.append("pixel uncertainty: none in the predictions (one candidate mask per image: use m·n ≥ 2)")
+    return lines

@@ -2,7 +2,9 @@
 
 ``OUT/predictions.jsonl`` is exactly what ``sim4seg evaluate --predictions`` reads — one line
 per sample: ``id``, ``mask`` (``masks/<id>.png``, relative to the file, at the original size)
-and ``answer``, plus ``diagnosis``, ``confidence``, ``seg``, ``tts`` and ``time_s``. Each mask
+and ``answer``, plus ``diagnosis``, ``confidence`` (diagnosis agreement over the m answers;
+``null`` for one answer), ``uncertainty_mean`` (mean of the per-pixel disagreement of the m×n
+candidates; ``null`` for one candidate), ``seg``, ``tts`` and ``time_s``. Each mask
 is written atomically before its line; each line is appended, flushed and fsynced. A killed run
 leaves at most a half-written last line, which the next run drops; it then skips every id
 already done, so a resumed run loses nothing finished and duplicates nothing.
@@ -89,7 +91,8 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
                 write_image(out / "overlays" / f"{s.id}.png", overlay(predictor.image, pred.mask))
             truncated += pred.truncated
             row = {"id": s.id, "mask": mask_rel, "answer": pred.answer, "diagnosis": pred.diagnosis,
-                   "confidence": pred.confidence, "seg": pred.seg, "truncated": pred.truncated, "tts": pred.tts,
+                   "confidence": pred.confidence, "uncertainty_mean": pred.uncertainty_mean, "seg": pred.seg,
+                   "truncated": pred.truncated, "tts": pred.tts,
                    "time_s": round(time.perf_counter() - t0, 4)}
             store.append(row)
     if truncated:

@@ -62,9 +62,11 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
         name = stem if len(query) == 1 else f"{stem}_q{i}"
         paths = write_result(pred, predictor.image, out, name, {"image": str(image), "query": q})
         print(f"[{i}] {pred.answer!r}" + (f"  (TRUNCATED at --max-new-tokens {max_new_tokens})" if pred.truncated else ""))
-        print(f"    diagnosis: {pred.diagnosis} (agreement {pred.confidence:.2f}); [SEG] produced: {pred.seg}; "
-              f"mask area {int(pred.mask.sum())} px; {pred.timings['predict_s']:.2f}s")
-        print(f"    wrote {paths['mask']}, {paths['overlay']}, {paths['json']}")
+        agreement = "single answer: no agreement" if pred.confidence is None else f"agreement {pred.confidence:.2f}"
+        unc = "" if pred.uncertainty_mean is None else f"; mean pixel uncertainty {pred.uncertainty_mean:.3f}"
+        print(f"    diagnosis: {pred.diagnosis} ({agreement}); [SEG] produced: {pred.seg}; "
+              f"mask area {int(pred.mask.sum())} px{unc}; {pred.timings['predict_s']:.2f}s")
+        print(f"    wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -100,11 +102,13 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
              selector: str = "consensus", no_rvls2m: bool = False) -> int:
     """Score PREDICTIONS (JSONL: id, mask, answer), a CHECKPOINT (predicted first, into OUT/predictions/,
     resumable) or a trivial baseline against a split of MANIFEST; write OUT/metrics.json, metrics.md,
-    metrics.csv and per_sample.jsonl."""
+    metrics.csv, per_sample.jsonl and (for predictions) uncertainty.json with the calibration of the diagnosis
+    confidence (ECE; reliability.png) and the correlation of mean pixel uncertainty with 1-IoU."""
     from sim4seg._atomic import write_jsonl
     from sim4seg.errors import InputError
     from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
-    from sim4seg.eval.report import markdown, write_metrics
+    from sim4seg.eval.calibration import uncertainty_report
+    from sim4seg.eval.report import markdown, uncertainty_lines, write_metrics, write_uncertainty
 
     if sum(x is not None for x in (predictions, baseline, checkpoint)) != 1:
         raise InputError("give exactly one of --predictions, --checkpoint or --baseline")
@@ -125,8 +129,13 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
     write_metrics(out, summary, name, ev.info.subsets)
     write_jsonl(Path(out) / "per_sample.jsonl", ev.rows)
     print(markdown([(name, summary)], ev.info.subsets))
+    wrote = "metrics.json, metrics.md, metrics.csv, per_sample.jsonl"
+    if baseline is None:
+        unc = uncertainty_report(ev.rows)
+        wrote += ", " + ", ".join(p.name for p in write_uncertainty(out, unc))
+        print("\n".join(uncertainty_lines(unc)))
     print(f"scored {summary['overall']['n']} sample(s) of {split!r} in {time.perf_counter() - t0:.1f}s; "
-          f"wrote {out}/metrics.json, metrics.md, metrics.csv, per_sample.jsonl")
+          f"wrote {out}/{wrote}")
     return 0
 
 

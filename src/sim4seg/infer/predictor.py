@@ -52,7 +52,8 @@ class Prediction:
     answer: str
     diagnosis: str | None
     """The voted label (m = 1: the answer's own), ``None`` if unparseable."""
-    confidence: float
+    confidence: float | None
+    """Diagnosis agreement over the m sampled answers; ``None`` for a single (greedy) answer."""
     seg: bool
     """Whether [SEG] was produced (no [SEG]: an empty mask)."""
     mask: np.ndarray
@@ -61,10 +62,18 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     """The reported answer reached ``max_new_tokens`` without EOS (raise it: ``--max-new-tokens``)."""
+    uncertainty: np.ndarray | None = None
+    """(H, W) float32: the fraction of the m×n candidate masks that disagree with ``mask`` at each
+    pixel; ``None`` with a single candidate."""
+
+    @property
+    def uncertainty_mean(self) -> float | None:
+        return None if self.uncertainty is None else float(self.uncertainty.mean())
 
     def record(self) -> dict:
         return {"answer": self.answer, "diagnosis": self.diagnosis, "confidence": self.confidence, "seg": self.seg,
-                "truncated": self.truncated, "mask_area": int(self.mask.sum()), "tts": self.tts,
+                "truncated": self.truncated, "mask_area": int(self.mask.sum()),
+                "uncertainty_mean": self.uncertainty_mean, "tts": self.tts,
                 "timings": self.timings}
 
 
@@ -131,8 +140,9 @@ class Predictor:
         res: TTSResult = run(self.model, self.tokenizer, ids, torch.ones_like(ids), self.encoding, cfg, parse=parse,
                              gt=gt_t, use_rvls2m=use_rvls2m, **overrides)
         timings = {**self.timings, **res.timings, "predict_s": time.perf_counter() - t0}
-        return Prediction(res.answer, res.diagnosis.label, res.diagnosis.confidence, res.seg, res.mask.numpy(),
-                          res.details(cfg), timings, res.truncated[res.best])
+        return Prediction(res.answer, res.diagnosis.label, res.confidence, res.seg, res.mask.numpy(),
+                          res.details(cfg), timings, res.truncated[res.best],
+                          None if res.uncertainty is None else res.uncertainty.numpy())
 
 
 # ---------------------------------------------------------------------- outputs
@@ -148,9 +158,27 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alpha: fl
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def uncertainty_gray(u: np.ndarray) -> np.ndarray:
+    """(H, W) fractions in [0, 1] → (H, W) uint8 ``round(255·u)`` (what ``stem_uncertainty.png`` holds)."""
+    return np.clip(np.rint(np.asarray(u, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def uncertainty_heatmap(u: np.ndarray, image: np.ndarray | None = None, alpha: float = 0.6) -> np.ndarray:
+    """(H, W) fractions → (H, W, 3) uint8 "hot" colours (black → red → yellow → white), blended over
+    ``image`` where the candidates disagree (pixels where all agree show the image)."""
+    u = np.clip(np.asarray(u, np.float32), 0.0, 1.0)
+    t = u * 3.0
+    hot = np.stack([np.clip(t, 0, 1), np.clip(t - 1, 0, 1), np.clip(t - 2, 0, 1)], -1) * 255.0
+    if image is None:
+        return hot.astype(np.uint8)
+    a = (alpha * (u > 0))[..., None]
+    return np.clip(image.astype(np.float32) * (1 - a) + hot * a, 0, 255).astype(np.uint8)
+
+
 def write_result(pred: Prediction, image: np.ndarray, out: str | os.PathLike, stem: str = "prediction",
                  extra: dict | None = None) -> dict[str, Path]:
-    """Write ``stem_mask.png`` (original size), ``stem_overlay.png`` and ``stem.json`` to ``out``."""
+    """Write ``stem_mask.png`` (original size), ``stem_overlay.png``, ``stem.json`` and, when the run had
+    several candidates, ``stem_uncertainty.png`` (gray: 255 × the fraction of candidates that disagree)."""
     from sim4seg._atomic import write_json
     from sim4seg.data.io import write_image, write_mask
 
@@ -158,6 +186,10 @@ def write_result(pred: Prediction, image: np.ndarray, out: str | os.PathLike, st
     paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png", "json": out / f"{stem}.json"}
     write_mask(paths["mask"], pred.mask)
     write_image(paths["overlay"], overlay(image, pred.mask))
-    write_json(paths["json"], {**(extra or {}), **pred.record(), "mask": paths["mask"].name,
-                               "overlay": paths["overlay"].name})
+    files = {"mask": paths["mask"].name, "overlay": paths["overlay"].name}
+    if pred.uncertainty is not None:
+        paths["uncertainty"] = out / f"{stem}_uncertainty.png"
+        write_image(paths["uncertainty"], uncertainty_gray(pred.uncertainty))
+        files["uncertainty"] = paths["uncertainty"].name
+    write_json(paths["json"], {**(extra or {}), **pred.record(), **files})
     return paths

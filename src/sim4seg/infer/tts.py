@@ -9,6 +9,8 @@
   ground-truth-free ``consensus``, ``score`` and ``vote``.
 * ``vote_diagnosis``: majority vote over the m parsed diagnoses, with the agreement as
   its confidence.
+* ``disagreement``: the per-pixel uncertainty map — the fraction of the m×n candidates that
+  disagree with the selected mask at each pixel (0: every candidate agrees).
 """
 
 from __future__ import annotations
@@ -279,6 +281,20 @@ def select(name: str, cands, *, gt=None, pred_iou=None) -> tuple[torch.Tensor, i
     return SELECTORS[name].choose(_as_bool(cands), gt=gt, pred_iou=pred_iou)
 
 
+def disagreement(cands, mask) -> torch.Tensor:
+    """Per-pixel uncertainty: the fraction of candidates that disagree with the selected ``mask``.
+
+    ``(N, H, W)`` candidates, ``(H, W)`` mask → ``(H, W)`` float32 in [0, 1].
+    """
+    c = _as_bool(cands)
+    if c.dim() != 3 or c.shape[0] < 1:
+        raise ValueError(f"candidates must be (N, H, W) with N >= 1, got {tuple(c.shape)}")
+    m = _as_bool(mask).to(c.device)
+    if m.shape != c.shape[1:]:
+        raise ValueError(f"mask is {tuple(m.shape)} but the candidates are {tuple(c.shape[1:])}")
+    return (c != m).sum(0).float() / c.shape[0]
+
+
 # ---------------------------------------------------------------- diagnosis vote
 
 
@@ -384,6 +400,20 @@ class TTSResult:
     timings: dict[str, float]
     truncated: list[bool]
     """Per answer: it reached ``max_new_tokens`` without EOS (its ``Diagnosis:`` line may be missing)."""
+    uncertainty: torch.Tensor | None = None
+    """(H, W) float32: the fraction of the candidates that disagree with ``mask`` at each pixel
+    (``disagreement``); ``None`` with fewer than two candidates (nothing to disagree with)."""
+
+    @property
+    def confidence(self) -> float | None:
+        """The diagnosis agreement over the m answers; ``None`` for a single answer (m = 1), whose
+        "agreement" of 1.0 would say nothing."""
+        return self.diagnosis.confidence if len(self.answers) > 1 else None
+
+    @property
+    def uncertainty_mean(self) -> float | None:
+        """Mean of ``uncertainty`` over the image (``None`` without a map)."""
+        return None if self.uncertainty is None else float(self.uncertainty.mean())
 
     def details(self, config: TTSConfig) -> dict:
         """JSON-ready record of the run (what ``predict`` writes)."""
@@ -394,8 +424,9 @@ class TTSResult:
             "sampling": None if config.m == 1 and config.greedy_first else
             {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed},
             "answers": self.answers, "labels": self.labels, "truncated": self.truncated,
-            "vote": {"label": self.diagnosis.label, "confidence": self.diagnosis.confidence,
+            "vote": {"label": self.diagnosis.label, "confidence": self.confidence,
                      "counts": self.diagnosis.counts},
+            "uncertainty_mean": self.uncertainty_mean,
             "candidates": 0 if c is None else len(c.path),
             "chosen": None if self.chosen is None or c is None else
             {"index": self.chosen, "path": c.path[self.chosen], "perturbation": c.perturbation[self.chosen],
@@ -513,10 +544,11 @@ def run(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         mask = torch.zeros(h, w, dtype=torch.bool)
     else:
         mask, chosen = select(config.selector, cands.masks, gt=gt, pred_iou=cands.pred_iou)
+    unc = None if cands is None or len(cands.masks) < 2 else disagreement(cands.masks, mask).cpu()
     t3 = time.perf_counter()
     timings = {"generate_s": t1 - t0, "masks_s": t2 - t1, "select_s": t3 - t2}
     return TTSResult(answers, labels, vote, answers[best], best, cands is not None, mask.cpu(), chosen, cands, timings,
-                     [bool(t) for t in gen.truncated.tolist()])
+                     [bool(t) for t in gen.truncated.tolist()], unc)
 
 
 def _clean(text: str, tokenizer) -> str:
