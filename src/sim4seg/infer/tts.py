@@ -274,6 +274,11 @@ def _vote(c, *, gt=None, pred_iou=None):
     return pixel_vote(c), None
 
 
+def gt_free_selectors() -> list[str]:
+    """The selectors a clinic can use: those that do not read the ground truth."""
+    return [name for name, s in SELECTORS.items() if not s.needs_gt]
+
+
 def select(name: str, cands, *, gt=None, pred_iou=None) -> tuple[torch.Tensor, int | None]:
     """Apply selector ``name`` → ``(mask (H, W) bool, index of the chosen candidate or None for vote)``."""
     if name not in SELECTORS:

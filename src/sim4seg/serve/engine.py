@@ -27,7 +27,7 @@ from sim4seg.data.subsets import SUBSETS
 from sim4seg.errors import ImageReadError, InputError
 from sim4seg.eval.diagnosis import DiagnosisParser
 from sim4seg.infer.predictor import Prediction, Predictor, overlay, uncertainty_gray, uncertainty_heatmap
-from sim4seg.infer.tts import GT_FREE_SELECTORS, TTSConfig
+from sim4seg.infer.tts import TTSConfig, gt_free_selectors
 from sim4seg.serve import rle
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ class Engine:
         if not 1 <= m <= self.limits.max_m or not 1 <= n <= self.limits.max_n:
             raise InputError(f"m must be in 1..{self.limits.max_m} and n in 1..{self.limits.max_n}, got m={m}, n={n}")
         selector = base.selector if selector is None else selector
-        if selector not in GT_FREE_SELECTORS:
-            raise InputError(f"selector must be one of {', '.join(GT_FREE_SELECTORS)} (oracle needs the ground "
+        if selector not in gt_free_selectors():
+            raise InputError(f"selector must be one of {', '.join(gt_free_selectors())} (oracle needs the ground "
                              f"truth), got {selector!r}")
         try:
             return TTSConfig(m=m, n=n, selector=selector, seed=base.seed if seed is None else seed,
@@ -151,7 +151,7 @@ class Engine:
             "label_sets": {k: {"title": s.title, "modality": s.modality, "labels": list(s.labels)}
                            for k, s in SUBSETS.items()},
             "tts": {"m": self.default_tts.m, "n": self.default_tts.n, "selector": self.default_tts.selector,
-                    "selectors": list(GT_FREE_SELECTORS), "max_m": self.limits.max_m, "max_n": self.limits.max_n},
+                    "selectors": gt_free_selectors(), "max_m": self.limits.max_m, "max_n": self.limits.max_n},
             "limits": {"max_pixels": self.limits.max_pixels, "max_query_chars": self.limits.max_query_chars},
         }
 

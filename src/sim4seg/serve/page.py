@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports t
 import gradio as gr  # noqa: E402
 from sim4seg.data.subsets import MODALITY_NAMES, SUBSETS
 from sim4seg.errors import InputError
-from sim4seg.infer.tts import GT_FREE_SELECTORS
+from sim4seg.infer.tts import gt_free_selectors
 from sim4seg.serve.engine import Engine, pictures, result_json
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def build_page(engine: Engine) -> gr.Blocks:
                     m = gr.Slider(1, engine.limits.max_m, value=1, step=1, label="m: sampled answers", elem_id="m")
                     n = gr.Slider(1, engine.limits.max_n, value=min(4, engine.limits.max_n), step=1,
                                   label="n: mask perturbations per answer", elem_id="n")
-                    selector = gr.Dropdown(list(GT_FREE_SELECTORS), value="consensus", label="mask selector")
+                    selector = gr.Dropdown(gt_free_selectors(), value="consensus", label="mask selector")
                 go = gr.Button("Segment and diagnose", variant="primary", elem_id="submit")
                 gr.Examples([[e["path"], e["query"], e["subset"]] for e in ex], inputs=[file, query, subset],
                             label="Examples (synthetic M3DS): " + ", ".join(MODALITY_NAMES[e["modality"]] for e in ex))
