@@ -7,6 +7,7 @@ import pytest
 
 from sim4seg.data.io import frame_count, read_image, read_nifti_slices
 from sim4seg.errors import ImageReadError
+from tests_dicom import multiframe
 
 nib = pytest.importorskip("nibabel", reason="nibabel (the serve extra) reads NIfTI")
 
@@ -54,32 +55,11 @@ def test_nifti_errors_are_clear(tmp_path):
     assert not read_image(_nifti(tmp_path / "nan.nii", nan)).any()
 
 
-def _multiframe(path, frames):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.2"  # multi-frame grayscale byte SC
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientName = "Doe^Jane"
-    ds.NumberOfFrames = len(frames)
-    ds.Rows, ds.Columns = frames[0].shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.stack(frames).astype(np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_multiframe_dicom_needs_a_frame(tmp_path):
     frames = [np.zeros((6, 5), np.uint8) for _ in range(4)]
     for k, f in enumerate(frames):
         f[k, k] = 200  # frame k is bright at (k, k) only
-    p = _multiframe(tmp_path / "cine.dcm", frames)
+    p = multiframe(tmp_path / "cine.dcm", frames)
     assert frame_count(p) == 4
     with pytest.raises(ImageReadError, match=r"cine.dcm: multi-frame DICOM with 4 frames: choose one .*0..3") as e:
         read_image(p)

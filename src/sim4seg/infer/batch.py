@@ -53,6 +53,13 @@ def done_ids(path: Path) -> set[str]:
     return ids
 
 
+def append_row(f, row: dict) -> None:
+    """Append one JSON line to the open file ``f``, flushed and fsynced (a killed run loses at most this line)."""
+    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
                   overlays: int | Collection[str] = 0, limit: int | None = None, progress: bool = True,
                   use_rvls2m: bool | None = None, **overrides) -> Path:
