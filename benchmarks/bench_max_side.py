@@ -25,7 +25,8 @@ from PIL import Image
 
 from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset
 from sim4seg.data.importer import import_folder
-from sim4seg.data.schema import load_split
+from sim4seg.data.schema import load_split, read_split
+from sim4seg.data.subsets import SPLITS
 from sim4seg.data.synthetic import synthesize
 from sim4seg.train.recipe import load_config
 from sim4seg.train.task import build_model
@@ -47,15 +48,14 @@ def make_folder(root: Path, n: int) -> Path:
         arr = np.asarray(img, np.float32) + rng.normal(0, 6, FULL).astype(np.float32)
         Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(src / "images" / f"xr{i:03d}.jpg", quality=92)
         Image.open(syn / s.mask).resize(FULL[::-1], Image.NEAREST).save(src / "masks" / f"xr{i:03d}.png")
-        rows.append(f"xr{i:03d}.jpg,fracture")
+        rows.append(f"xr{i:03d}.jpg,{'no fracture' if s.diagnosis == 'no fracture' else 'fracture'}")
     (src / "labels.csv").write_text("\n".join(rows) + "\n")
     return src
 
 
 def step_times(root: Path, model, processor, batch_size: int, steps: int) -> tuple[float, float]:
     """Median (data loading, forward + backward + step) seconds of a training step on ``root``'s samples."""
-    info, samples = load_split(root, "train")
-    samples += load_split(root, "val")[1] + load_split(root, "test")[1]
+    samples = [s for split in SPLITS for s in read_split(root, split)]
     ds = M3DSDataset(root, "train", ExampleEncoder.for_model(model, processor), answer_format="diagnosis",
                      samples=samples)
     collate = Collator(processor.tokenizer.pad_token_id)
@@ -100,7 +100,7 @@ def main() -> None:
             out = tmp / f"m3ds-{side}"
             t0 = time.perf_counter()
             import_folder(out, src / "images", src / "masks", labels_csv=src / "labels.csv", subset="xr",
-                          modality="xray", target="fracture", max_side=side)
+                          modality="xray", target="fracture", no_finding="no fracture", max_side=side)
             t_import = time.perf_counter() - t0
             load, step = step_times(out, model, processor, bs, args.steps)
             times[name] = (load, step)
