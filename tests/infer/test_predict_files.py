@@ -103,6 +103,8 @@ def test_glob_and_list_inputs(folder, tmp_path):
     assert [p.name for p in paths] == ["broken.png", "missing.png", "ct.nii.gz"]
     units = expand(paths, index=0)
     assert [u.id for u in units] == ["in/broken.png", "lists/missing.png", "in/sub/ct.nii.gz#axis=2,slice=0"]
+    one = multiframe(tmp_path / "one.dcm", [np.zeros((4, 4), np.uint8)])  # --frame applies to multi-frame files only
+    assert [(u.id, u.frame) for u in expand([one], frame=1)] == [("one.dcm", None)]
     with pytest.raises(InputError, match="matches no file"):
         collect(None, [str(tmp_path / "*.jpg")])
     with pytest.raises(InputError, match="a folder, a glob pattern or a .txt list"):

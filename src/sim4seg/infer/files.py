@@ -127,7 +127,7 @@ def expand(paths: list[Path], *, frame: int | str | None = None, axis: int = 2,
             for k in _choice(index, count):
                 plain = k is None or (count == 1 and k == 0)
                 units.append(Unit(rel if plain else f"{rel}#axis={axis},slice={k}", p, axis=axis, index=k))
-        elif dicom and (count > 1 or frame not in (None, ALL, 0)):
+        elif dicom and count > 1:  # --frame applies to multi-frame files; a single-frame file is its own image
             units += [Unit(rel if k is None else f"{rel}#frame={k}", p, frame=k) for k in _choice(frame, count)]
         else:
             units.append(Unit(rel, p))
