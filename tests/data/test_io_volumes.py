@@ -9,7 +9,7 @@ from sim4seg.data.io import frame_count, read_image, read_nifti_slices
 from sim4seg.errors import ImageReadError
 from tests_dicom import multiframe
 
-nib = pytest.importorskip("nibabel", reason="nibabel (the serve extra) reads NIfTI")
+import nibabel as nib  # noqa: E402  (the serve extra)
 
 
 def _nifti(path, data, affine=None):

@@ -22,7 +22,7 @@ from sim4seg.infer.files import collect, expand  # noqa: E402
 from sim4seg.infer.predictor import Predictor  # noqa: E402
 from sim4seg.infer.tts import TTSConfig  # noqa: E402
 
-nib = pytest.importorskip("nibabel", reason="nibabel (the serve extra) reads NIfTI")
+import nibabel as nib  # noqa: E402  (the serve extra)
 
 
 @pytest.fixture(scope="module")
