@@ -108,10 +108,11 @@ def build(sources: list[str], out: str, workers: int, seed: int, paper_sizes: bo
 def import_(images: str, masks: str, labels: str | None, label: str | None, no_finding: str | None, subset: str,
             modality: str, target: str, title: str | None, mask_suffix: str, ratios: list[int], seed: int,
             max_side: int | None, out: str, workers: int) -> int:
-    """Turn a folder of images and one of masks (matched by file stem), with an optional CSV of labels, into
-    subset SUBSET of the M3DS in OUT (created, or added to), declared in its dataset_info.json and checked.
+    """Turn your own folder of images + masks (+ a labels CSV) into a subset of the M3DS in OUT.
 
-    Exit status 1 when any file was left unmatched or unreadable (listed in OUT/import_<subset>_report.json)."""
+    Images and masks are matched by file stem; the subset is declared in OUT/dataset_info.json (a new M3DS, or
+    added beside the subsets already there) and every record is checked. Exit status 1 when any file was left
+    unmatched or unreadable (listed in OUT/import_<subset>_report.json). Guide: docs/custom-data.md."""
     from sim4seg.data.importer import import_folder
     from sim4seg.data.verify import verify as run_verify
     from sim4seg.errors import InputError
