@@ -57,6 +57,11 @@ def parse_sources(specs: Iterable[str]) -> dict[str, Path]:
     return {n: out[n] for n in SOURCES if n in out}
 
 
+def check_max_side(max_side: int | None) -> None:
+    if max_side is not None and max_side < 16:
+        raise InputError(f"--max-side must be at least 16 pixels, got {max_side}")
+
+
 def _unique_keys(items: list[Item]) -> None:
     """Make keys unique within a source (``key``, ``key-2``, ...), in a stable order."""
     seen: Counter = Counter()
@@ -82,19 +87,21 @@ def _relative(skip: dict, root: Path) -> dict:
     return skip
 
 
-def _reusable(rec: dict | None, item: Item, out: Path) -> bool:
-    if rec is None or rec.get("fingerprint") != item.fingerprint():
+def _reusable(rec: dict | None, item: Item, out: Path, max_side: int | None = None) -> bool:
+    if rec is None or rec.get("fingerprint") != item.fingerprint() or rec.get("max_side") != max_side:
         return False
     image_rel, mask_rel = output_paths(item)
-    img, mask = out / image_rel, out / mask_rel
+    img, mask = out / rec.get("image", image_rel), out / mask_rel
     try:
+        if rec.get("original_size"):  # stored downscaled
+            return mask.is_file() and img.is_file()
         return mask.is_file() and img.is_file() and img.stat().st_size == Path(item.image).stat().st_size
     except OSError:
         return False
 
 
-def _run(items: list[Item], out: Path, workers: int, pool) -> Iterator[tuple[Item, Result]]:
-    fn = functools.partial(convert_item, out_root=str(out))
+def _run(items: list[Item], out: Path, workers: int, pool, max_side: int | None = None) -> Iterator[tuple[Item, Result]]:
+    fn = functools.partial(convert_item, out_root=str(out), **({} if max_side is None else {"max_side": max_side}))
     if pool is None or workers <= 1 or len(items) < 2:
         for it in items:
             yield it, fn(it)
@@ -105,21 +112,27 @@ def _run(items: list[Item], out: Path, workers: int, pool) -> Iterator[tuple[Ite
         yield by_id[res.sample_id], res
 
 
-def _sample(item: Item, res: dict, seed: int) -> Sample:
-    info = SUBSETS[item.subset]
+def _sample(item: Item, res: dict, seed: int, info=None) -> Sample:
+    info = SUBSETS[item.subset] if info is None else info
     sid = item.sample_id
     return Sample(
         id=sid, subset=item.subset, modality=info.modality, split=item.split,
         image=res["image"], mask=res["mask"], query=prompts.make_query(info, seed, sid), diagnosis=item.label,
         answers=Answers(**prompts.make_answers(item.label, seed, sid)),
         source=Source(dataset=item.subset, files=list(item.files), annotation_ids=list(res["ann_ids"]),
-                      mask_from=res["mask_from"] if res["instances"] else "empty", instances=res["instances"]),
+                      mask_from=res["mask_from"] if res["instances"] else "empty", instances=res["instances"],
+                      original_size=res.get("original_size")),
     )
 
 
 def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, workers: int = 1, seed: int = 0,
-          paper_sizes: bool = False, progress: bool = False) -> dict:
-    """Build an M3DS in ``out`` from ``{source name: path}``; return the build report."""
+          paper_sizes: bool = False, progress: bool = False, max_side: int | None = None) -> dict:
+    """Build an M3DS in ``out`` from ``{source name: path}``; return the build report.
+
+    ``max_side``: store images whose longer side is larger downscaled to it (masks with them, nearest;
+    the displayed size in ``source.original_size``), so training does not decode full-size files.
+    """
+    check_max_side(max_side)
     t0 = time.perf_counter()
     out = Path(out)
     roots = {name: get_source(name).locate(path) for name, path in sources.items()}
@@ -129,7 +142,8 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
         _unique_keys(scans[name].items)
         log.info("%s: %d samples found, %d skipped, %d excluded", name, len(scans[name].items),
                  len(scans[name].skipped), len(scans[name].excluded))
-    report: dict = {"out": str(out), "seed": seed, "paper_sizes": paper_sizes, "workers": workers, "sources": {}}
+    report: dict = {"out": str(out), "seed": seed, "paper_sizes": paper_sizes, "max_side": max_side, "workers": workers,
+                    "sources": {}}
     samples: list[Sample] = []
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     # fork: workers inherit the imported modules and need no importable __main__ (spawn does).
@@ -137,14 +151,15 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
     pool = ctx.Pool(workers) if workers > 1 else None
     try:
         for name, scan in scans.items():
-            samples += _build_source(name, roots[name], scan, out, workers, pool, seed, paper_sizes, progress, report)
+            samples += _build_source(name, roots[name], scan, out, workers, pool, seed, paper_sizes, progress, report,
+                                     max_side=max_side)
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
     samples.sort(key=lambda s: (list(SOURCES).index(s.source.dataset), SPLITS.index(s.split), s.id))
     info = DatasetInfo(subsets={SUBSETS[get_source(n).SUBSET].name: SUBSETS[get_source(n).SUBSET] for n in scans},
-                       build={"command": "build", "seed": seed, "paper_sizes": paper_sizes,
+                       build={"command": "build", "seed": seed, "paper_sizes": paper_sizes, "max_side": max_side,
                               "sources": {n: str(r) for n, r in roots.items()}})
     write_manifest(out, samples, info)
     report["totals"] = {split: sum(1 for s in samples if s.split == split) for split in SPLITS}
@@ -158,8 +173,9 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
 class _Converter:
     """Converts items of one source, appending each finished one to the state file."""
 
-    def __init__(self, name: str, root: Path, out: Path, workers: int, pool, progress: bool):
-        self.root, self.out, self.workers, self.pool = root, out, workers, pool
+    def __init__(self, name: str, root: Path, out: Path, workers: int, pool, progress: bool,
+                 max_side: int | None = None):
+        self.root, self.out, self.workers, self.pool, self.max_side = root, out, workers, pool, max_side
         self.state_path = out / STATE_DIR / f"{name}.jsonl"
         with AppendLog(self.state_path) as log_:
             self.state = {rec["id"]: rec for rec in log_.records}
@@ -178,7 +194,7 @@ class _Converter:
         pending = []
         for it in items:
             rec = self.state.get(it.sample_id)
-            if _reusable(rec, it, self.out):
+            if _reusable(rec, it, self.out, self.max_side):
                 self.done[it.sample_id] = rec
                 self.skipped += rec.get("dropped", [])
                 self.writes["exists"] += 1
@@ -189,14 +205,15 @@ class _Converter:
             self.bar.total += len(pending)
             self.bar.refresh()
         with AppendLog(self.state_path, fsync="close") as state_file:
-            for item, res in _run(pending, self.out, self.workers, self.pool):
+            for item, res in _run(pending, self.out, self.workers, self.pool, self.max_side):
                 self.converted += 1
                 dropped = [_relative(s.to_json(), self.root) for s in res.skipped]
                 self.skipped += dropped
                 if res.ok:
                     rec = {"id": item.sample_id, "fingerprint": item.fingerprint(), "image": res.image,
                            "mask": res.mask, "instances": res.instances, "mask_from": res.mask_from,
-                           "ann_ids": res.ann_ids, "dropped": dropped}
+                           "ann_ids": res.ann_ids, "dropped": dropped, "max_side": self.max_side,
+                           "original_size": res.original_size}
                     state_file.append(rec)
                     self.done[item.sample_id] = rec
                     self.writes[res.image_write] += 1
@@ -209,11 +226,13 @@ class _Converter:
 
 
 def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, pool, seed: int,
-                  paper_sizes: bool, progress: bool, report: dict) -> list[Sample]:
-    subset = get_source(name).SUBSET
+                  paper_sizes: bool, progress: bool, report: dict, *, max_side: int | None = None,
+                  info=None) -> list[Sample]:
+    """Convert one source's items (``info``: its subset, default the registry's) and report on them."""
+    subset = get_source(name).SUBSET if info is None else info.name
     items = sorted(scan.items, key=lambda it: it.sample_id)
     _remove_stale_tmp(out, subset)
-    conv = _Converter(name, root, out, workers, pool, progress)
+    conv = _Converter(name, root, out, workers, pool, progress, max_side)
     dropped = {s: 0 for s in SPLITS}
     try:
         if not paper_sizes:
@@ -222,7 +241,7 @@ def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, po
         else:
             # Take candidates in paper order until each split has its Table 1 count of
             # converted samples (a candidate that fails to convert is replaced by the next).
-            info = SUBSETS[subset]
+            info = SUBSETS[subset] if info is None else info
             order = paper_order(items, info.no_finding, seed)
             kept, cursor = [], {s: 0 for s in SPLITS}
             while True:
@@ -241,7 +260,7 @@ def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, po
             kept.sort(key=lambda it: it.sample_id)
     finally:
         conv.close()
-    samples = [_sample(it, conv.done[it.sample_id], seed) for it in kept if it.sample_id in conv.done]
+    samples = [_sample(it, conv.done[it.sample_id], seed, info) for it in kept if it.sample_id in conv.done]
     counts: dict[str, dict[str, int]] = {}
     for s in samples:
         counts.setdefault(s.split, {}).setdefault(s.diagnosis, 0)

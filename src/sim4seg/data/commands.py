@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_build(dsub)
 
 
-def build(sources: list[str], out: str, workers: int, seed: int, paper_sizes: bool) -> int:
+def build(sources: list[str], out: str, workers: int, seed: int, paper_sizes: bool, max_side: int | None) -> int:
     """Convert downloaded public datasets (--source NAME=PATH ...) into one M3DS in OUT.
 
     Exit status 1 when any file or annotation was skipped (listed in OUT/build_report.json).
@@ -99,10 +99,46 @@ def build(sources: list[str], out: str, workers: int, seed: int, paper_sizes: bo
 
         raise InputError(f"--workers must be >= 1, got {workers}")
     report = run_build(out, parse_sources(sources), workers=workers, seed=seed, paper_sizes=paper_sizes,
-                       progress=True)
+                       progress=True, max_side=max_side)
     print(summary(report))
     print(f"report: {out}/{REPORT_FILE}")
     return 1 if report["skipped"] else 0
+
+
+def import_(images: str, masks: str, labels: str | None, label: str | None, no_finding: str | None, subset: str,
+            modality: str, target: str, title: str | None, mask_suffix: str, ratios: list[int], seed: int,
+            max_side: int | None, out: str, workers: int) -> int:
+    """Turn your own folder of images + masks (+ a labels CSV) into a subset of the M3DS in OUT.
+
+    Images and masks are matched by file stem; the subset is declared in OUT/dataset_info.json (a new M3DS, or
+    added beside the subsets already there) and every record is checked. Exit status 1 when any file was left
+    unmatched or unreadable (listed in OUT/import_<subset>_report.json). Guide: docs/custom-data.md."""
+    from sim4seg.data.importer import import_folder
+    from sim4seg.data.verify import verify as run_verify
+    from sim4seg.errors import InputError
+
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    t0 = time.perf_counter()
+    r = import_folder(out, images, masks, subset=subset, modality=modality, labels_csv=labels, label=label,
+                      no_finding=no_finding, target=target, title=title, mask_suffix=mask_suffix,
+                      ratios=tuple(ratios), seed=seed, max_side=max_side, workers=workers, progress=True)
+    per = ", ".join(f"{sp} {sum(r['counts'].get(sp, {}).values())}" for sp in ("train", "val", "test"))
+    print(f"{subset}: {r['total']} samples ({per}); labels: "
+          + ", ".join(f"{lb} {sum(c.get(lb, 0) for c in r['counts'].values())}" for lb in r["label_set"]))
+    if r["images"].get("resized"):
+        print(f"  {r['images']['resized']} image(s) stored downscaled to a longer side of {max_side} px")
+    for s in r["skipped"][:20]:
+        print(f"  skipped {s['file']}: {s['reason']}")
+    if len(r["skipped"]) > 20:
+        print(f"  ... {len(r['skipped']) - 20} more in {out}/import_{subset}_report.json")
+    checked, problems = run_verify(out, decode=False)
+    for p in problems:
+        print(p)
+    print(f"checked {checked} record(s) of {out}: {'OK' if not problems else f'{len(problems)} problem(s)'}; "
+          f"{len(r['skipped'])} file(s) skipped; {time.perf_counter() - t0:.1f}s; report: "
+          f"{out}/import_{subset}_report.json")
+    return 1 if problems or r["skipped"] else 0
 
 
 def _register_build(dsub: argparse._SubParsersAction) -> None:
@@ -124,4 +160,41 @@ def _register_build(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for splits, subsampling and prompts (default 0)")
     p.add_argument("--paper-sizes", action="store_true",
                    help="subsample each subset deterministically to the paper's Table 1 counts")
+    _max_side_arg(p)
     p.set_defaults(handler=build)
+
+    from sim4seg.data.subsets import MODALITIES
+
+    p = dsub.add_parser("import", help="turn your own folder of images + masks (+ labels CSV) into an M3DS subset",
+                        description=import_.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="example:\n  sim4seg data import --images my/images --masks my/masks --labels "
+                               "my/labels.csv --subset wrist_xr --modality xray --target fracture --out m3ds-mine")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of images (JPEG, PNG, BMP, TIFF, DICOM)")
+    p.add_argument("--masks", required=True, metavar="DIR",
+                   help="folder of masks named like the images (<stem>.png or <stem>_mask.png; nonzero = finding)")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="CSV with a header: an image column (image/file/filename/name/stem/id), a label column "
+                        "(label/diagnosis/class) and optionally split (train/val/test)")
+    p.add_argument("--label", default=None, help="without --labels: the one label of every sample (default: --target)")
+    p.add_argument("--no-finding", default=None, metavar="LABEL",
+                   help="the label of images with nothing to segment (their mask is empty; no mask file needed)")
+    p.add_argument("--subset", required=True, metavar="NAME", help="name of the new subset (lower case, e.g. wrist_xr)")
+    p.add_argument("--modality", required=True, choices=tuple(MODALITIES))
+    p.add_argument("--target", default="lesion", help="what the masks show, as queries name it (default: lesion)")
+    p.add_argument("--title", default=None, help="the subset's name in tables (default: NAME)")
+    p.add_argument("--mask-suffix", default="_mask", help="a mask may be named <stem><suffix>.png (default _mask)")
+    p.add_argument("--ratios", type=int, nargs=3, default=[80, 10, 10], metavar=("TRAIN", "VAL", "TEST"),
+                   help="split ratios, seeded and stratified by label, unless the CSV has a split column "
+                        "(default 80 10 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits and prompts (default 0)")
+    _max_side_arg(p)
+    p.add_argument("--out", required=True, help="M3DS directory to create or add the subset to (re-running resumes)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(handler=import_)
+
+
+def _max_side_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="store images whose longer side exceeds PX downscaled to PX (masks with them, nearest; the "
+                        "original size kept in each record's source.original_size), so training does not decode "
+                        "full-size files at every step (default: store images as they are)")

@@ -12,6 +12,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -117,8 +118,8 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
-    """DICOM → ``HxWx3`` uint8: modality LUT (rescale), VOI window, MONOCHROME1 inverted."""
+def _read_dicom(path: Path, max_pixels: int | None, frame: int | None = None) -> np.ndarray:
+    """DICOM → ``HxWx3`` uint8: modality LUT (rescale), VOI window, MONOCHROME1 inverted; ``frame`` of a multi-frame file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -135,9 +136,9 @@ def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
     except Exception as e:  # pydicom raises many types for missing codecs / bad data
         raise ImageReadError(f"cannot decode DICOM pixel data: {type(e).__name__}: {e}", path) from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        log.info("%s: multi-frame DICOM (%d frames); using the first", path.name, frames)
-        arr = arr[0]
+    if frames > 1 or frame is not None:
+        k = _frame_index(path, frame, frames)
+        arr = arr[k] if frames > 1 else arr
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric.startswith(("RGB", "YBR")):
         # pydicom >= 3 returns colour data as RGB (YCbCr converted) by default.
@@ -165,12 +166,20 @@ def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
-    """Read an image (JPEG/PNG/BMP/TIFF/DICOM) as displayed → ``HxWx3`` uint8 RGB."""
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, frame: int | None = None,
+               axis: int = 2, index: int | None = None) -> np.ndarray:
+    """Read an image (JPEG/PNG/BMP/TIFF/DICOM/NIfTI) as displayed → ``HxWx3`` uint8 RGB.
+
+    ``frame``: the frame of a multi-frame DICOM (required when it has several). ``axis`` / ``index``: the
+    2-D slice of a NIfTI volume (``index`` required when the volume has several slices along ``axis``).
+    Each is ignored for the other formats.
+    """
     path = Path(path)
     _check_file(path)
+    if is_nifti(path):
+        return next(read_nifti_slices(path, axis, [index], max_pixels=max_pixels))
     if is_dicom(path):
-        return _read_dicom(path, max_pixels)
+        return _read_dicom(path, max_pixels, frame)
     return pil_to_rgb(_open_pil(path, max_pixels))
 
 
@@ -244,3 +253,113 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95
     img = Image.fromarray(np.asarray(image, dtype=np.uint8))
     with atomic_open(path, "wb") as f:
         img.save(f, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+
+
+# ---------------------------------------------------------------------- multi-frame DICOM and NIfTI volumes
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+AXIS_NAMES = ("sagittal", "coronal", "axial")
+"""NIfTI axes in the closest canonical (RAS+) orientation: 0 = x (sagittal), 1 = y (coronal), 2 = z (axial)."""
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """True for a ``.nii`` / ``.nii.gz`` file name."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def _frame_index(path: Path, frame: int | None, count: int, what: str = "frame",
+                 how: str = "frame=K (predict --frame K|all)") -> int:
+    """``frame`` checked against ``count`` frames (or slices); ``None`` is only allowed when there is one."""
+    if frame is None:
+        if count == 1:
+            return 0
+        raise ImageReadError(f"{'multi-frame DICOM' if what == 'frame' else '3-D volume'} with {count} {what}s: "
+                             f"choose one with {how}, K in 0..{count - 1}", path)
+    if not 0 <= frame < count:
+        raise ImageReadError(f"{what} {frame} is out of range: the file has {count} {what}(s) (0..{count - 1})", path)
+    return frame
+
+
+def _nibabel():
+    try:
+        import nibabel
+    except ImportError:
+        raise ImageReadError("reading NIfTI needs nibabel: pip install -c constraints.txt 'sim4seg[serve]' "
+                             "(or pip install nibabel)") from None
+    return nibabel
+
+
+def _nifti_volume(path: Path):
+    """The NIfTI image in its closest canonical (RAS+) orientation, 2-D images as one-slice volumes."""
+    nib = _nibabel()
+    try:
+        img = nib.load(str(path))
+        img = nib.as_closest_canonical(img)
+    except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, zlib.error, ...)
+        raise ImageReadError(f"cannot read NIfTI file: {type(e).__name__}: {e}", path) from None
+    shape = tuple(int(v) for v in img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 3:
+        raise ImageReadError(f"NIfTI image is {len(shape)}-D {'x'.join(map(str, shape))}; only 2-D images and 3-D "
+                             "volumes are read (take one volume of the series first)", path)
+    return img, shape + (1,) * (3 - len(shape))
+
+
+def frame_count(path: str | os.PathLike, *, axis: int = 2) -> int:
+    """How many 2-D images the file holds: DICOM frames, NIfTI slices along ``axis``, else 1 (headers only)."""
+    path = Path(path)
+    _check_file(path)
+    if is_nifti(path):
+        _check_axis(path, axis)
+        return _nifti_volume(path)[1][axis]
+    if is_dicom(path):
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as e:  # noqa: BLE001 — any parse failure is reported when the image is read
+            raise ImageReadError(f"cannot read DICOM file: {type(e).__name__}: {e}", path) from None
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    return 1
+
+
+def _check_axis(path: Path, axis: int) -> None:
+    if axis not in (0, 1, 2):
+        raise ImageReadError(f"NIfTI axis must be 0 ({AXIS_NAMES[0]}), 1 ({AXIS_NAMES[1]}) or 2 ({AXIS_NAMES[2]}), "
+                             f"got {axis}", path)
+
+
+def read_nifti_slices(path: str | os.PathLike, axis: int = 2, indices: list[int | None] | None = None, *,
+                      max_pixels: int | None = None) -> Iterator[np.ndarray]:
+    """Yield 2-D slices of a NIfTI file as ``HxWx3`` uint8 (the file is opened once).
+
+    The volume is put in its closest canonical orientation (RAS+); a slice is shown with the
+    anterior / superior side up and the patient's left on the image's left (neurological
+    convention), its values scaled linearly from the slice's minimum to its maximum (NaNs as
+    the minimum). ``indices``: slice numbers along ``axis`` (``None`` in the list: the only slice
+    of a one-slice image); default: every slice.
+    """
+    path = Path(path)
+    _check_axis(path, axis)
+    img, shape = _nifti_volume(path)
+    if len(img.shape) == 2:
+        axis = 2  # a 2-D image is its own (only) axial slice
+    count = shape[axis]
+    plane = [shape[a] for a in range(3) if a != axis]
+    _check_pixels(path, plane[1], plane[0], max_pixels)
+    for index in range(count) if indices is None else indices:
+        k = _frame_index(path, index, count, "slice", f"index=K (predict --nifti-axis {axis} --nifti-index K|all)")
+        where: list = [slice(None)] * len(img.shape)
+        if len(img.shape) >= 3:
+            where[axis] = k
+            where[3:] = [0] * (len(img.shape) - 3)  # trailing singleton dimensions
+        try:
+            data = np.asarray(img.dataobj[tuple(where)], dtype=np.float32).reshape(plane)
+        except Exception as e:  # truncated or corrupt data
+            raise ImageReadError(f"cannot read NIfTI slice {k}: {type(e).__name__}: {e}", path) from None
+        if np.isnan(data).all():
+            data = np.zeros_like(data)
+        data = np.nan_to_num(data, nan=float(np.nanmin(data)))
+        gray = np.ascontiguousarray(np.rot90(_to_uint8(data)))  # rows: the second axis, reversed (A / S up)
+        yield np.repeat(gray[..., None], 3, axis=2)

@@ -44,6 +44,10 @@ class Source:
     """``polygon``, ``pixel`` (a mask image), ``box``, ``empty`` (no finding) or ``synthetic``."""
     instances: int = 1
     """How many instances were OR-ed into the mask (0 for an empty mask)."""
+    original_size: list[int] | None = None
+    """``[H, W]`` of the source image as displayed when the stored image (and mask) were downscaled
+    (``data build --max-side``); absent when stored at their own size. Scale a predicted mask back
+    with nearest-neighbour interpolation to this size."""
 
     def validate(self) -> None:
         if self.mask_from not in MASK_SOURCES:
@@ -54,6 +58,10 @@ class Source:
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"source.{name} must be a list of strings")
+        size = self.original_size
+        if size is not None and (not isinstance(size, list) or len(size) != 2
+                                 or not all(isinstance(v, int) and v > 0 for v in size)):
+            raise ValueError(f"source.original_size must be [H, W] (positive integers) or absent, got {size!r}")
 
 
 @dataclass
@@ -94,7 +102,10 @@ class Sample:
     source: Source = field(default_factory=lambda: Source(dataset="unknown"))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["source"]["original_size"] is None:  # records of full-size images read as before
+            del d["source"]["original_size"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict, subsets: dict[str, SubsetInfo] | None = None) -> "Sample":

@@ -99,6 +99,11 @@ class DiagnosisParser:
         self._subsets = dict(SUBSETS if subsets is None else subsets)
         self._phrases: dict[str, _SubsetPhrases] = {}
 
+    @property
+    def subsets(self) -> dict[str, SubsetInfo]:
+        """The label sets this parser knows, by subset name."""
+        return self._subsets
+
     def _get(self, subset: str) -> _SubsetPhrases:
         phrases = self._phrases.get(subset)
         if phrases is None:

@@ -21,20 +21,48 @@ def _tts(**options):
     return from_options(TTSConfig, options)
 
 
-def predict(checkpoint: str, out: str, image: str | None, query: list[str] | None, manifest: str | None,
+def _frame_arg(value: str | None, flag: str) -> int | str | None:
+    from sim4seg.errors import InputError
+
+    if value is None or value == "all":
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        raise InputError(f"{flag} takes a number or 'all', got {value!r}") from None
+    if k < 0:
+        raise InputError(f"{flag} must be >= 0, got {k}")
+    return k
+
+
+def predict(checkpoint: str, out: str, image: list[str] | None, images: list[str] | None, query: list[str] | None,
+            frame: str | None, nifti_axis: int, nifti_index: str | None, manifest: str | None,
             split: str, subset: str | None, m: int, n: int, selector: str, temperature: float, top_p: float,
             seed: int, max_new_tokens: int, no_rvls2m: bool, overlays: int, limit: int | None) -> int:
-    """Segment and diagnose: one IMAGE (JPEG/PNG/DICOM) with one or more --query, encoded once; or every
-    sample of a --manifest split into OUT/predictions.jsonl (resumable; the format `evaluate` reads)."""
+    """Segment and diagnose: one IMAGE with one or more --query, encoded once (OUT/<name>_mask.png, _overlay.png,
+    .json); many images (--image repeated, --images DIR|GLOB|LIST.txt, every frame or slice of a volume) into
+    OUT/predictions.jsonl, one line per image, resumable, an unreadable image recorded as failed; or every sample
+    of a --manifest split into OUT/predictions.jsonl (resumable; the format `evaluate` reads). Reads JPEG, PNG,
+    BMP, TIFF, DICOM (--frame for multi-frame files) and NIfTI (--nifti-axis, --nifti-index)."""
     from sim4seg.infer.predictor import Predictor, write_result
     from sim4seg.errors import InputError
 
-    if (image is None) == (manifest is None):
-        raise InputError("give either --image (with --query) or --manifest")
+    files = bool(image or images)
+    if files == (manifest is not None):
+        raise InputError("give either --image / --images (with --query) or --manifest")
+    if nifti_axis not in (0, 1, 2):
+        raise InputError(f"--nifti-axis must be 0, 1 or 2, got {nifti_axis}")
+    frame_k, index_k = _frame_arg(frame, "--frame"), _frame_arg(nifti_index, "--nifti-index")
+    if files and not query:
+        raise InputError("--image / --images need at least one --query")
     tts = _tts(m=m, n=n, selector=selector, temperature=temperature, top_p=top_p, seed=seed,
                max_new_tokens=max_new_tokens)
+    if files and tts.upper_bound:
+        raise InputError(f"the {selector} selector needs a ground truth: use it with --manifest (an upper bound only)")
     use = False if no_rvls2m else None
     predictor = Predictor.from_checkpoint(checkpoint, tts=tts)
+    if subset is not None:
+        predictor.check_subset(subset)
     if manifest is not None:
         from sim4seg.infer.batch import predict_split
 
@@ -43,30 +71,35 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
         print(f"predictions: {path} ({time.perf_counter() - t0:.1f}s); score them with "
               f"`sim4seg evaluate --manifest {manifest} --split {split} --predictions {path} --out OUT`")
         return 0
-    if not query:
-        raise InputError("--image needs at least one --query")
-    if tts.upper_bound:
-        raise InputError(f"the {selector} selector needs a ground truth: use it with --manifest (an upper bound only)")
-    parser = None
-    if subset is not None:
-        from sim4seg.data.subsets import SUBSETS
-        from sim4seg.eval.diagnosis import DiagnosisParser
+    from sim4seg.infer.files import collect, expand, predict_files
 
-        if subset not in SUBSETS:
-            raise InputError(f"unknown subset {subset!r}; known: {', '.join(SUBSETS)}")
-        parser = DiagnosisParser()
-    predictor.set_image(image)
-    stem = Path(image).stem
-    for i, q in enumerate(query):
-        pred = predictor.predict(q, subset=subset, parser=parser, use_rvls2m=use)
-        name = stem if len(query) == 1 else f"{stem}_q{i}"
-        paths = write_result(pred, predictor.image, out, name, {"image": str(image), "query": q})
-        print(f"[{i}] {pred.answer!r}" + (f"  (TRUNCATED at --max-new-tokens {max_new_tokens})" if pred.truncated else ""))
-        agreement = "single answer: no agreement" if pred.confidence is None else f"agreement {pred.confidence:.2f}"
-        unc = "" if pred.uncertainty_mean is None else f"; mean pixel uncertainty {pred.uncertainty_mean:.3f}"
-        print(f"    diagnosis: {pred.diagnosis} ({agreement}); [SEG] produced: {pred.seg}; "
-              f"mask area {int(pred.mask.sum())} px{unc}; {pred.timings['predict_s']:.2f}s")
-        print(f"    wrote {', '.join(str(p) for p in paths.values())}")
+    units = expand(collect(image, images), frame=frame_k, axis=nifti_axis, index=index_k)
+    units = units[:limit] if limit is not None else units
+    if len(units) == 1 and not images:
+        import re
+
+        from sim4seg.data.io import read_image
+
+        u = units[0]
+        predictor.set_image(read_image(u.path, frame=u.frame, axis=u.axis, index=u.index))
+        stem = re.sub(r"\.nii$", "", Path(u.path).stem) + re.sub(r"[^\w.-]+", "_", "_" + u.id.partition("#")[2]).rstrip("_")
+        for i, q in enumerate(query):
+            pred = predictor.predict(q, subset=subset, use_rvls2m=use)
+            name = stem if len(query) == 1 else f"{stem}_q{i}"
+            paths = write_result(pred, predictor.image, out, name, {"image": str(u.path), "query": q})
+            print(f"[{i}] {pred.answer!r}" + (f"  (TRUNCATED at --max-new-tokens {max_new_tokens})" if pred.truncated else ""))
+            agreement = "single answer: no agreement" if pred.confidence is None else f"agreement {pred.confidence:.2f}"
+            unc = "" if pred.uncertainty_mean is None else f"; mean pixel uncertainty {pred.uncertainty_mean:.3f}"
+            print(f"    diagnosis: {pred.diagnosis} ({agreement}); [SEG] produced: {pred.seg}; "
+                  f"mask area {int(pred.mask.sum())} px{unc}; {pred.timings['predict_s']:.2f}s")
+            print(f"    wrote {', '.join(str(p) for p in paths.values())}")
+        return 0
+    t0 = time.perf_counter()
+    c = predict_files(predictor, units, query, out, subset=subset, overlays=overlays, use_rvls2m=use)
+    print(f"{c['images']} image(s): {c['ok']} prediction(s) written, {c['failed']} failed, {c['skipped_done']} "
+          f"already done (skipped) in {time.perf_counter() - t0:.1f}s; wrote {c['path']}")
+    if c["failed"]:
+        print(f"failed images are listed in {c['path']} with \"status\": \"failed\" and the reason")
     return 0
 
 
@@ -149,13 +182,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=predict.__doc__)
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="Sim4Seg checkpoint directory")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--image", default=None, metavar="FILE", help="JPEG / PNG / DICOM image")
+    p.add_argument("--image", action="append", default=None, metavar="FILE",
+                   help="JPEG / PNG / BMP / TIFF / DICOM / NIfTI image (repeatable)")
+    p.add_argument("--images", action="append", default=None, metavar="DIR|GLOB|LIST.txt",
+                   help="many images: a folder (searched recursively), a quoted glob ('scans/**/*.dcm') or a .txt "
+                        "file of paths, one a line (repeatable); results in OUT/predictions.jsonl, resumable")
     p.add_argument("--query", action="append", default=None, help="question about the image (repeatable)")
-    p.add_argument("--subset", default=None, help="M3DS subset whose label set the diagnosis is parsed into")
+    p.add_argument("--subset", default=None,
+                   help="subset whose label set the diagnosis is parsed into (the checkpoint's or the paper's)")
+    g = p.add_argument_group("volumes and multi-frame files")
+    g.add_argument("--frame", default=None, metavar="K|all",
+                   help="frame of a multi-frame DICOM, or 'all' (one prediction per frame); required for such files")
+    g.add_argument("--nifti-axis", type=int, default=2, choices=(0, 1, 2),
+                   help="NIfTI slicing axis in RAS+ orientation: 0 sagittal, 1 coronal, 2 axial (default 2)")
+    g.add_argument("--nifti-index", default=None, metavar="K|all",
+                   help="NIfTI slice along --nifti-axis, or 'all'; required for a volume of several slices")
     p.add_argument("--manifest", default=None, metavar="DIR", help="predict every sample of a split instead")
     p.add_argument("--split", default="test", choices=SPLITS, help="split with --manifest (default test)")
-    p.add_argument("--limit", type=int, default=None, help="with --manifest: the first N samples only")
-    p.add_argument("--overlays", type=int, default=0, help="with --manifest: overlay PNGs for the first N samples")
+    p.add_argument("--limit", type=int, default=None, help="the first N samples (or images) only")
+    p.add_argument("--overlays", type=int, default=0,
+                   help="with --manifest or many images: overlay PNGs for the first N")
     _tts_args(p)
     p.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off (ablation)")
     p.set_defaults(handler=predict)

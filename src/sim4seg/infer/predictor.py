@@ -80,8 +80,16 @@ class Prediction:
 class Predictor:
     """``set_image(image)`` once, then ``predict(query)`` any number of times."""
 
-    def __init__(self, model, processor, tts: TTSConfig | None = None):
+    def __init__(self, model, processor, tts: TTSConfig | None = None, subsets: dict | None = None):
+        """``subsets``: ``{name: SubsetInfo}`` the model was trained on (its checkpoint's ``training.json``);
+        ``None`` when unknown. ``predict(subset=...)`` parses answers into these label sets (else the paper's)."""
+        from sim4seg.data.subsets import SUBSETS
+        from sim4seg.eval.diagnosis import DiagnosisParser
+
         self.model, self.processor = model.eval(), processor
+        self.subsets = subsets
+        self.parser = DiagnosisParser({**SUBSETS, **(subsets or {})})
+        self._warned: set[str] = set()
         self.tokenizer = processor.tokenizer
         self.encoder = ExampleEncoder.for_model(model, processor)
         self.tts = tts or TTSConfig()
@@ -92,8 +100,20 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, tts: TTSConfig | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "Predictor":
+        from sim4seg.model.checkpoint import trained_subsets
+
         model, processor = load_model(path, device=device, dtype=dtype)
-        return cls(model, processor, tts)
+        return cls(model, processor, tts, subsets=trained_subsets(path))
+
+    def check_subset(self, subset: str) -> None:
+        """Raise on a subset with no known label set; warn (once) about one the checkpoint was not trained on."""
+        if subset not in self.parser.subsets:
+            raise InputError(f"unknown subset {subset!r}: no label set to parse the diagnosis into; known: "
+                             f"{', '.join(self.parser.subsets)}")
+        if self.subsets is not None and subset not in self.subsets and subset not in self._warned:
+            self._warned.add(subset)
+            log.warning("this checkpoint was never trained on subset %r (it knows %s): its diagnosis will most "
+                        "likely not parse into %r's labels", subset, ", ".join(self.subsets), subset)
 
     # ------------------------------------------------------------------ image
 
@@ -126,14 +146,18 @@ class Predictor:
 
     def predict(self, query: str, *, subset: str | None = None, parser=None, gt: np.ndarray | None = None,
                 tts: TTSConfig | None = None, use_rvls2m: bool | None = None, **overrides) -> Prediction:
-        """Answer ``query`` about the current image. ``parser`` (``DiagnosisParser``) and ``subset`` map the
-        answer onto a label set (default: the ``Diagnosis:`` line as written); ``gt`` only for ``oracle``."""
+        """Answer ``query`` about the current image. ``subset`` maps the answer onto that subset's label set
+        (with ``parser``, a ``DiagnosisParser``, or else the checkpoint's own label sets and the paper's);
+        without it the ``Diagnosis:`` line is taken as written. ``gt`` only for ``oracle``."""
         if self.encoding is None:
             raise InputError("no image: call set_image() before predict()")
         cfg = tts or self.tts
         ids = self.prompt_ids(query)
         parse = None
-        if parser is not None and subset is not None:
+        if subset is not None:
+            if parser is None:
+                self.check_subset(subset)
+                parser = self.parser
             parse = lambda a: parser.label(a, subset)  # noqa: E731
         gt_t = None if gt is None else torch.as_tensor(np.asarray(gt, dtype=bool))
         t0 = time.perf_counter()

@@ -10,6 +10,8 @@ A Sim4Seg checkpoint directory::
     sam/config.json            the SamModel's config
     processor/                 tokenizer (with [SEG]) + image processor + chat template
     adapter/                   the LoRA weights alone (adapter_model.safetensors + adapter_config.json)
+    training.json              (from ``sim4seg train``) when, on which subsets / label sets and data, final metrics
+    config.yaml                (from ``sim4seg train``) the resolved training recipe
 """
 
 from __future__ import annotations
@@ -161,3 +163,36 @@ def convert_sam_file(src: str | os.PathLike, dst: str | os.PathLike, *, base: st
     model.load_state_dict(sd, strict=True)
     model.save_pretrained(dst)
     return Path(dst)
+
+
+# ---------------------------------------------------------------------------- the training record
+
+TRAINING_FILE = "training.json"
+"""Written by ``sim4seg train`` beside the weights: when and on what the model was trained (``model info``)."""
+
+
+def read_training(directory: str | os.PathLike) -> dict | None:
+    """The checkpoint's training record (``training.json``), or ``None`` for one written without it."""
+    path = Path(directory) / TRAINING_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
+    if not isinstance(record, dict) or not isinstance(record.get("subsets", {}), dict):
+        raise InputError("a training record is an object with 'subsets' {name: label set}", path)
+    return record
+
+
+def trained_subsets(directory: str | os.PathLike):
+    """``{subset: SubsetInfo}`` the checkpoint was trained on (label sets as in its manifest), or ``None`` if unknown."""
+    from sim4seg.data.subsets import SubsetInfo
+
+    record = read_training(directory)
+    if record is None or not record.get("subsets"):
+        return None
+    try:
+        return {name: SubsetInfo.from_json(name, s) for name, s in record["subsets"].items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"subsets: {e}", Path(directory) / TRAINING_FILE) from None

@@ -48,6 +48,21 @@ def presets() -> int:
     return 0
 
 
+def info(checkpoint: str, json_: bool) -> int:
+    """Show what checkpoint CKPT is: backbones, parameters, RVLS2M, what trained, and (for `sim4seg train` output)
+    when and on which data, the label set of every subset it was trained on, the recipe and the final metrics."""
+    from sim4seg.model.info import checkpoint_info, describe
+
+    data = checkpoint_info(checkpoint)
+    if json_:
+        import json
+
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(describe(data))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     conv = sub.add_parser("convert", help="convert LISA / official SAM checkpoints into this project's formats")
     csub = conv.add_subparsers(dest="convert_command", metavar="FORMAT", required=True)
@@ -74,5 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="Sim4Seg checkpoint with LoRA adapters")
     p.add_argument("dst", help="output checkpoint directory")
     p.set_defaults(handler=merge)
+    p = msub.add_parser("info", help="show a checkpoint's backbones, label sets, training recipe, data and metrics",
+                        description=info.__doc__)
+    p.add_argument("checkpoint", metavar="CKPT", help="Sim4Seg checkpoint directory (a training run's final/)")
+    p.add_argument("--json", dest="json_", action="store_true", help="print everything as JSON")
+    p.set_defaults(handler=info)
     p = msub.add_parser("presets", help=presets.__doc__, description=presets.__doc__)
     p.set_defaults(handler=presets)

@@ -187,9 +187,10 @@ def truncate_log(path: Path, step: int) -> None:
 # ---------------------------------------------------------------------------- export
 
 
-def export(accelerator, model: nn.Module, directory: Path, config: Config, save_model=None) -> None:
+def export(accelerator, model: nn.Module, directory: Path, config: Config, save_model=None,
+           record: dict | None = None) -> None:
     """Write the trained model to ``directory`` (atomically): ``save_model(model, dir)`` if given, else the
-    trainable weights (``model.safetensors``); the recipe beside it."""
+    trainable weights (``model.safetensors``); the recipe beside it, and ``record`` as ``training.json``."""
     state_dict = accelerator.get_state_dict(model)  # collective under DeepSpeed ZeRO-3
     if not accelerator.is_main_process:
         return
@@ -206,6 +207,11 @@ def export(accelerator, model: nn.Module, directory: Path, config: Config, save_
         sd = {k: v.detach().to("cpu").contiguous() for k, v in trainable_state_dict(inner, state_dict).items()}
         save_file(sd, str(tmp / WEIGHTS), metadata={"format": "pt"})
     config.save(tmp / CONFIG_NAME)
+    if record is not None:
+        from sim4seg._atomic import write_json
+        from sim4seg.model.checkpoint import TRAINING_FILE
+
+        write_json(tmp / TRAINING_FILE, record)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)

@@ -388,7 +388,8 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     if not ckpt.find(out, "auto") or ckpt.step_of(ckpt.find(out, "auto")) != state.global_step:
         save()
     final = out / "final"
-    ckpt.export(accelerator, model, final, config, save_model)
+    ckpt.export(accelerator, model, final, config, save_model,
+                record=task.training_record(config, datasets, state, last_logs))
     logger.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -137,3 +137,42 @@ def build(config: Config, accelerator, datasets=None):
     if datasets is None:
         datasets = build_data(config, model, processor, accelerator, checked)
     return model, datasets, lambda m, directory: checkpoint.save(m, processor, directory)
+
+
+def training_record(config: Config, datasets, state, last_logs: dict) -> dict:
+    """What ``training.json`` keeps beside the trained weights (``sim4seg model info`` prints it): when, on which
+    subsets and label sets, from which manifest, how long, and the last training / validation figures."""
+    import datetime
+
+    from sim4seg import __version__
+
+    record: dict = {
+        "format": 1,
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "sim4seg_version": __version__,
+        "model": {"preset": config.model.preset, "lvlm": config.model.lvlm, "sam": config.model.sam,
+                  "dtype": config.model.dtype},
+        "steps": state.global_step, "epochs_completed": state.epoch, "samples_seen": state.samples_seen,
+        "data": {"manifest": config.data.manifest, "train_split": config.data.train_split,
+                 "val_split": config.data.val_split, "answer_format": config.data.answer_format},
+        "subsets": {},
+        "metrics": {"train": {k: v for k, v in last_logs.items() if k not in ("epoch",)},
+                    "validations": list(state.validations)},
+    }
+    train = datasets.train
+    samples = getattr(train, "samples", None)
+    root = getattr(train, "root", None)
+    if samples is None or root is None:  # a custom dataset: no label sets to record
+        return record
+    from sim4seg.data.schema import read_info
+
+    info = read_info(root)
+    counts: dict[str, dict[str, int]] = {}
+    for s in samples:
+        by_label = counts.setdefault(s.subset, {})
+        by_label[s.diagnosis] = by_label.get(s.diagnosis, 0) + 1
+    record["data"].update(manifest=str(Path(root).resolve()), build=info.build,
+                          train_counts={k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
+                          n_train=len(samples), n_val=len(datasets.val) if datasets.val is not None else 0)
+    record["subsets"] = {name: info.subsets[name].to_json() for name in sorted(counts)}
+    return record

@@ -37,7 +37,9 @@ class Result:
     skipped: list[Skip] = field(default_factory=list)
     """The sample itself (``ok=False``) or some of its instances, with reasons."""
     image_write: str = ""
-    """``link``, ``copy`` or ``exists``."""
+    """``link``, ``copy``, ``exists`` or ``resized``."""
+    original_size: list[int] | None = None
+    """``[H, W]`` as displayed when the image was stored downscaled (``max_side``)."""
 
 
 def output_paths(item: Item) -> tuple[str, str]:
@@ -109,14 +111,39 @@ def _shapes(item: Item, h: int, w: int, raw: tuple[int, int, int]) -> tuple[np.n
     return mask, n, drops
 
 
-def convert_item(item: Item, out_root: str) -> Result:
-    """Write the image and mask of ``item`` under ``out_root``; never raises for bad input."""
+def downscaled(h: int, w: int, max_side: int | None) -> tuple[int, int] | None:
+    """``(H, W)`` with the longer side ``max_side`` (aspect kept), or ``None`` when the image already fits."""
+    if max_side is None or max(h, w) <= max_side:
+        return None
+    s = max_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def store_downscaled(image: np.ndarray, mask: np.ndarray, size: tuple[int, int], image_dst: Path,
+                     mask_dst: Path) -> None:
+    """Write ``image`` resized to ``size`` (Lanczos) and ``mask`` resized with it (nearest), atomically."""
+    from sim4seg.data.io import write_image
+
+    h, w = size
+    small = Image.fromarray(image).resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    write_image(image_dst, np.asarray(small))
+    write_mask(mask_dst, np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST)))
+
+
+def convert_item(item: Item, out_root: str, max_side: int | None = None) -> Result:
+    """Write the image and mask of ``item`` under ``out_root``; never raises for bad input.
+
+    ``max_side``: an image whose longer side is larger is stored downscaled to it (re-encoded: JPEG
+    sources as JPEG, others as PNG; EXIF orientation applied), its mask with it (nearest), and its
+    displayed size kept in ``Result.original_size``.
+    """
     out = Path(out_root)
     image_rel, mask_rel = output_paths(item)
     res = Result(item.sample_id, ok=False, image=image_rel, mask=mask_rel, mask_from=item.mask_from)
     src = Path(item.image)
     try:
-        h, w = read_image(src).shape[:2]
+        pixels = read_image(src)
+        h, w = pixels.shape[:2]
         if item.mask_from == "empty":
             mask, n = np.zeros((h, w), bool), 0
         elif item.mask_from == "pixel":
@@ -134,8 +161,15 @@ def convert_item(item: Item, out_root: str) -> Result:
             mask, n, res.skipped = _shapes(item, h, w, _header(src))
             if n == 0:
                 raise InputError("no annotation of this image covers a pixel", src)
-        res.image_write = place_image(src, out / image_rel)
-        write_mask(out / mask_rel, mask)
+        size = downscaled(h, w, max_side)
+        if size is None:
+            res.image_write = place_image(src, out / image_rel)
+            write_mask(out / mask_rel, mask)
+        else:
+            res.image = image_rel = str(Path(image_rel).with_suffix(
+                ".jpg" if src.suffix.lower() in (".jpg", ".jpeg") else ".png").as_posix())
+            store_downscaled(pixels, mask, size, out / image_rel, out / mask_rel)
+            res.image_write, res.original_size = "resized", [h, w]
     except InputError as e:
         res.skipped.append(Skip(str(e.path or src), e.problem))
         return res
