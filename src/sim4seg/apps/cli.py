@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Sequence
 
-from sim4seg import __version__
+from sim4seg._version import __version__
 from sim4seg.errors import Sim4SegError
 
 COMMANDS = (

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from sim4seg import __version__
+from sim4seg._version import __version__
 from sim4seg.errors import InputError
 from sim4seg.serve.engine import Engine, result_json
 from sim4seg.serve.limits import BodyLimit, Gate, Refused, check_token

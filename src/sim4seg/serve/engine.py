@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sim4seg import __version__
+from sim4seg._version import __version__
 from sim4seg.data.io import read_image
 from sim4seg.data.subsets import SUBSETS
 from sim4seg.errors import ImageReadError, InputError

@@ -144,7 +144,7 @@ def training_record(config: Config, datasets, state, last_logs: dict) -> dict:
     subsets and label sets, from which manifest, how long, and the last training / validation figures."""
     import datetime
 
-    from sim4seg import __version__
+    from sim4seg._version import __version__
 
     record: dict = {
         "format": 1,
