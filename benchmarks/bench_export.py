@@ -124,9 +124,10 @@ def main() -> None:
             shards = len(list((out / "data").glob("train-*.parquet")))
             line = f"{min(n, len(records)):>8} {size / 1e6:>9.1f} {shards:>7} {seconds:>9.1f} {rss:>13}"
             if not args.no_baseline:
-                _, rss0 = measure([sys.executable, __file__, "--_child", "memory", str(root), str(base / f"mem-{n}"), ""])
+                mem = base / f"mem-{n}"
+                _, rss0 = measure([sys.executable, __file__, "--_child", "memory", str(root), str(mem), ""])
                 line += f" {rss0:>14} {rss / rss0:>6.2f}"
-                shutil.rmtree(base / f"mem-{n}")
+                shutil.rmtree(mem)
             print(line, flush=True)
             shutil.rmtree(out)
     finally:

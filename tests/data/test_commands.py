@@ -99,7 +99,8 @@ def test_export_parquet_round_trip_in_shards(synth_m3ds, tmp_path, capsys):
         assert [r["id"] for r in rows] == [r["id"] for r in records]  # every sample once, in manifest order
         assert len(rows) == sum(info["counts"][split].values())
         for row, rec in zip(rows[:3], records):
-            assert row["image"]["path"] == rec["image"] and row["image"]["bytes"] == (synth_m3ds / rec["image"]).read_bytes()
+            assert row["image"]["path"] == rec["image"]
+            assert row["image"]["bytes"] == (synth_m3ds / rec["image"]).read_bytes()
             assert row["mask"]["bytes"] == (synth_m3ds / rec["mask"]).read_bytes()
             assert json.loads(row["answers"]) == rec["answers"] and json.loads(row["source"]) == rec["source"]
     assert len(_shards(out, "train")) > 1
@@ -138,7 +139,8 @@ def test_export_loads_with_hf_datasets_also_streaming(synth_m3ds, tmp_path):
     assert np.array_equal(np.asarray(row["mask"]), np.asarray(Image.open(synth_m3ds / first["mask"])))
     files = {"train": [str(p) for p in _shards(out, "train")]}
     stream = datasets.load_dataset("parquet", data_files=files, streaming=True)["train"]
-    assert [r["id"] for r in stream] == [json.loads(l)["id"] for l in (synth_m3ds / "train.jsonl").read_text().splitlines()]
+    ids = [json.loads(l)["id"] for l in (synth_m3ds / "train.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in stream] == ids
 
 
 def test_killed_export_leaves_no_final_file_and_the_next_one_cleans_up(synth_m3ds, tmp_path):
