@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from cot_fake_server import FakeServer, Script
@@ -42,8 +43,8 @@ def test_a_server_dying_mid_run_loses_nothing_and_its_share_moves(manifest, trai
 
 
 def test_a_server_that_comes_back_is_used_again_after_its_cooldown(manifest, train, tmp_path):
-    with FakeServer(Script(delay=0.03)) as a:
-        b = FakeServer(Script(delay=0.03, die_after=2))
+    with FakeServer(Script(delay=0.05)) as a:
+        b = FakeServer(Script(delay=0.05, die_after=2))
         port = int(b.url.rsplit(":", 1)[1].split("/")[0])
         with b:
             pipeline = make_pipeline([a.url, b.url], manifest, retry=FAST_RETRY,
@@ -57,7 +58,11 @@ def test_a_server_that_comes_back_is_used_again_after_its_cooldown(manifest, tra
             t = threading.Thread(target=work)
             t.start()
             assert b.state.closed.wait(10)
-            with FakeServer(Script(delay=0.03), port=port) as b2:  # restarted on the same address
+            # Restart only once the client has seen it dead (else a request would simply reach the new one).
+            deadline = time.monotonic() + 10
+            while pipeline.medical.pool.stats()[1]["taken_out"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            with FakeServer(Script(delay=0.05), port=port) as b2:  # restarted on the same address
                 t.join(30)
                 back = _answered(b2)
         stats = pipeline.medical.pool.stats()
@@ -103,7 +108,8 @@ def test_cli_starts_without_an_unreachable_server_but_not_without_all(manifest, 
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     with FakeServer() as a:
         assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(tmp_path / "o"),
-                     "--base-url", dead, "--base-url", a.url, "--model", "tiny-med", "--limit", "3", *FAST]) == 0
+                     "--base-url", dead, "--base-url", a.url, "--model", "tiny-med", "--limit", "3",
+                     "--cooldown", "300", *FAST]) == 0
         assert _answered(a) == 6
     assert "taken out 1 time(s)" in capsys.readouterr().out
     assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(tmp_path / "p"),
