@@ -34,6 +34,8 @@ class Script:
     models: tuple[str, ...] = ("tiny-med",)
     models_endpoint: bool = True
     retry_after: str | None = None
+    die_after: int | None = None
+    """Die when the chat request after this many arrives: stop listening, drop every connection, reply to nothing."""
 
 
 @dataclass
@@ -45,6 +47,12 @@ class State:
     in_flight: int = 0
     max_in_flight: int = 0
     auth_headers: list = field(default_factory=list)
+    received: int = 0
+    """Chat requests received (answered or not)."""
+    dead: bool = False
+    closed: threading.Event = field(default_factory=threading.Event)
+    """Set once a dead server's address is free again."""
+    connections: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -79,10 +87,30 @@ def critic_reply(text: str, mode: str) -> str:
     return "VERDICT: REJECT\nREASONS:\n- the findings are not visible in the image\n- the modality is not described"
 
 
-def make_handler(script: Script, state: State):
+def make_handler(script: Script, state: State, die):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # as real servers (uvicorn, vLLM) do
+
+        def setup(self):
+            super().setup()
+            with state.lock:
+                state.connections.add(self.connection)
+
+        def finish(self):
+            with state.lock:
+                state.connections.discard(self.connection)
+            try:
+                super().finish()
+            except OSError:
+                pass
+
+        def _drop(self) -> None:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
         def log_message(self, *args):  # quiet
             pass
@@ -124,6 +152,12 @@ def make_handler(script: Script, state: State):
             body = json.loads(raw)
             if body.get("model") not in script.models:
                 return self._send(404, {"error": {"message": f"model {body.get('model')} does not exist"}})
+            with state.lock:
+                state.received += 1
+                dying = state.dead or (script.die_after is not None and state.received > script.die_after)
+            if dying:
+                die()
+                return self._drop()
             key = hashlib.sha256(raw).hexdigest()
             with state.lock:
                 n = state.attempts.get(key, 0)
@@ -137,6 +171,8 @@ def make_handler(script: Script, state: State):
                     return self._fail()
                 if script.delay:
                     time.sleep(script.delay)
+                if state.dead:  # died while this request was being worked on
+                    return self._drop()
                 system = body["messages"][0]["content"] if body["messages"][0]["role"] == "system" else ""
                 text = _user_text(body)
                 role = "critic" if "critical assistant" in system else "medical"
@@ -176,10 +212,10 @@ def make_handler(script: Script, state: State):
 class FakeServer:
     """``with FakeServer(Script(...)) as srv: srv.url`` → ``http://127.0.0.1:PORT/v1``."""
 
-    def __init__(self, script: Script | None = None):
+    def __init__(self, script: Script | None = None, port: int = 0):
         self.script = script or Script()
         self.state = State()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.script, self.state))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), make_handler(self.script, self.state, self.kill))
         self.httpd.daemon_threads = True
         self.httpd.handle_error = lambda request, client_address: None
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -192,6 +228,22 @@ class FakeServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def kill(self) -> None:
+        """Die like a crashed server: refuse new connections, drop open ones (requests in flight get no reply)."""
+        with self.state.lock:
+            if self.state.dead:
+                return
+            self.state.dead = True
+            conns = list(self.state.connections)
+        self.httpd.shutdown()  # from a handler thread too: serve_forever runs in its own thread
+        self.httpd.server_close()  # new connections are refused from now on
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.state.closed.set()
 
     def roles(self) -> list[str]:
         with self.state.lock:

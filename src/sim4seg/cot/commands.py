@@ -20,8 +20,35 @@ def _env(names: tuple[str, ...]) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def _backend(kind: str, base_url: str | None, model: str | None, api_key: str | None, timeout: float,
-             max_attempts: int, backoff: float, device: str, dtype: str, role: str):
+def _server_urls(flags: list[str] | None, urls_file: str | None) -> list[str]:
+    """``--base-url`` (repeatable) and ``--base-urls-file`` (one URL a line, ``#`` comments), else the env.
+
+    The environment variable may hold several URLs separated by commas or spaces.
+    """
+    urls = list(flags or [])
+    if urls_file:
+        path = Path(urls_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read the server list ({type(e).__name__}: {e})", path) from None
+        for n, line in enumerate(lines, 1):
+            url = line.split("#", 1)[0].strip()
+            if not url:
+                continue
+            if not url.startswith(("http://", "https://")) or " " in url:
+                raise InputError(f"not a server URL: {url!r} (expected http(s)://host[:port]/v1)", path, n)
+            urls.append(url)
+        if not urls:
+            raise InputError("the server list names no URL", path)
+    if not urls:
+        env = _env(ENV_BASE_URL)
+        urls = env.replace(",", " ").split() if env else []
+    return urls
+
+
+def _backend(kind: str, base_urls: list[str], model: str | None, api_key: str | None, timeout: float,
+             max_attempts: int, backoff: float, pool, device: str, dtype: str, role: str):
     if not model:
         raise InputError(f"no model for the {role}: pass --model (or set SIM4SEG_COT_MODEL)")
     if kind == "hf":
@@ -30,13 +57,13 @@ def _backend(kind: str, base_url: str | None, model: str | None, api_key: str | 
         return HFBackend.from_pretrained(model, device=device, dtype=dtype)
     from sim4seg.cot.backends.openai import OpenAIBackend, RetryPolicy
 
-    if not base_url:
+    if not base_urls:
         raise InputError(f"no server for the {role}: pass --base-url (or set SIM4SEG_COT_BASE_URL / OPENAI_BASE_URL)")
     try:
         retry = RetryPolicy(max_attempts=max_attempts, backoff=backoff)
     except ValueError as e:
         raise InputError(str(e)) from None
-    return OpenAIBackend(base_url, model, api_key, timeout=timeout, retry=retry)
+    return OpenAIBackend(base_urls, model, api_key, timeout=timeout, retry=retry, pool=pool)
 
 
 def _warn_if_settings_changed(path: Path, new: dict) -> None:
@@ -55,8 +82,9 @@ def _warn_if_settings_changed(path: Path, new: dict) -> None:
                         "produced it", path.parent, key, old.get(key), new.get(key))
 
 
-def generate(manifest: str, split: str, out: str, backend: str, base_url: str | None, model: str | None,
-             api_key: str | None, critic_base_url: str | None, critic_model: str | None, concurrency: int,
+def generate(manifest: str, split: str, out: str, backend: str, base_url: list[str] | None, base_urls_file: str | None,
+             model: str | None, api_key: str | None, critic_base_url: list[str] | None, critic_model: str | None,
+             concurrency: int, max_per_server: int, fail_threshold: int, cooldown: float, cooldown_max: float,
              max_rounds: int, timeout: float, max_attempts: int, backoff: float, prompts: str | None,
              limit: int | None, retry_failed: bool, abort_after: int, max_tokens: int, critic_max_tokens: int,
              temperature: float, max_side: int, image_format: str, device: str, dtype: str,
@@ -65,19 +93,23 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: str | 
     from dataclasses import asdict
 
     from sim4seg._atomic import write_json
+    from sim4seg.cot.backends.pool import PoolPolicy
     from sim4seg.cot.pipeline import CotPipeline, GenerationConfig
     from sim4seg.cot.roles import Prompts
     from sim4seg.cot.runner import pending_samples, run
     from sim4seg.cot.store import ResultStore, results_path
     from sim4seg.data.schema import iter_split, read_info
 
-    base_url = base_url or _env(ENV_BASE_URL)
+    base_urls = _server_urls(base_url, base_urls_file)
+    critic_urls = list(critic_base_url or []) or base_urls
     model = model or _env(ENV_MODEL)
     api_key = api_key or _env(ENV_API_KEY)
     critic_key = _env(("SIM4SEG_COT_CRITIC_API_KEY",)) or api_key
     try:
         config = GenerationConfig(max_rounds=max_rounds, max_tokens=max_tokens, critic_max_tokens=critic_max_tokens,
                                   temperature=temperature, max_side=max_side, image_format=image_format)
+        pool = PoolPolicy(max_per_server=max_per_server, fail_threshold=fail_threshold, cooldown=cooldown,
+                          cooldown_max=cooldown_max)
     except ValueError as e:
         raise InputError(str(e)) from None
     if concurrency < 1:
@@ -88,10 +120,10 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: str | 
     if not samples:
         raise InputError(f"no samples in split {split!r}", Path(manifest) / f"{split}.jsonl")
 
-    args = (timeout, max_attempts, backoff, device, dtype)
-    medical = _backend(backend, base_url, model, api_key, *args, role="medical assistant")
-    same_critic = (critic_model in (None, model)) and (critic_base_url in (None, base_url))
-    critic = medical if same_critic else _backend(backend, critic_base_url or base_url, critic_model or model,
+    args = (timeout, max_attempts, backoff, pool, device, dtype)
+    medical = _backend(backend, base_urls, model, api_key, *args, role="medical assistant")
+    same_critic = (critic_model in (None, model)) and critic_urls == base_urls
+    critic = medical if same_critic else _backend(backend, critic_urls, critic_model or model,
                                                   critic_key, *args, role="critical assistant")
     medical.preflight()
     if critic is not medical:
@@ -103,10 +135,11 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: str | 
         if limit is not None:
             todo = todo[:limit]
         run_info = {"manifest": str(Path(manifest).resolve()), "split": split, "backend": backend,
-                    "base_url": base_url if backend == "openai" else None, "model": medical.name,
-                    "critic_base_url": (critic_base_url or base_url) if backend == "openai" else None,
+                    "base_url": _one_or_list(base_urls) if backend == "openai" else None, "model": medical.name,
+                    "critic_base_url": _one_or_list(critic_urls) if backend == "openai" else None,
                     "critic_model": critic.name, "prompts": templates.sources, "prompt_digest": templates.digest(),
-                    "config": asdict(config), "concurrency": concurrency}
+                    "config": asdict(config), "concurrency": concurrency,
+                    "servers": asdict(pool) if backend == "openai" else None}
         out_dir = store.path.parent
         _warn_if_settings_changed(out_dir / "run.json", run_info)
         write_json(out_dir / "run.json", run_info)
@@ -114,10 +147,29 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: str | 
         pipeline = CotPipeline(medical, critic, templates, manifest, info.subsets, config)
         summary = run(pipeline, todo, store, concurrency=concurrency, abort_after=abort_after,
                       progress=not no_progress, skipped=skipped)
-    write_json(out_dir / "summary.json", summary.to_json())
+    servers = _server_stats(medical, critic)
+    write_json(out_dir / "summary.json", {**summary.to_json(), **({"servers": servers} if servers else {})})
     print(summary.text())
+    for srv in servers if len(servers) > 1 else []:
+        print(f"server {srv['url']}: {srv['requests']} request(s), {srv['failed']} failed, taken out "
+              f"{srv['taken_out']} time(s){'' if srv['in_service'] else ', out of service at the end'}")
     print(f"results: {store.path}")
     return 1 if summary.aborted else 0
+
+
+def _one_or_list(urls: list[str]) -> str | list[str]:
+    return urls[0] if len(urls) == 1 else urls
+
+
+def _server_stats(*backends) -> list[dict]:
+    """Requests, failures and outages per server of the HTTP backends (each pool once)."""
+    out, seen = [], set()
+    for b in backends:
+        pool = getattr(b, "pool", None)
+        if pool is not None and id(pool) not in seen:
+            seen.add(id(pool))
+            out += pool.stats()
+    return out
 
 
 def apply(manifest: str, results: str) -> int:
@@ -177,13 +229,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "re-running with the same OUT resumes")
     p.add_argument("--backend", choices=("openai", "hf"), default="openai",
                    help="openai: any OpenAI-compatible server (default); hf: load --model in process")
-    p.add_argument("--base-url", help="server URL incl. /v1 (env SIM4SEG_COT_BASE_URL or OPENAI_BASE_URL)")
+    p.add_argument("--base-url", action="append", metavar="URL",
+                   help="server URL incl. /v1; repeat for several servers of the same model "
+                        "(env SIM4SEG_COT_BASE_URL or OPENAI_BASE_URL, URLs separated by commas)")
+    p.add_argument("--base-urls-file", metavar="FILE", help="a file of server URLs, one a line (# comments)")
     p.add_argument("--model", help="served model name, or a model path for --backend hf (env SIM4SEG_COT_MODEL)")
     p.add_argument("--api-key", help="API key (prefer env SIM4SEG_COT_API_KEY or OPENAI_API_KEY: a flag shows in ps)")
-    p.add_argument("--critic-base-url", help="server of the critical assistant (default: --base-url)")
+    p.add_argument("--critic-base-url", action="append", metavar="URL",
+                   help="server of the critical assistant, repeatable (default: the --base-url servers)")
     p.add_argument("--critic-model", help="model of the critical assistant (default: --model); "
                    "its key: env SIM4SEG_COT_CRITIC_API_KEY, else the same key")
     p.add_argument("--concurrency", type=int, default=8, help="samples in flight (default 8)")
+    p.add_argument("--max-per-server", type=int, default=0,
+                   help="requests in flight per server at most (0: no limit beyond --concurrency; default 0)")
+    p.add_argument("--fail-threshold", type=int, default=3,
+                   help="failed requests in a row that take a server out of service (several servers; default 3)")
+    p.add_argument("--cooldown", type=float, default=10.0,
+                   help="seconds a failing server stays out, doubling each time it fails again (default 10)")
+    p.add_argument("--cooldown-max", type=float, default=300.0, help="ceiling of one cool-down, seconds (default 300)")
     p.add_argument("--max-rounds", type=int, default=3, help="review rounds before human review (default 3)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request (default 300)")
     p.add_argument("--max-attempts", type=int, default=6, help="attempts per request on 429/5xx/timeouts (default 6)")

@@ -106,6 +106,8 @@ def _run(items: list[Item], out: Path, workers: int, pool, max_side: int | None 
         for it in items:
             yield it, fn(it)
         return
+    # Memory stays bounded: only metadata crosses processes (each worker reads and writes one image at a
+    # time), tasks wait in a pipe that blocks when full, and results are consumed as they arrive.
     by_id = {it.sample_id: it for it in items}
     chunk = max(1, min(16, len(items) // (workers * 8)))
     for res in pool.imap_unordered(fn, items, chunksize=chunk):

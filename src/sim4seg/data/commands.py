@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,12 @@ def verify(root: str, quick: bool) -> int:
     return 1 if problems else 0
 
 
-def export(root: str, out: str) -> int:
-    """Export the manifest at ROOT to Parquet files in OUT (loadable with HF datasets)."""
-    from sim4seg.data.export import export_parquet
+def export(root: str, out: str, max_shard_size: str) -> int:
+    """Export the manifest at ROOT to sharded Parquet files in OUT/data (the Hugging Face layout)."""
+    from sim4seg.data.export import export_parquet, parse_size
 
-    rows = export_parquet(root, out)
-    print("wrote " + ", ".join(f"{split}: {n}" for split, n in rows.items()) + f" rows to {out}")
+    rows = export_parquet(root, out, max_shard_size=parse_size(max_shard_size))
+    print("wrote " + ", ".join(f"{split}: {n}" for split, n in rows.items()) + f" rows to {Path(out) / 'data'}")
     return 0
 
 
@@ -81,7 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("export", help=export.__doc__, description=export.__doc__)
     p.add_argument("root", metavar="DIR", help="M3DS directory")
-    p.add_argument("--out", required=True, help="output directory for {train,val,test}.parquet")
+    p.add_argument("--out", required=True,
+                   help="output directory: OUT/data/{split}-NNNNN-of-NNNNN.parquet and dataset_info.json")
+    p.add_argument("--max-shard-size", default="500MB",
+                   help="largest Parquet file, e.g. 500MB, 2GB, 512MiB (default 500MB)")
     p.set_defaults(handler=export)
 
     _register_build(dsub)
