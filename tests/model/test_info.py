@@ -14,9 +14,9 @@ from sim4seg.model.checkpoint import TRAINING_FILE, trained_subsets
 
 
 @pytest.fixture(scope="module")
-def saved(tiny, tmp_path_factory):
+def saved(_tiny_template, tmp_path_factory):
     d = tmp_path_factory.mktemp("ck") / "ckpt"
-    checkpoint.save(*tiny, d)
+    checkpoint.save(*_tiny_template, d)   # read-only use of the shared model
     return d
 
 
