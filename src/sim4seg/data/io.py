@@ -8,10 +8,14 @@ here logs pixel data or DICOM patient fields.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
+
+import struct
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,7 +26,15 @@ from sim4seg.errors import ImageReadError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 100_000_000
-"""Images above this many pixels are refused (override: ``max_pixels=`` or SIM4SEG_MAX_PIXELS)."""
+"""Images above this many pixels are refused (override: ``max_pixels=`` or SIM4SEG_MAX_PIXELS).
+
+This limit replaces Pillow's own decompression-bomb limit (89.5 MP): the header's size is
+checked against it before any pixel is decoded."""
+
+MIN_SIDE = 2
+"""Images narrower or lower than this many pixels are refused (a 1-pixel image holds no finding)."""
+
+_PIL_LOCK = threading.Lock()
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"} | DICOM_SUFFIXES
@@ -47,10 +59,13 @@ def _check_file(path: Path) -> None:
         raise ImageReadError("file is empty", path)
 
 
-def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -> None:
+def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None, min_side: int = 1) -> None:
     limit = max_pixels_default() if max_pixels is None else max_pixels
     if height <= 0 or width <= 0:
         raise ImageReadError(f"image has no pixels ({width}x{height})", path)
+    if min(height, width) < min_side:
+        raise ImageReadError(f"image is {width}x{height}; images must be at least {min_side} pixels "
+                             "on each side", path)
     if height * width > limit:
         raise ImageReadError(
             f"image is {width}x{height} = {height * width:,} pixels, over the limit of {limit:,} "
@@ -70,13 +85,32 @@ def is_dicom(path: str | os.PathLike) -> bool:
         return False
 
 
-def _open_pil(path: Path, max_pixels: int | None) -> Image.Image:
+@contextlib.contextmanager
+def _our_pixel_limit():
+    """Switch Pillow's decompression-bomb check off while a header is read: ``_check_pixels``
+    applies sim4seg's limit (``max_pixels=`` / SIM4SEG_MAX_PIXELS) to the header's size instead."""
+    with _PIL_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pil_header(path: Path) -> Image.Image:
+    """``Image.open`` (header only) without Pillow's own pixel limit."""
+    with _our_pixel_limit():
+        return Image.open(path)
+
+
+def _open_pil(path: Path, max_pixels: int | None, min_side: int = 1) -> Image.Image:
     """Open, check the size from the header, decode fully and apply EXIF orientation."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            _check_pixels(path, img.height, img.width, max_pixels)
+            img = _pil_header(path)
+            _check_pixels(path, img.height, img.width, max_pixels, min_side)
             img.load()
             img = ImageOps.exif_transpose(img)
     except ImageReadError:
@@ -85,25 +119,36 @@ def _open_pil(path: Path, max_pixels: int | None) -> Image.Image:
         raise ImageReadError(f"image is too large to decode safely ({e})", path) from None
     except UnidentifiedImageError:
         raise ImageReadError("not an image file Pillow can read (unknown or corrupt format)", path) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot decode image: {e}", path) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError, IndexError, KeyError,
+            ZeroDivisionError, struct.error) as e:
+        raise ImageReadError(f"cannot decode image: {type(e).__name__}: {e}", path) from None
     return img
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale an integer or float array linearly from its min..max onto 0..255."""
+def _to_uint8(arr: np.ndarray, path: Path | None = None) -> np.ndarray:
+    """Scale an integer or float array linearly from its min..max onto 0..255.
+
+    Non-finite values of a float image: NaN becomes black, +/-inf the ends of the finite
+    range; an image with no finite value at all is an ``ImageReadError``.
+    """
     arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        if not finite.any():
+            raise ImageReadError("image has no finite pixel value (all NaN or infinite)", path)
+        lo, hi = float(arr[finite].min()), float(arr[finite].max())
+        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8)
     return np.clip(np.round((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
-def pil_to_rgb(img: Image.Image) -> np.ndarray:
+def pil_to_rgb(img: Image.Image, path: Path | None = None) -> np.ndarray:
     """Any Pillow mode → ``HxWx3`` uint8. 16-bit and float images are scaled min..max."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        gray = _to_uint8(np.asarray(img))
+        gray = _to_uint8(np.asarray(img), path)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode == "1":
         img = img.convert("L")
@@ -117,52 +162,186 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def _read_dicom(path: Path, max_pixels: int | None) -> np.ndarray:
-    """DICOM → ``HxWx3`` uint8: modality LUT (rescale), VOI window, MONOCHROME1 inverted."""
+DICOM_EXTRA = "pip install 'sim4seg[dicom]'"
+
+
+def _read_dicom_header(path: Path):
+    """The DICOM data set with its pixel data deferred (not read into memory)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise ImageReadError(f"cannot read DICOM file: {type(e).__name__}: {e}", path) from None
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        return pydicom.dcmread(path, defer_size="64 KB")
+    except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError, TypeError, IndexError,
+            OverflowError, NotImplementedError, MemoryError, struct.error, UnicodeError) as e:
+        raise ImageReadError(f"cannot read DICOM file: {type(e).__name__}: {_one_line(e)}", path) from None
+
+
+def _one_line(e: BaseException, n: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _dicom_geometry(path: Path, ds, max_pixels: int | None, min_side: int = 1) -> tuple[int, int, int]:
+    """``(rows, columns, frames)`` from the header, checked against the pixel limit (one frame is decoded)."""
     if "PixelData" not in ds:
         raise ImageReadError("DICOM file has no pixel data", path)
-    _check_pixels(path, rows, cols, max_pixels)
     try:
-        arr = ds.pixel_array
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ImageReadError(f"DICOM header has an invalid size: {_one_line(e)}", path) from None
+    _check_pixels(path, rows, cols, max_pixels, min_side)
+    return rows, cols, max(frames, 1)
+
+
+def _check_decoder(path: Path, ds) -> None:
+    """One clear line when the transfer syntax needs a decoder that is not installed."""
+    import pydicom.pixels
+
+    uid = ds.get("file_meta", {}).get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if uid is None or not getattr(uid, "is_transfer_syntax", False) or not uid.is_compressed:
+        return
+    try:
+        available = pydicom.pixels.get_decoder(uid).is_available
+    except (NotImplementedError, ValueError, KeyError):
+        raise ImageReadError(f"DICOM pixel data is compressed as {uid.name}, which sim4seg cannot decode", path) \
+            from None
+    if not available:
+        raise ImageReadError(f"DICOM pixel data is compressed as {uid.name}, and no decoder for it is installed: "
+                             f"{DICOM_EXTRA} (pylibjpeg with its OpenJPEG and libjpeg plugins)", path)
+
+
+@contextlib.contextmanager
+def _quiet_decoders():
+    """pydicom and its plugins log a traceback at ERROR before raising; the raised error is reported instead."""
+    loggers = [logging.getLogger(n) for n in ("pydicom", "openjpeg", "libjpeg", "pylibjpeg")]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved):
+            lg.setLevel(level)
+
+
+def _dicom_pixels(path: Path, ds, frames: int) -> np.ndarray:
+    """The first frame's stored values (colour converted to RGB).
+
+    Read from the file by pydicom, which reads and decodes only that frame of a multi-frame file.
+    """
+    from pydicom.pixels import pixel_array
+
+    _check_decoder(path, ds)
+    try:
+        with warnings.catch_warnings(), _quiet_decoders():
+            warnings.simplefilter("ignore")  # pydicom warns about fixable header quirks
+            if frames > 1:
+                log.info("%s: multi-frame DICOM (%d frames); using the first", path.name, frames)
+                return pixel_array(str(path), index=0)
+            return pixel_array(str(path))
+    except MemoryError:
+        raise ImageReadError("DICOM pixel data is too large to decode", path) from None
     except Exception as e:  # pydicom raises many types for missing codecs / bad data
-        raise ImageReadError(f"cannot decode DICOM pixel data: {type(e).__name__}: {e}", path) from None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        log.info("%s: multi-frame DICOM (%d frames); using the first", path.name, frames)
-        arr = arr[0]
+        raise ImageReadError(f"cannot decode DICOM pixel data: {type(e).__name__}: {_one_line(e)}", path) \
+            from None
+
+
+def _dicom_value(ds, name: str, default: float, path: Path) -> float:
+    value = ds.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else default
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ImageReadError(f"DICOM {name} {str(value)[:40]!r} is not a number", path) from None
+    if not np.isfinite(out):
+        raise ImageReadError(f"DICOM {name} is not finite", path)
+    return out
+
+
+def _read_dicom(path: Path, max_pixels: int | None, min_side: int = 1) -> np.ndarray:
+    """DICOM → ``HxWx3`` uint8: modality LUT (rescale), VOI window, MONOCHROME1 inverted."""
+    ds = _read_dicom_header(path)
+    _, _, frames = _dicom_geometry(path, ds, max_pixels, min_side)
+    arr = _dicom_pixels(path, ds, frames)
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise ImageReadError(f"DICOM pixel data has an unexpected shape {arr.shape}", path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric.startswith(("RGB", "YBR")):
         # pydicom >= 3 returns colour data as RGB (YCbCr converted) by default.
-        return arr.astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(arr)
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ImageReadError(f"DICOM says {photometric} but its pixel data has shape {arr.shape}", path)
+        return arr.astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(arr, path)
     if photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"):
-        raise ImageReadError(f"unsupported DICOM photometric interpretation {photometric}", path)
+        raise ImageReadError(f"unsupported DICOM photometric interpretation {photometric[:40]}", path)
+    if arr.ndim != 2:
+        raise ImageReadError(f"DICOM says {photometric} but its pixel data has shape {arr.shape}", path)
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        return _to_uint8(apply_color_lut(arr, ds))
-    values = arr.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center is not None and width is not None:
-        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        try:
+            return _to_uint8(apply_color_lut(arr, ds), path)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise ImageReadError(f"cannot apply the DICOM palette: {_one_line(e)}", path) from None
+    slope = _dicom_value(ds, "RescaleSlope", 1.0, path) or 1.0
+    values = arr.astype(np.float64) * slope + _dicom_value(ds, "RescaleIntercept", 0.0, path)
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        center = _dicom_value(ds, "WindowCenter", 0.0, path)
+        width = _dicom_value(ds, "WindowWidth", 1.0, path)
         if width < 1:
             raise ImageReadError(f"DICOM window width {width} is invalid (must be >= 1)", path)
         # DICOM PS3.3 C.11.2.1.2.1, linear VOI function.
-        out = ((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0
-        gray = np.clip(np.round(out), 0, 255).astype(np.uint8)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ((values - (center - 0.5)) / max(width - 1, 1e-12) + 0.5) * 255.0
+        gray = np.clip(np.round(np.nan_to_num(out)), 0, 255).astype(np.uint8)
     else:
-        gray = _to_uint8(values)
+        gray = _to_uint8(values, path)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
     return np.repeat(gray[..., None], 3, axis=2)
+
+
+def dicom_display(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """A DICOM image as displayed, at full depth, for re-encoding without its header.
+
+    Monochrome images whose stored values have more than 8 bits come back as ``HxW`` uint16
+    (modality LUT and VOI window applied, scaled onto 0..65535; MONOCHROME1 inverted);
+    everything else as ``read_image`` returns it (``HxWx3`` uint8).
+    """
+    path = Path(path)
+    _check_file(path)
+    ds = _read_dicom_header(path)
+    bits = int(ds.get("BitsStored", 8) or 8) if str(ds.get("BitsStored", "8")).isdigit() else 8
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if bits <= 8 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return _read_dicom(path, max_pixels, MIN_SIDE)
+    _, _, frames = _dicom_geometry(path, ds, max_pixels, MIN_SIDE)
+    arr = _dicom_pixels(path, ds, frames)
+    if arr.ndim != 2 or arr.size == 0:
+        raise ImageReadError(f"DICOM says {photometric} but its pixel data has shape {arr.shape}", path)
+    slope = _dicom_value(ds, "RescaleSlope", 1.0, path) or 1.0
+    values = arr.astype(np.float64) * slope + _dicom_value(ds, "RescaleIntercept", 0.0, path)
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        center = _dicom_value(ds, "WindowCenter", 0.0, path)
+        width = _dicom_value(ds, "WindowWidth", 1.0, path)
+        if width < 1:
+            raise ImageReadError(f"DICOM window width {width} is invalid (must be >= 1)", path)
+        with np.errstate(over="ignore", invalid="ignore"):
+            unit = np.nan_to_num((values - (center - 0.5)) / max(width - 1, 1e-12) + 0.5)
+    else:
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            raise ImageReadError("image has no finite pixel value (all NaN or infinite)", path)
+        lo, hi = float(finite.min()), float(finite.max())
+        unit = np.zeros_like(values) if hi <= lo else (np.nan_to_num(values, nan=lo) - lo) / (hi - lo)
+    gray = np.clip(np.round(np.clip(unit, 0.0, 1.0) * 65535.0), 0, 65535).astype(np.uint16)
+    if photometric == "MONOCHROME1":
+        gray = 65535 - gray
+    return gray
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
@@ -170,8 +349,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
     path = Path(path)
     _check_file(path)
     if is_dicom(path):
-        return _read_dicom(path, max_pixels)
-    return pil_to_rgb(_open_pil(path, max_pixels))
+        return _read_dicom(path, max_pixels, MIN_SIDE)
+    return pil_to_rgb(_open_pil(path, max_pixels, MIN_SIDE), path)
 
 
 def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
@@ -179,15 +358,26 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
     path = Path(path)
     _check_file(path)
     if is_dicom(path):
-        return read_image(path, max_pixels=max_pixels).shape[:2]
+        ds = _read_dicom_header(path)
+        rows, cols, _ = _dicom_geometry(path, ds, max_pixels, MIN_SIDE)
+        return rows, cols
     try:
-        with Image.open(path) as img:
+        with _pil_header(path) as img:
             w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            _check_pixels(path, h, w, max_pixels, MIN_SIDE)
+            # A PNG without an eXIf chunk before its image data would be decoded whole by
+            # getexif() looking for one after it; the header's answer is what we take.
+            has_exif = img.format != "PNG" or "exif" in img.info
+            orientation = img.getexif().get(0x0112, 1) if has_exif else 1
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"image is too large to decode safely ({e})", path) from None
     except UnidentifiedImageError:
         raise ImageReadError("not an image file Pillow can read (unknown or corrupt format)", path) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read image header: {e}", path) from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, ZeroDivisionError,
+            struct.error) as e:
+        raise ImageReadError(f"cannot read image header: {type(e).__name__}: {e}", path) from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
@@ -199,7 +389,7 @@ def read_mask_raw(path: str | os.PathLike, *, max_pixels: int | None = None) -> 
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _to_uint8(np.asarray(img))
+        return _to_uint8(np.asarray(img), Path(path))
     return np.asarray(img)
 
 
