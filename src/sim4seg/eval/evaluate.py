@@ -122,25 +122,26 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
         raise InputError("predictions file not found" if not path.exists() else "not a regular file", path)
     preds: dict[str, Prediction] = {}
     has = {"mask": {}, "answer": {}}  # field -> {given (bool): first line}
-    with open(path, encoding="utf-8") as f:
-        for lineno, row in iter_jsonl(path, f):
-            if not isinstance(row, dict):
-                raise InputError(f"a prediction must be a JSON object, got {type(row).__name__}", path, lineno)
-            pid = row.get("id")
-            if not isinstance(pid, str) or not pid:
-                raise InputError("field 'id' must be a non-empty string", path, lineno)
-            if pid in preds:
-                raise InputError(f"id {pid!r} appears twice (first on line {preds[pid].line})", path, lineno)
-            for key in ("mask", "answer"):
-                value = row.get(key)
-                if value is not None and not isinstance(value, str):
-                    raise InputError(f"field {key!r} must be a string or null, got {type(value).__name__}",
-                                     path, lineno)
-                if key == "mask" and value == "":
-                    raise InputError("field 'mask' is an empty path", path, lineno)
-                has[key].setdefault(value is not None, lineno)
-            mask = row.get("mask")
-            preds[pid] = Prediction(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno)
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise InputError(f"a prediction must be a JSON object, got {type(row).__name__}", path, lineno)
+        pid = row.get("id")
+        if not isinstance(pid, str) or not pid:
+            raise InputError("field 'id' must be a non-empty string", path, lineno)
+        if pid in preds:
+            raise InputError(f"id {pid!r} appears twice (first on line {preds[pid].line})", path, lineno)
+        for key in ("mask", "answer"):
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"field {key!r} must be a string or null, got {type(value).__name__}",
+                                 path, lineno)
+            if key == "mask" and value == "":
+                raise InputError("field 'mask' is an empty path", path, lineno)
+            if key == "mask" and value is not None and "\0" in value:
+                raise InputError("field 'mask' holds a NUL character", path, lineno)
+            has[key].setdefault(value is not None, lineno)
+        mask = row.get("mask")
+        preds[pid] = Prediction(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno)
     if not preds:
         raise InputError("predictions file holds no predictions", path)
     for key, seen in has.items():
