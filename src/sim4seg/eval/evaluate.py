@@ -27,7 +27,7 @@ from sim4seg.data.io import image_size, read_mask
 from sim4seg.data.prompts import diagnosis_line
 from sim4seg.data.schema import DatasetInfo, Sample, iter_split, load_split, read_info
 from sim4seg.errors import ImageReadError, InputError
-from sim4seg.eval.diagnosis import DiagnosisParser
+from sim4seg.eval.diagnosis import DiagnosisParser, check_answer_length
 from sim4seg.eval.metrics import MetricAccumulator, mask_stats
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,11 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
                 raise InputError("field 'mask' is an empty path", path, lineno)
             if key == "mask" and value is not None and "\0" in value:
                 raise InputError("field 'mask' holds a NUL character", path, lineno)
+            if key == "answer" and value is not None:
+                try:
+                    check_answer_length(value)
+                except InputError as e:
+                    raise InputError(e.problem, path, lineno) from None
             has[key].setdefault(value is not None, lineno)
         mask = row.get("mask")
         preds[pid] = Prediction(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno)
