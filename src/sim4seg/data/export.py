@@ -5,19 +5,39 @@ The files load directly with Hugging Face ``datasets``::
     datasets.load_dataset("parquet", data_files={"train": "OUT/train.parquet", ...})
 
 Image and mask columns hold ``{"bytes": ..., "path": ...}`` structs, the layout of
-``datasets.Image`` features.
+``datasets.Image`` features. A DICOM image (a manifest written by hand or by an older
+sim4seg) is embedded as a PNG of the image as displayed, never as its DICOM bytes, so no
+patient field reaches the export; its ``path`` gets the ``.png`` suffix.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
+
+from sim4seg.data.io import is_dicom, read_display
 
 from sim4seg._atomic import atomic_open
 from sim4seg.data.schema import INFO_FILE, iter_split, read_info
 from sim4seg.data.subsets import SPLITS
 from sim4seg.errors import InputError
+
+
+def _embedded(path: Path, name: str) -> dict:
+    """``{"bytes", "path"}`` of a dataset file; DICOM re-encoded as PNG without its header."""
+    if not is_dicom(path):
+        return {"bytes": path.read_bytes(), "path": name}
+    buf = io.BytesIO()
+    _png(read_display(path), buf)
+    return {"bytes": buf.getvalue(), "path": str(Path(name).with_suffix(".png").as_posix())}
+
+
+def _png(arr, f) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr).save(f, format="PNG")
 
 
 def export_parquet(root: str | os.PathLike, out: str | os.PathLike) -> dict[str, int]:
@@ -40,7 +60,7 @@ def export_parquet(root: str | os.PathLike, out: str | os.PathLike) -> dict[str,
                 path = root / row[key]
                 if not path.is_file():
                     raise InputError(f"{key} file not found: {path}", root / f"{split}.jsonl")
-                row[key] = {"bytes": path.read_bytes(), "path": row[key]}
+                row[key] = _embedded(path, row[key])
             row["answers"] = json.dumps(row["answers"], ensure_ascii=False)
             row["source"] = json.dumps(row["source"], ensure_ascii=False)
             rows.append(row)

@@ -381,6 +381,55 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
+def read_display(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """The image as displayed at full depth, for re-encoding without any of the file's metadata.
+
+    ``HxW`` uint16 for sources with more than 8 bits (16-bit PNG/TIFF, DICOM with
+    ``BitsStored > 8`` after its modality LUT and window, 32-bit and float images scaled
+    min..max), ``HxW`` uint8 for gray images, ``HxWx3`` uint8 RGB otherwise. EXIF orientation
+    is applied. ``read_image`` of a PNG written from it shows what ``read_image`` of the
+    source shows (8-bit sources exactly; deeper sources scaled min..max as usual).
+    """
+    path = Path(path)
+    _check_file(path)
+    if is_dicom(path):
+        return dicom_display(path, max_pixels=max_pixels)
+    img = _open_pil(path, max_pixels, MIN_SIDE)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img).astype(np.uint16)
+    if img.mode in ("I", "F"):
+        return _to_uint16(np.asarray(img), path)
+    if img.mode in ("1", "L", "LA"):
+        return np.asarray(img.getchannel(0) if img.mode == "LA" else img.convert("L"), dtype=np.uint8)
+    return pil_to_rgb(img, path)
+
+
+def _to_uint16(arr: np.ndarray, path: Path | None = None) -> np.ndarray:
+    """``_to_uint8``'s linear min..max scaling onto 0..65535."""
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        raise ImageReadError("image has no finite pixel value (all NaN or infinite)", path)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint16)
+    return np.clip(np.round((arr - lo) * (65535.0 / (hi - lo))), 0, 65535).astype(np.uint16)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write ``read_display``'s array atomically as a PNG (16-bit gray for uint16), with no metadata."""
+    arr = np.ascontiguousarray(image)
+    if arr.dtype == np.uint16 and arr.ndim == 2:
+        img = Image.fromarray(arr)  # mode I;16: a 16-bit gray PNG
+    elif arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        img = Image.fromarray(arr)
+    else:
+        raise ValueError(f"cannot write an image of dtype {arr.dtype} and shape {arr.shape} as PNG")
+    with atomic_open(path, "wb") as f:
+        img.save(f, format="PNG")
+
+
 def read_mask_raw(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """A mask file's pixel values, as displayed: ``HxW`` (gray) or ``HxWxC`` (colour)."""
     img = _open_pil(Path(path), max_pixels) if not is_dicom(path) else None
