@@ -9,6 +9,12 @@ A predictions file has one JSON object per line::
 size of the ground-truth mask. ``mask`` may be ``null`` (or absent) on every line — the
 method segments nothing and gIoU/cIoU/Dice are not scored — and likewise ``answer`` for a
 method that gives no diagnosis. Every id of the split must appear exactly once.
+
+A line may instead record a failed sample (what ``predict`` writes when an image cannot be
+read): ``{"id": ..., "failed": "<reason>"}`` with ``mask``/``answer`` null or absent. It is
+scored as a method that segmented nothing (an empty mask, when the file has masks) and gave
+no readable diagnosis (wrong, counted as unparseable) — a failure never improves a score — and
+``summary()["failed"]`` lists such ids with their reasons.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class Evaluator:
         self.parser = DiagnosisParser(info.subsets) if parser is None else parser
         self.acc = MetricAccumulator()
         self.rows: list[dict] = []
+        self.failed: dict[str, str] = {}
+        """id → reason of the samples the method failed on (scored as nothing predicted)."""
 
     def gt_mask(self, sample: Sample) -> np.ndarray:
         """The sample's ground truth ``HxW`` bool."""
@@ -83,7 +91,10 @@ class Evaluator:
         return row
 
     def summary(self) -> dict:
-        return self.acc.summary()
+        out = self.acc.summary()
+        if self.failed:
+            out["failed"] = dict(self.failed)
+        return out
 
 
 def _wh(shape: tuple[int, ...]) -> str:
@@ -113,6 +124,8 @@ class Prediction:
     """Resolved mask path (relative paths are taken from the predictions file's folder)."""
     answer: str | None
     line: int
+    failed: str | None = None
+    """Why the method could not predict this sample (then ``mask``/``answer`` are ``None``)."""
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
@@ -130,6 +143,14 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Prediction]:
             raise InputError("field 'id' must be a non-empty string", path, lineno)
         if pid in preds:
             raise InputError(f"id {pid!r} appears twice (first on line {preds[pid].line})", path, lineno)
+        failed = row.get("failed")
+        if failed is not None:
+            if not isinstance(failed, str) or not failed:
+                raise InputError("field 'failed' must be a non-empty string (the reason) or null", path, lineno)
+            if row.get("mask") is not None or row.get("answer") is not None:
+                raise InputError("a failed prediction has no 'mask' or 'answer'", path, lineno)
+            preds[pid] = Prediction(pid, None, None, lineno, failed)
+            continue
         for key in ("mask", "answer"):
             value = row.get(key)
             if value is not None and not isinstance(value, str):
@@ -192,8 +213,16 @@ def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str |
     preds = read_predictions(path)
     check_ids(preds, samples, path, split)
     ev = Evaluator(root, info)
+    with_masks = any(p.mask is not None for p in preds.values())
+    with_answers = any(p.answer is not None for p in preds.values())
     for sample in samples:
         pred = preds[sample.id]
+        if pred.failed is not None:
+            mask = np.zeros(ev.gt_mask(sample).shape, bool) if with_masks else None
+            ev.add(sample, mask, "" if with_answers or not with_masks else None, where=f"{path}:{pred.line}")
+            ev.rows[-1]["failed"] = pred.failed
+            ev.failed[sample.id] = pred.failed
+            continue
         ev.add(sample, _read_pred_mask(pred, path), pred.answer, where=f"{path}:{pred.line}")
     return ev
 
