@@ -171,7 +171,11 @@ def _read_dicom_header(path: Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, defer_size="64 KB")
+        # pydicom warns (and logs) about invalid element values quoting them: a patient field
+        # could end up in a log. Its warnings and log records are dropped here.
+        with warnings.catch_warnings(), _quiet_decoders():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(path, defer_size="64 KB")
     except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError, TypeError, IndexError,
             OverflowError, NotImplementedError, MemoryError, struct.error, UnicodeError) as e:
         raise ImageReadError(f"cannot read DICOM file: {type(e).__name__}: {_one_line(e)}", path) from None
@@ -263,8 +267,28 @@ def _dicom_value(ds, name: str, default: float, path: Path) -> float:
     return out
 
 
+@contextlib.contextmanager
+def _dicom_errors(path: Path):
+    """Any failure inside pydicom becomes an ``ImageReadError``: it parses elements lazily, so a
+    damaged header can raise (``BytesLengthException``, ``struct.error``, ...) wherever a value is read."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError("DICOM data is too large to read", path) from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types for damaged files
+        raise ImageReadError(f"cannot read DICOM file: {type(e).__name__}: {_one_line(e)}", path) from None
+
+
 def _read_dicom(path: Path, max_pixels: int | None, min_side: int = 1) -> np.ndarray:
     """DICOM → ``HxWx3`` uint8: modality LUT (rescale), VOI window, MONOCHROME1 inverted."""
+    with _dicom_errors(path), warnings.catch_warnings(), _quiet_decoders():
+        warnings.simplefilter("ignore")
+        return _read_dicom_checked(path, max_pixels, min_side)
+
+
+def _read_dicom_checked(path: Path, max_pixels: int | None, min_side: int) -> np.ndarray:
     ds = _read_dicom_header(path)
     _, _, frames = _dicom_geometry(path, ds, max_pixels, min_side)
     arr = _dicom_pixels(path, ds, frames)
@@ -314,6 +338,12 @@ def dicom_display(path: str | os.PathLike, *, max_pixels: int | None = None) -> 
     """
     path = Path(path)
     _check_file(path)
+    with _dicom_errors(path), warnings.catch_warnings(), _quiet_decoders():
+        warnings.simplefilter("ignore")
+        return _dicom_display(path, max_pixels)
+
+
+def _dicom_display(path: Path, max_pixels: int | None) -> np.ndarray:
     ds = _read_dicom_header(path)
     bits = int(ds.get("BitsStored", 8) or 8) if str(ds.get("BitsStored", "8")).isdigit() else 8
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -358,8 +388,10 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
     path = Path(path)
     _check_file(path)
     if is_dicom(path):
-        ds = _read_dicom_header(path)
-        rows, cols, _ = _dicom_geometry(path, ds, max_pixels, MIN_SIDE)
+        with _dicom_errors(path), warnings.catch_warnings(), _quiet_decoders():
+            warnings.simplefilter("ignore")
+            ds = _read_dicom_header(path)
+            rows, cols, _ = _dicom_geometry(path, ds, max_pixels, MIN_SIDE)
         return rows, cols
     try:
         with _pil_header(path) as img:
