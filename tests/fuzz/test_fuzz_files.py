@@ -93,26 +93,25 @@ def _valid_record() -> dict:
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=scaled(200))
+@settings(max_examples=scaled(120))
 @given(recs=st.lists(_mutated(_valid_record()), min_size=1, max_size=3), how=_damage(), junk=st.binary(max_size=40),
        cut=st.integers(0, 10_000))
 def test_manifest_records(manifest, recs, how, junk, cut):
     root, _ = manifest
-    if True:
-        body = b"".join(json.dumps(r, allow_nan=True).encode() + b"\n" for r in recs)
-        (root / "val.jsonl").write_bytes(_apply_damage(body, how, junk, cut))
-        try:
-            samples = read_split(root, "val")
-        except InputError as e:
-            assert e.path is not None  # names the file
-        else:
-            assert all(isinstance(s, Sample) for s in samples)
-            for s in samples:
-                s.validate()
-        errors: list = []
-        for _ in iter_split(root, "val", errors=errors):  # verify's mode: collects, never raises
-            pass
-        assert all(isinstance(e, InputError) and e.line for e in errors)
+    body = b"".join(json.dumps(r, allow_nan=True).encode() + b"\n" for r in recs)
+    (root / "val.jsonl").write_bytes(_apply_damage(body, how, junk, cut))
+    try:
+        samples = read_split(root, "val")
+    except InputError as e:
+        assert e.path is not None  # names the file
+    else:
+        assert all(isinstance(s, Sample) for s in samples)
+        for s in samples:
+            s.validate()
+    errors: list = []
+    for _ in iter_split(root, "val", errors=errors):  # verify's mode: collects, never raises
+        pass
+    assert all(isinstance(e, InputError) and e.line for e in errors)
 
 
 @pytest.fixture(scope="module")
@@ -135,20 +134,19 @@ ROW = st.fixed_dictionaries({}, optional={
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=scaled(200))
+@settings(max_examples=scaled(120))
 @given(rows=st.lists(ROW | JSON, min_size=0, max_size=6), how=_damage(), junk=st.binary(max_size=40),
        cut=st.integers(0, 10_000))
 def test_predictions_files(pred_dir, rows, how, junk, cut):
-    if True:
-        path = pred_dir / "p.jsonl"
-        body = b"".join(json.dumps(r, allow_nan=True).encode("utf-8", "surrogatepass") + b"\n" for r in rows)
-        path.write_bytes(_apply_damage(body, how, junk, cut))
-        try:
-            preds = read_predictions(path)
-        except InputError as e:
-            assert e.path is not None
-            return
-        assert preds and all(p.id for p in preds.values())
+    path = pred_dir / "p.jsonl"
+    body = b"".join(json.dumps(r, allow_nan=True).encode("utf-8", "surrogatepass") + b"\n" for r in rows)
+    path.write_bytes(_apply_damage(body, how, junk, cut))
+    try:
+        preds = read_predictions(path)
+    except InputError as e:
+        assert e.path is not None
+        return
+    assert preds and all(p.id for p in preds.values())
 
 
 @pytest.mark.timeout(300)
@@ -161,15 +159,14 @@ def test_prediction_mask_paths_are_scored_or_refused(pred_dir, synth_m3ds, paths
     _, samples = load_split(synth_m3ds, "test")
     samples = samples[:3]
     good = {s.id: str(synth_m3ds / s.mask) for s in samples}
-    if True:
-        rows = [{"id": s.id, "mask": good[s.id] if k else p, "answer": "Diagnosis: x."}
-                for s, p, k in zip(samples, paths, keep)]
-        path = pred_dir / "e.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        try:
-            evaluate_predictions(_subset_root(synth_m3ds, samples, pred_dir), "test", path)
-        except InputError as e:
-            assert e.path is not None
+    rows = [{"id": s.id, "mask": good[s.id] if k else p, "answer": "Diagnosis: x."}
+            for s, p, k in zip(samples, paths, keep)]
+    path = pred_dir / "e.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    try:
+        evaluate_predictions(_subset_root(synth_m3ds, samples, pred_dir), "test", path)
+    except InputError as e:
+        assert e.path is not None
 
 
 def _subset_root(root: Path, samples, work: Path) -> Path:
@@ -223,17 +220,16 @@ def _yaml_texts():
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=scaled(150))
+@settings(max_examples=scaled(80))
 @given(text=_yaml_texts())
 def test_yaml_recipes(pred_dir, text):
     from sim4seg.train.recipe import Config, load_config
 
     assert RECIPES
-    if True:
-        path = pred_dir / "recipe.yaml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        try:
-            cfg = load_config(path)
-        except InputError:
-            return
-        assert isinstance(cfg, Config)
+    path = pred_dir / "recipe.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        cfg = load_config(path)
+    except InputError:
+        return
+    assert isinstance(cfg, Config)
