@@ -9,10 +9,13 @@ raises ``InputError`` (or a subclass) — never another exception — within its
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from hypothesis import HealthCheck, settings
 
-_COMMON = dict(deadline=None, derandomize=False, print_blob=True,
+# The per-example bound ("never a hang"): generous against a loaded CI machine, where one
+# example takes well under a second; each test also has a pytest timeout for the whole run.
+_COMMON = dict(deadline=timedelta(seconds=20), derandomize=False, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
 settings.register_profile("ci", max_examples=300, **_COMMON)

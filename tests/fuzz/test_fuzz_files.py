@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +21,9 @@ from sim4seg.eval.evaluate import evaluate_predictions, read_predictions
 def scaled(n: int) -> int:
     """``n`` examples under the ``ci`` profile (these write files); the profile's count under ``fuzz``."""
     return max(n, settings.default.max_examples) if settings.default.max_examples > 300 else n
+
+# The whole test's bound: the ci profile finishes in seconds; `make fuzz` runs far more examples.
+TIMEOUT = 3600 if os.environ.get("SIM4SEG_FUZZ_PROFILE") == "fuzz" else 300
 
 
 JSON = st.recursive(
@@ -92,7 +97,7 @@ def _valid_record() -> dict:
                                   "instances": 1}}
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 @settings(max_examples=scaled(120))
 @given(recs=st.lists(_mutated(_valid_record()), min_size=1, max_size=3), how=_damage(), junk=st.binary(max_size=40),
        cut=st.integers(0, 10_000))
@@ -133,7 +138,7 @@ ROW = st.fixed_dictionaries({}, optional={
     "failed": st.none() | st.text(max_size=20) | JSON, "tts": JSON})
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 @settings(max_examples=scaled(120))
 @given(rows=st.lists(ROW | JSON, min_size=0, max_size=6), how=_damage(), junk=st.binary(max_size=40),
        cut=st.integers(0, 10_000))
@@ -149,7 +154,7 @@ def test_predictions_files(pred_dir, rows, how, junk, cut):
     assert preds and all(p.id for p in preds.values())
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 @settings(max_examples=scaled(60))
 @given(paths=st.lists(PATHS, min_size=3, max_size=3), keep=st.lists(st.booleans(), min_size=3, max_size=3))
 def test_prediction_mask_paths_are_scored_or_refused(pred_dir, synth_m3ds, paths, keep):
@@ -219,7 +224,7 @@ def _yaml_texts():
     return texts
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 @settings(max_examples=scaled(80))
 @given(text=_yaml_texts())
 def test_yaml_recipes(pred_dir, text):

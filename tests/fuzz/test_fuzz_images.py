@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,9 @@ from PIL import Image
 
 from sim4seg.data.io import image_size, read_image, read_mask
 from sim4seg.errors import InputError
+
+# The whole test's bound: the ci profile finishes in seconds; `make fuzz` runs far more examples.
+TIMEOUT = 3600 if os.environ.get("SIM4SEG_FUZZ_PROFILE") == "fuzz" else 300
 
 
 def _pil_bytes(fmt: str, mode: str, **kw) -> bytes:
@@ -107,7 +112,7 @@ def work():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(TIMEOUT)
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @settings(max_examples=300)
 @given(seed=st.sampled_from(sorted(SEEDS)), mutations=st.lists(MUTATION, min_size=1, max_size=4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,9 +28,12 @@ texts = st.one_of(
               st.text(max_size=5)),
 )
 
+# The whole test's bound: the ci profile finishes in seconds; `make fuzz` runs far more examples.
+TIMEOUT = 3600 if os.environ.get("SIM4SEG_FUZZ_PROFILE") == "fuzz" else 300
+
 
 @given(texts, st.sampled_from(sorted(SUBSETS)))
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(TIMEOUT)
 def test_diagnosis_parser(answer, subset):
     try:
         parsed = PARSER.parse(answer, subset)
@@ -42,7 +47,7 @@ def test_diagnosis_parser(answer, subset):
 
 
 @given(texts)
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(TIMEOUT)
 def test_verdict_parser(reply):
     v = parse_verdict(reply)
     assert isinstance(v, Verdict) and isinstance(v.accepted, bool)
@@ -51,7 +56,7 @@ def test_verdict_parser(reply):
 
 
 @given(texts, st.sampled_from(["benign", "no fracture", "hand fracture", "polyp"]))
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(TIMEOUT)
 def test_chain_extractor(reply, label):
     c = extract_chain(reply, label)
     assert isinstance(c, Chain) and isinstance(c.text, str)

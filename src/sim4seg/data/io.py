@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
+import struct
 import threading
 import warnings
 from pathlib import Path
-
-import struct
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -51,11 +51,15 @@ def max_pixels_default() -> int:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ImageReadError("file not found", path)
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError("file not found", path) from None
+    except (OSError, ValueError) as e:  # name too long, a loop of links, a NUL in the name, ...
+        raise ImageReadError(f"cannot open: {getattr(e, 'strerror', None) or e}", path) from None
+    if not stat.S_ISREG(st.st_mode):
         raise ImageReadError("not a regular file", path)
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise ImageReadError("file is empty", path)
 
 
@@ -464,6 +468,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 def read_mask_raw(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """A mask file's pixel values, as displayed: ``HxW`` (gray) or ``HxWxC`` (colour)."""
+    _check_file(Path(path))
     img = _open_pil(Path(path), max_pixels) if not is_dicom(path) else None
     if img is None:
         raise ImageReadError("masks must be image files, not DICOM", path)
