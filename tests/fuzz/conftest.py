@@ -2,7 +2,7 @@
 
 ``ci`` (the default) bounds each parser to a few hundred examples so the whole suite stays
 within about a minute on two cores; ``fuzz`` (``make fuzz``, or SIM4SEG_FUZZ_PROFILE=fuzz)
-runs many more. Every fuzz test states one property: the parser returns a valid result or
+runs many more (5,000 per parser; SIM4SEG_FUZZ_EXAMPLES=N to change). Every fuzz test states one property: the parser returns a valid result or
 raises ``InputError`` (or a subclass) — never another exception — within its time bound.
 """
 
@@ -19,6 +19,6 @@ _COMMON = dict(deadline=timedelta(seconds=20), derandomize=False, print_blob=Tru
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
 settings.register_profile("ci", max_examples=300, **_COMMON)
-settings.register_profile("fuzz", max_examples=5000, **_COMMON)
+settings.register_profile("fuzz", max_examples=int(os.environ.get("SIM4SEG_FUZZ_EXAMPLES", "5000")), **_COMMON)
 settings.load_profile(os.environ.get("SIM4SEG_FUZZ_PROFILE", "ci"))
 
