@@ -238,3 +238,21 @@ def test_yaml_recipes(pred_dir, text):
     except InputError:
         return
     assert isinstance(cfg, Config)
+
+
+@pytest.mark.timeout(60)
+def test_yaml_alias_bomb_is_refused_without_expanding_it(pred_dir):
+    """A 'billion laughs' recipe: 9 levels of 9 aliases. Quoting the value whole in the error
+    message used to walk all 9**9 leaves (a hang); the message now shows a bounded repr."""
+    from sim4seg.train.recipe import load_config
+
+    text = 'optim:\n  lr:\n    - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    prev = "a"
+    for name in "bcdefghi":
+        text += f"    - &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+        prev = name
+    path = pred_dir / "laughs.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=r"laughs\.yaml: optim\.lr must be a number, got \[") as e:
+        load_config(path)
+    assert len(str(e.value)) < 2000

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -337,7 +338,7 @@ def _build(cls, raw: Any, prefix: str):
     if isinstance(raw, cls):
         return raw
     if not isinstance(raw, dict):
-        raise InputError(f"{prefix or 'the recipe'} must be a mapping, got {raw!r}")
+        raise InputError(f"{prefix or 'the recipe'} must be a mapping, got {_show(raw)}")
     hints = _hints(cls)
     unknown = [k for k in raw if k not in hints]
     if unknown:
@@ -353,6 +354,15 @@ def _build(cls, raw: Any, prefix: str):
         if prefix and not msg.startswith((prefix, prefix.rsplit(".", 1)[-1] + ".")):
             msg = f"{prefix}: {msg}"
         raise InputError(msg) from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages: a YAML alias bomb shares one list a billion times over."""
+    return _REPR.repr(value)
 
 
 def _join(prefix: str, key: str) -> str:
@@ -372,17 +382,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except InputError as e:
                 errors.append(e)
-        raise errors[-1] if errors else InputError(f"{key}: unexpected value {value!r}")
+        raise errors[-1] if errors else InputError(f"{key}: unexpected value {_show(value)}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, {} if value is None else value, key)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise InputError(f"{key} must be true or false, got {value!r}")
+        raise InputError(f"{key} must be true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise InputError(f"{key} must be an integer, got {value!r}")
+        raise InputError(f"{key} must be an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -391,18 +401,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise InputError(f"{key} must be a number, got {value!r}")
+        raise InputError(f"{key} must be a number, got {_show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise InputError(f"{key} must be a string, got {value!r}")
+        raise InputError(f"{key} must be a string, got {_show(value)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"{key} must be a list, got {value!r}")
+            raise InputError(f"{key} must be a list, got {_show(value)}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"{key} must be a list, got {value!r}")
+            raise InputError(f"{key} must be a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -410,7 +420,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise InputError(f"{key} must be a mapping, got {value!r}")
+            raise InputError(f"{key} must be a mapping, got {_show(value)}")
         return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     return value
 
