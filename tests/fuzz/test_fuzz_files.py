@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sim4seg.data.schema import Sample, iter_split, read_split
 from sim4seg.errors import InputError
 from sim4seg.eval.evaluate import evaluate_predictions, read_predictions
+from sim4seg.train.recipe import Config, load_config  # imported here: not inside the first example's deadline
 
 def scaled(n: int) -> int:
     """``n`` examples under the ``ci`` profile (these write files); the profile's count under ``fuzz``."""
@@ -228,8 +229,6 @@ def _yaml_texts():
 @settings(max_examples=scaled(80))
 @given(text=_yaml_texts())
 def test_yaml_recipes(pred_dir, text):
-    from sim4seg.train.recipe import Config, load_config
-
     assert RECIPES
     path = pred_dir / "recipe.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -244,7 +243,6 @@ def test_yaml_recipes(pred_dir, text):
 def test_yaml_alias_bomb_is_refused_without_expanding_it(pred_dir):
     """A 'billion laughs' recipe: 9 levels of 9 aliases. Quoting the value whole in the error
     message used to walk all 9**9 leaves (a hang); the message now shows a bounded repr."""
-    from sim4seg.train.recipe import load_config
 
     text = 'optim:\n  lr:\n    - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
     prev = "a"
