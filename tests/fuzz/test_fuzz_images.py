@@ -14,7 +14,7 @@ import numpy as np
 import os
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -114,7 +114,6 @@ def work():
 
 @pytest.mark.timeout(TIMEOUT)
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@settings(max_examples=300)
 @given(seed=st.sampled_from(sorted(SEEDS)), mutations=st.lists(MUTATION, min_size=1, max_size=4))
 def test_mutated_image_and_dicom_files(work, seed, mutations, caplog):
     path = work / f"x{SUFFIX[seed]}"
