@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test fuzz install bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The fuzz suite (tests/fuzz) with the long hypothesis profile: thousands of examples per parser.
+# `make test` runs the same properties with the bounded `ci` profile.
+fuzz: $(STAMP)
+	SIM4SEG_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest tests/fuzz --hypothesis-show-statistics -p no:cacheprovider
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import os
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -201,7 +202,7 @@ def _build(cls, raw: Any, prefix: str):
     if isinstance(raw, cls):
         return raw
     if not isinstance(raw, dict):
-        raise InputError(f"{prefix or 'the config'} must be a mapping, got {raw!r}")
+        raise InputError(f"{prefix or 'the config'} must be a mapping, got {_show(raw)}")
     hints = field_types(cls)
     unknown = [k for k in raw if k not in hints]
     if unknown:
@@ -217,6 +218,15 @@ def _build(cls, raw: Any, prefix: str):
         if prefix and not msg.startswith((prefix, prefix.rsplit(".", 1)[-1] + ".")):
             msg = f"{prefix}: {msg}"
         raise InputError(msg) from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages: a YAML alias bomb shares one list a billion times over."""
+    return _REPR.repr(value)
 
 
 def _join(prefix: str, key: str) -> str:
@@ -236,7 +246,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except InputError as e:
                 errors.append(e)
-        raise errors[-1] if errors else InputError(f"{key}: unexpected value {value!r}")
+        raise errors[-1] if errors else InputError(f"{key}: unexpected value {_show(value)}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, {} if value is None else value, key)
     if tp is bool:
@@ -244,11 +254,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
             return value.lower() in _TRUE
-        raise InputError(f"{key} must be true or false, got {value!r}")
+        raise InputError(f"{key} must be true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise InputError(f"{key} must be an integer, got {value!r}")
+        raise InputError(f"{key} must be an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -257,28 +267,28 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise InputError(f"{key} must be a number, got {value!r}")
+        raise InputError(f"{key} must be a number, got {_show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, bool):  # JSON / YAML false for a string-valued switch (e.g. precision)
             return "true" if value else "false"
-        raise InputError(f"{key} must be a string, got {value!r}")
+        raise InputError(f"{key} must be a string, got {_show(value)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"{key} must be a list, got {value!r}")
+            raise InputError(f"{key} must be a list, got {_show(value)}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"{key} must be a list, got {value!r}")
+            raise InputError(f"{key} must be a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise InputError(f"{key} must have {len(args)} entries, got {list(value)!r}")
+            raise InputError(f"{key} must have {len(args)} entries, got {_show(list(value))}")
         return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise InputError(f"{key} must be a mapping, got {value!r}")
+            raise InputError(f"{key} must be a mapping, got {_show(value)}")
         return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     return value
 

@@ -68,9 +68,9 @@ def test_resume_reuses_finished_and_redoes_missing(all_sources, tmp_path):
     sources = {k: all_sources[k] for k in ("busi", "kvasir_seg")}
     first = build(out, sources, workers=1)
     assert first["sources"]["kvasir_seg"]["converted"] == 10
-    img = out / "images" / "kvasir_seg" / "cju0000xyz.jpg"
+    img = out / "images" / "kvasir_seg" / "cju0000xyz.png"
     src = all_sources["kvasir_seg"] / "Kvasir-SEG" / "images" / "cju0000xyz.jpg"
-    assert img.stat().st_ino == src.stat().st_ino or first["sources"]["kvasir_seg"]["images"].get("copy")
+    assert img.stat().st_ino != src.stat().st_ino and first["sources"]["kvasir_seg"]["images"] == {"encoded": 10}
     (out / "masks" / "kvasir_seg" / "cju0003xyz.png").unlink()
     (out / "masks" / "kvasir_seg" / ".cju0004xyz.png.abc.tmp").write_bytes(b"half")   # left by a killed run
     with open(out / STATE_DIR / "busi.jsonl", "a") as f:

@@ -16,7 +16,8 @@ from sim4seg.data.prompts import SEG_TOKEN, parse_diagnosis_line
 
 _ACCEPT = {"accept", "accepted", "approve", "approved", "pass", "passed", "yes"}
 _REJECT = {"reject", "rejected", "fail", "failed", "no", "revise"}
-_VERDICT_LINE = re.compile(r"^\s*(?:final\s+)?(?:verdict|decision)\s*[:=\-]\s*\W*(?P<word>[a-z]+)", re.I)
+# ``\W*`` alone after the separator: ``\s*\W*`` backtracked quadratically on long runs of spaces.
+_VERDICT_LINE = re.compile(r"^\s*(?:final\s+)?(?:verdict|decision)\s*[:=\-]\W*(?P<word>[a-z]+)", re.I)
 _REASONS_HEAD = re.compile(r"^\s*(?:reasons?|feedback|problems?|issues?|comments?)\s*:\s*(?P<rest>.*)$", re.I)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 _NONE = {"none", "none.", "n/a", "no problems", "no problems.", "no issues", "no issues.", "nothing", "-"}
@@ -48,7 +49,7 @@ def _from_json(text: str) -> Verdict | None:
         return None
     try:
         obj = json.loads(text[start:end + 1])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, too deeply nested, an integer past the digit limit
         return None
     if not isinstance(obj, dict):
         return None
@@ -60,8 +61,8 @@ def _from_json(text: str) -> Verdict | None:
     if accepted is None:
         return None
     reasons = keys.get("reasons", keys.get("feedback", []))
-    if isinstance(reasons, str):
-        reasons = [reasons]
+    if not isinstance(reasons, list):
+        reasons = [] if reasons is None else [reasons]
     reasons = [str(r).strip() for r in reasons if str(r).strip() and str(r).strip().lower() not in _NONE]
     return Verdict(accepted, reasons)
 

@@ -2,9 +2,10 @@
 
 Steps: find every source's layout (an ``InputError`` names anything missing before any
 work starts) → scan annotations, decide labels and splits → optionally subsample to
-Table 1 (``paper_sizes``) → convert in worker processes (image hard-linked or copied
-into ``OUT/images/<subset>/``, mask written to ``OUT/masks/<subset>/``) → write the
-manifest and ``OUT/build_report.json``.
+Table 1 (``paper_sizes``) → convert in worker processes (image re-encoded as a PNG as
+displayed into ``OUT/images/<subset>/`` — never linked or copied, so no DICOM patient field
+or EXIF block of a source reaches the dataset — mask written to ``OUT/masks/<subset>/``) →
+write the manifest and ``OUT/build_report.json``.
 
 Resuming: each finished sample is appended to ``OUT/.build/<source>.jsonl`` after its
 files were written atomically; a re-run reuses every sample whose record, fingerprint
@@ -14,10 +15,12 @@ An interrupted run therefore loses nothing finished and leaves no half-written f
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import multiprocessing
 import os
+import stat
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +31,8 @@ from sim4seg._jsonl import AppendLog
 from sim4seg.data import prompts
 from sim4seg.data.schema import Answers, DatasetInfo, Sample, Source, write_manifest
 from sim4seg.data.sources import SOURCES, get_source
-from sim4seg.data.sources._base import Item, Scan
+from sim4seg.data.io import IMAGE_SUFFIXES
+from sim4seg.data.sources._base import Item, Scan, rel
 from sim4seg.data.sources._convert import Result, convert_item, output_paths
 from sim4seg.data.sources._splits import paper_order
 from sim4seg.data.subsets import SPLITS, SUBSETS
@@ -71,6 +75,79 @@ def _unique_keys(items: list[Item]) -> None:
             it.key = f"{it.key}-{seen[it.key]}"
 
 
+def _entry_problem(path: Path, real_root: Path) -> str | None:
+    """Why a directory entry cannot be read as a file of this dataset, or ``None``."""
+    try:
+        if path.is_symlink():
+            target = path.resolve(strict=True)
+            if not target.is_relative_to(real_root):
+                return "symbolic link to outside the dataset folder (not followed)"
+        mode = path.stat().st_mode
+    except RuntimeError:  # Python < 3.13: resolve() on a loop
+        return "symbolic link loop"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if isinstance(e, FileNotFoundError):
+            return "broken symbolic link (its target does not exist)"
+        return f"cannot read: {e.strerror or e}"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a file"
+    if stat.S_ISDIR(mode):
+        return None
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
+
+
+def audit_scan(scan: Scan, root: Path) -> None:
+    """Report what a converter passed over without a word, and keep reads inside ``root``.
+
+    Added to ``scan.skipped``: every entry under ``root`` with an image suffix that is a
+    symbolic-link loop, a broken link, a link leading outside ``root``, a FIFO or another
+    non-regular file; every item whose image or mask file resolves outside ``root``
+    (symbolic links are followed only within the dataset folder); and every image file in a
+    folder of mask files that no sample uses (a mask whose image is missing).
+    """
+    real_root = root.resolve()
+    known = {s.file for s in scan.skipped} | {s.file for s in scan.excluded}
+    for it in scan.items:
+        known.update(it.files)
+        known.update(rel(Path(p), root) for p in (it.image, *it.mask_files))
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        for name in sorted(filenames + [n for n in dirnames if (d / n).is_symlink()]):
+            p = d / name
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES and not (p.is_symlink() and not p.exists()):
+                continue
+            problem = _entry_problem(p, real_root)
+            if problem and rel(p, root) not in {s.file for s in scan.skipped}:
+                scan.skip(rel(p, root), problem)
+                known.add(rel(p, root))
+    kept = []
+    for it in scan.items:
+        outside = [p for p in (it.image, *it.mask_files) if not Path(p).resolve().is_relative_to(real_root)]
+        if outside:
+            scan.skip(rel(Path(outside[0]), root), "resolves to outside the dataset folder (symbolic links are "
+                      "followed only within it)")
+        else:
+            kept.append(it)
+    scan.items[:] = kept
+    # A mask is accounted for when a used, skipped or excluded file has its stem or a stem it
+    # extends at an underscore (``ISIC_0000014`` for ``ISIC_0000014_segmentation.png``).
+    stems = {Path(f).stem for f in known}
+    mask_dirs = {Path(m).parent for it in scan.items for m in it.mask_files}
+    for d in sorted(mask_dirs):
+        for p in sorted(d.iterdir()):
+            r = rel(p, root)
+            if r in known or p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or not p.is_file():
+                continue
+            parts = p.stem.split("_")
+            if not any("_".join(parts[:i]) in stems for i in range(1, len(parts) + 1)):
+                scan.skip(r, "mask file without its image (no image of that name)")
+                known.add(r)
+
+
 def _remove_stale_tmp(out: Path, subset: str) -> None:
     """Temporary files left by a killed run (atomic writes never leave anything else)."""
     for d in (out / "images" / subset, out / "masks" / subset):
@@ -91,13 +168,8 @@ def _reusable(rec: dict | None, item: Item, out: Path, max_side: int | None = No
     if rec is None or rec.get("fingerprint") != item.fingerprint() or rec.get("max_side") != max_side:
         return False
     image_rel, mask_rel = output_paths(item)
-    img, mask = out / rec.get("image", image_rel), out / mask_rel
-    try:
-        if rec.get("original_size"):  # stored downscaled
-            return mask.is_file() and img.is_file()
-        return mask.is_file() and img.is_file() and img.stat().st_size == Path(item.image).stat().st_size
-    except OSError:
-        return False
+    img, mask = out / image_rel, out / mask_rel
+    return mask.is_file() and img.is_file()
 
 
 def _run(items: list[Item], out: Path, workers: int, pool, max_side: int | None = None) -> Iterator[tuple[Item, Result]]:
@@ -141,6 +213,7 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
     scans: dict[str, Scan] = {}
     for name, root in roots.items():
         scans[name] = get_source(name).scan(root, seed)
+        audit_scan(scans[name], root)
         _unique_keys(scans[name].items)
         log.info("%s: %d samples found, %d skipped, %d excluded", name, len(scans[name].items),
                  len(scans[name].skipped), len(scans[name].excluded))

@@ -20,10 +20,14 @@ The file names hold the number of shards, known only at the end, so every file i
 under a temporary folder ``OUT/.export-tmp-<pid>/`` and the finished ``data/`` folder
 replaces the old one at the end: a killed export leaves no half-written final file (the
 next export removes its temporary folder).
+A DICOM image (a manifest written by hand or by an older sim4seg) is embedded as a PNG of the
+image as displayed, never as its DICOM bytes, so no patient field reaches the export; its
+``path`` gets the ``.png`` suffix.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -32,6 +36,7 @@ import shutil
 from pathlib import Path
 
 from sim4seg._atomic import write_text
+from sim4seg.data.io import is_dicom, read_display
 from sim4seg.data.schema import INFO_FILE, iter_split, read_info
 from sim4seg.data.subsets import SPLITS
 from sim4seg.errors import InputError
@@ -124,18 +129,28 @@ def _row(root: Path, split: str, sample) -> tuple[dict, int]:
     for key in ("image", "mask"):
         path = root / row[key]
         try:
-            data = path.read_bytes()
+            row[key] = _embedded(path, row[key])
         except FileNotFoundError:
             raise InputError(f"{key} file not found: {path}", root / f"{split}.jsonl") from None
         except OSError as e:
             raise InputError(f"cannot read the {key} file {path} ({type(e).__name__}: {e})",
                              root / f"{split}.jsonl") from None
-        row[key] = {"bytes": data, "path": row[key]}
-        nbytes += len(data)
+        nbytes += len(row[key]["bytes"])
     row["answers"] = json.dumps(row["answers"], ensure_ascii=False)
     row["source"] = json.dumps(row["source"], ensure_ascii=False)
     nbytes += sum(len(v) for v in row.values() if isinstance(v, str)) + 64
     return row, nbytes
+
+
+def _embedded(path: Path, name: str) -> dict:
+    """``{"bytes", "path"}`` of a dataset file; DICOM re-encoded as PNG without its header."""
+    if not is_dicom(path):
+        return {"bytes": path.read_bytes(), "path": name}
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(read_display(path)).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": str(Path(name).with_suffix(".png").as_posix())}
 
 
 def _remove_stale(out: Path) -> None:

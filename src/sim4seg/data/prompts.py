@@ -31,7 +31,11 @@ DIAGNOSIS_TEMPLATES: tuple[str, ...] = (
     "Based on the image, the diagnosis is {label}.",
 )
 
-_DIAGNOSIS_LINE = re.compile(r"^\s*diagnosis\s*:\s*(?P<label>.+?)\s*\.?\s*$", re.IGNORECASE)
+# The head of a diagnosis line. The label is the rest of the line with surrounding
+# whitespace and one final full stop removed (plain string operations: linear time
+# whatever the line holds; a regex with a lazy label before optional trailing spaces was
+# quadratic on long runs of spaces).
+_DIAGNOSIS_HEAD = re.compile(r"\s*diagnosis\s*:", re.IGNORECASE)
 
 
 def pick(options: tuple[str, ...], seed: int, key: str) -> str:
@@ -69,7 +73,19 @@ def make_answers(label: str, seed: int, key: str, cot: str = "") -> dict[str, st
 def parse_diagnosis_line(answer: str) -> str | None:
     """The label of the last ``Diagnosis: <label>.`` line of ``answer``, or ``None``."""
     for line in reversed(answer.strip().splitlines()):
-        m = _DIAGNOSIS_LINE.match(line)
-        if m:
-            return m.group("label")
+        label = _line_label(line)
+        if label is not None:
+            return label
     return None
+
+
+def _line_label(line: str) -> str | None:
+    m = _DIAGNOSIS_HEAD.match(line)
+    if m is None:
+        return None
+    rest = line[m.end():].strip()
+    if not rest:
+        return None
+    if rest.endswith(".") and len(rest) > 1:
+        rest = rest[:-1].rstrip()
+    return rest

@@ -207,10 +207,18 @@ def read_info(root: str | os.PathLike) -> DatasetInfo:
     if not path.is_file():
         raise ManifestError(f"not an M3DS directory: {INFO_FILE} not found", path.parent)
     try:
-        return DatasetInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+        d = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"not valid UTF-8 text: byte at offset {e.start}", path) from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"invalid JSON: {e.msg}", path, e.lineno) from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
+        raise ManifestError(f"invalid JSON: {type(e).__name__}", path) from None
+    if not isinstance(d, dict):
+        raise ManifestError(f"must hold a JSON object, got {type(d).__name__}", path)
+    try:
+        return DatasetInfo.from_json(d)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise ManifestError(str(e), path) from None
 
 
@@ -222,24 +230,38 @@ def iter_split(root: str | os.PathLike, split: str, info: DatasetInfo | None = N
     with a list, bad lines are appended to it and skipped (``data verify`` uses this).
     A missing split file yields nothing.
     """
+    for _, sample in iter_split_lines(root, split, info, errors=errors):
+        yield sample
+
+
+def iter_split_lines(root: str | os.PathLike, split: str, info: DatasetInfo | None = None,
+                     *, errors: list[ManifestError] | None = None) -> Iterator[tuple[int, Sample]]:
+    """``iter_split`` with each sample's line number: ``(line, sample)``.
+
+    A line that is not valid UTF-8 is a bad line like any other (a UTF-8 byte-order mark at
+    the start of the file is accepted).
+    """
+    from sim4seg._jsonl import decode_line, parse_line
+
     info = read_info(root) if info is None else info
     path = Path(root) / f"{split}.jsonl"
     if not path.is_file():
         return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             try:
-                sample = Sample.from_json(json.loads(line), info.subsets)
+                line = decode_line(raw, path, lineno)
+                if not line.strip():
+                    continue
+                sample = Sample.from_json(parse_line(line, path, lineno), info.subsets)
                 if sample.split != split:
                     raise ValueError(f"record has split {sample.split!r} but is in {split}.jsonl")
-            except json.JSONDecodeError as e:
-                err = ManifestError(f"malformed JSON: {e.msg} (column {e.colno})", path, lineno)
+            except InputError as e:
+                err = ManifestError(e.problem, path, lineno)
             except ValueError as e:
                 err = ManifestError(str(e), path, lineno)
             else:
-                yield sample
+                yield lineno, sample
                 continue
             if errors is None:
                 raise err

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sim4seg.data.io import image_size, read_image, read_mask_raw
-from sim4seg.data.schema import INFO_FILE, read_info, iter_split
+from sim4seg.data.schema import INFO_FILE, iter_split_lines, read_info
 from sim4seg.data.subsets import SPLITS
 from sim4seg.errors import InputError, ManifestError
 
@@ -60,12 +60,11 @@ def verify(root: str | os.PathLike, *, decode: bool = True) -> tuple[int, list[P
             problems.append(Problem(str(path), "split file is missing"))
             continue
         errors: list[ManifestError] = []
-        lines = _line_numbers(path)
-        for sample in iter_split(root, split, info, errors=errors):
+        for lineno, sample in iter_split_lines(root, split, info, errors=errors):
             checked += 1
             by_subset = counts.setdefault(split, {})
             by_subset[sample.subset] = by_subset.get(sample.subset, 0) + 1
-            where = f"{path}:{lines.get(sample.id, '?')}"
+            where = f"{path}:{lineno}"
             if sample.id in first_seen:
                 problems.append(Problem(where, f"duplicate id {sample.id!r} (first at {first_seen[sample.id]})"))
             first_seen.setdefault(sample.id, where)
@@ -78,20 +77,6 @@ def verify(root: str | os.PathLike, *, decode: bool = True) -> tuple[int, list[P
     if info.counts and info.counts != counts:
         problems.append(Problem(str(root / INFO_FILE), "counts do not match the split files (re-run the build)"))
     return checked, problems
-
-
-def _line_numbers(path: Path) -> dict[str, int]:
-    """id → line number, read cheaply from the raw lines."""
-    import json
-
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            try:
-                out.setdefault(json.loads(line).get("id"), i)
-            except (ValueError, AttributeError):
-                pass
-    return out
 
 
 def _check_files(root: Path, sample, decode: bool) -> list[str]:

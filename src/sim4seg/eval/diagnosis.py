@@ -13,6 +13,10 @@ Order of evidence:
    different labels the answer is ambiguous, hence unparseable.
 
 An unparseable answer is scored as wrong and counted as unparseable.
+
+Parsing takes time linear in the answer's length. Answers longer than
+``MAX_ANSWER_CHARS`` (100,000 characters, far beyond any generated answer) are refused
+with an ``InputError``: such a file is not a model's output.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ from typing import Mapping
 
 from sim4seg.data.prompts import parse_diagnosis_line
 from sim4seg.data.subsets import SUBSETS, SubsetInfo
+from sim4seg.errors import InputError
+
+MAX_ANSWER_CHARS = 100_000
+"""Longest answer the parser accepts (characters)."""
+
+
+def check_answer_length(answer: str) -> None:
+    """``InputError`` for an answer over ``MAX_ANSWER_CHARS``."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise InputError(f"answer is {len(answer):,} characters long, over the limit of {MAX_ANSWER_CHARS:,} "
+                         "(sim4seg.eval.diagnosis.MAX_ANSWER_CHARS)")
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -77,10 +92,13 @@ class _SubsetPhrases:
             while (m := pattern.search(norm, pos)) is not None:
                 candidates.append((m.start(), m.end(), self.table[key]))
                 pos = m.start() + 1
-        # longest first (then leftmost); keep a phrase only if it overlaps no kept one
+        # longest first (then leftmost); keep a phrase only if it overlaps no kept one. The
+        # characters taken by kept phrases are marked, so each check costs the phrase's length.
+        taken = bytearray(len(norm))
         for start, end, label in sorted(candidates, key=lambda c: (-(c[1] - c[0]), c[0])):
-            if all(end <= s or start >= e for s, e, _ in found):
+            if not any(taken[start:end]):
                 found.append((start, end, label))
+                taken[start:end] = b"\x01" * (end - start)
         labels = {label for _, _, label in found}
         if not labels:
             return Parsed(None, NOT_FOUND)
@@ -114,7 +132,11 @@ class DiagnosisParser:
         return phrases
 
     def parse(self, answer: str, subset: str) -> Parsed:
-        """The canonical label ``answer`` gives for a sample of ``subset``."""
+        """The canonical label ``answer`` gives for a sample of ``subset``.
+
+        An answer over ``MAX_ANSWER_CHARS`` raises ``InputError``.
+        """
+        check_answer_length(answer)
         phrases = self._get(subset)
         line = parse_diagnosis_line(answer)
         if line is not None:

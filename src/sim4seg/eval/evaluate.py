@@ -11,6 +11,13 @@ method segments nothing and gIoU/cIoU/Dice are not scored — and likewise ``ans
 method that gives no diagnosis. Optional numbers in [0, 1] (or ``null``): ``confidence`` (the
 diagnosis agreement over sampled answers) and ``uncertainty_mean`` (mean pixel uncertainty), which
 the calibration report (``eval.calibration``) reads. Every id of the split must appear exactly once.
+
+
+A line may instead record a failed sample (what ``predict`` writes when an image cannot be
+read): ``{"id": ..., "failed": "<reason>"}`` with ``mask``/``answer`` null or absent. It is
+scored as a method that segmented nothing (an empty mask, when the file has masks) and gave
+no readable diagnosis (wrong, counted as unparseable) — a failure never improves a score — and
+``summary()["failed"]`` lists such ids with their reasons.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from sim4seg.data.io import image_size, read_mask
 from sim4seg.data.prompts import diagnosis_line
 from sim4seg.data.schema import DatasetInfo, Sample, iter_split, load_split, read_info
 from sim4seg.errors import ImageReadError, InputError
-from sim4seg.eval.diagnosis import DiagnosisParser
+from sim4seg.eval.diagnosis import DiagnosisParser, check_answer_length
 from sim4seg.eval.metrics import MetricAccumulator, mask_stats
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,8 @@ class Evaluator:
         self.parser = DiagnosisParser(info.subsets) if parser is None else parser
         self.acc = MetricAccumulator()
         self.rows: list[dict] = []
+        self.failed: dict[str, str] = {}
+        """id → reason of the samples the method failed on (scored as nothing predicted)."""
 
     def gt_mask(self, sample: Sample) -> np.ndarray:
         """The sample's ground truth ``HxW`` bool."""
@@ -86,7 +95,10 @@ class Evaluator:
         return row
 
     def summary(self) -> dict:
-        return self.acc.summary()
+        out = self.acc.summary()
+        if self.failed:
+            out["failed"] = dict(self.failed)
+        return out
 
 
 def _wh(shape: tuple[int, ...]) -> str:
@@ -120,6 +132,8 @@ class PredictionRow:
     """The diagnosis agreement of the m answers (``null`` for a single answer)."""
     uncertainty: float | None = None
     """The mean pixel uncertainty of the mask (``uncertainty_mean``; ``null`` for a single candidate)."""
+    failed: str | None = None
+    """Why the method could not predict this sample (then ``mask``/``answer`` are ``None``)."""
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, PredictionRow]:
@@ -129,31 +143,46 @@ def read_predictions(path: str | os.PathLike) -> dict[str, PredictionRow]:
         raise InputError("predictions file not found" if not path.exists() else "not a regular file", path)
     preds: dict[str, PredictionRow] = {}
     has = {"mask": {}, "answer": {}}  # field -> {given (bool): first line}
-    with open(path, encoding="utf-8") as f:
-        for lineno, row in iter_jsonl(path, f):
-            if not isinstance(row, dict):
-                raise InputError(f"a prediction must be a JSON object, got {type(row).__name__}", path, lineno)
-            pid = row.get("id")
-            if not isinstance(pid, str) or not pid:
-                raise InputError("field 'id' must be a non-empty string", path, lineno)
-            if pid in preds:
-                raise InputError(f"id {pid!r} appears twice (first on line {preds[pid].line})", path, lineno)
-            for key in ("mask", "answer"):
-                value = row.get(key)
-                if value is not None and not isinstance(value, str):
-                    raise InputError(f"field {key!r} must be a string or null, got {type(value).__name__}",
-                                     path, lineno)
-                if key == "mask" and value == "":
-                    raise InputError("field 'mask' is an empty path", path, lineno)
-                has[key].setdefault(value is not None, lineno)
-            for key in ("confidence", "uncertainty_mean"):
-                value = row.get(key)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                          or not 0.0 <= value <= 1.0):
-                    raise InputError(f"field {key!r} must be a number in [0, 1] or null, got {value!r}", path, lineno)
-            mask = row.get("mask")
-            preds[pid] = PredictionRow(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno,
-                                       row.get("confidence"), row.get("uncertainty_mean"))
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise InputError(f"a prediction must be a JSON object, got {type(row).__name__}", path, lineno)
+        pid = row.get("id")
+        if not isinstance(pid, str) or not pid:
+            raise InputError("field 'id' must be a non-empty string", path, lineno)
+        if pid in preds:
+            raise InputError(f"id {pid!r} appears twice (first on line {preds[pid].line})", path, lineno)
+        failed = row.get("failed")
+        if failed is not None:
+            if not isinstance(failed, str) or not failed:
+                raise InputError("field 'failed' must be a non-empty string (the reason) or null", path, lineno)
+            if row.get("mask") is not None or row.get("answer") is not None:
+                raise InputError("a failed prediction has no 'mask' or 'answer'", path, lineno)
+            preds[pid] = PredictionRow(pid, None, None, lineno, failed=failed)
+            continue
+        for key in ("mask", "answer"):
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"field {key!r} must be a string or null, got {type(value).__name__}",
+                                 path, lineno)
+            if key == "mask" and value == "":
+                raise InputError("field 'mask' is an empty path", path, lineno)
+            if key == "mask" and value is not None and "\0" in value:
+                raise InputError("field 'mask' holds a NUL character", path, lineno)
+            if key == "answer" and value is not None:
+                try:
+                    check_answer_length(value)
+                except InputError as e:
+                    raise InputError(e.problem, path, lineno) from None
+            has[key].setdefault(value is not None, lineno)
+        for key in ("confidence", "uncertainty_mean"):
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.0 <= value <= 1.0):
+                raise InputError(f"field {key!r} must be a number in [0, 1] or null, got {str(value)[:40]}",
+                                 path, lineno)
+        mask = row.get("mask")
+        preds[pid] = PredictionRow(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno,
+                                   confidence=row.get("confidence"), uncertainty=row.get("uncertainty_mean"))
     if not preds:
         raise InputError("predictions file holds no predictions", path)
     for key, seen in has.items():
@@ -199,8 +228,16 @@ def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str |
     preds = read_predictions(path)
     check_ids(preds, samples, path, split)
     ev = Evaluator(root, info)
+    with_masks = any(p.mask is not None for p in preds.values())
+    with_answers = any(p.answer is not None for p in preds.values())
     for sample in samples:
         pred = preds[sample.id]
+        if pred.failed is not None:
+            mask = np.zeros(ev.gt_mask(sample).shape, bool) if with_masks else None
+            ev.add(sample, mask, "" if with_answers or not with_masks else None, where=f"{path}:{pred.line}")
+            ev.rows[-1]["failed"] = pred.failed
+            ev.failed[sample.id] = pred.failed
+            continue
         ev.add(sample, _read_pred_mask(pred, path), pred.answer, where=f"{path}:{pred.line}",
                confidence=pred.confidence, uncertainty=pred.uncertainty)
     return ev

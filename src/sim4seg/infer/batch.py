@@ -8,6 +8,12 @@ candidates; ``null`` for one candidate), ``seg``, ``tts`` and ``time_s``. Each m
 is written atomically before its line; each line is appended, flushed and fsynced. A killed run
 leaves at most a half-written last line, which the next run drops; it then skips every id
 already done, so a resumed run loses nothing finished and duplicates nothing.
+
+A sample whose image (or, for the ``oracle`` selector, ground-truth mask) cannot be read is
+recorded as failed — ``{"id", "mask": null, "answer": null, "failed": "<file>: <problem>"}`` —
+and the run goes on; a resumed run does not retry it (delete its line to retry).
+``evaluate`` scores a failed sample as a method that segmented nothing and gave no readable
+diagnosis (see ``sim4seg.eval.evaluate``).
 """
 
 from __future__ import annotations
@@ -81,8 +87,16 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
     with store:
         for i, s in tqdm(todo, desc=f"predict {split}", unit="img", disable=not progress, dynamic_ncols=True):
             t0 = time.perf_counter()
-            predictor.set_image(root / s.image)
-            gt = read_mask(root / s.mask) if oracle else None
+            try:
+                predictor.set_image(root / s.image)
+                gt = read_mask(root / s.mask) if oracle else None
+            except InputError as e:
+                log.warning("%s: %s; recorded as failed, going on", s.id, e)
+                failed = {"id": s.id, "mask": None, "answer": None, "failed": str(e)}
+                f.write(json.dumps(failed, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                continue
             pred = predictor.predict(s.query, subset=s.subset, parser=parser, gt=gt, use_rvls2m=use_rvls2m,
                                      **overrides)
             mask_rel = f"masks/{s.id}.png"

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """``(model, processor)`` from a Sim4Seg checkpoint directory (``sim4seg_config.json`` + weights),
     e.g. a training run's ``final/``."""
+    from sim4seg._device import check_device
     from sim4seg.model.config import CONFIG_FILE
 
+    device = check_device(device)
     d = Path(path)
     if not d.exists():
         raise InputError("checkpoint directory not found", d)

@@ -79,6 +79,9 @@ def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, de
     """A checkpoint directory → ``(model, processor)``; eval mode unless ``trainable``."""
     from transformers import AutoProcessor
 
+    from sim4seg._device import check_device
+
+    device = check_device(device)
     d = Path(directory)
     if not (d / CONFIG_FILE).is_file():
         raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing)", d)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
+import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -168,9 +170,31 @@ def load(accelerator, path: Path, current: TrainState) -> TrainState:
             raise InputError(f"cannot resume exactly: the checkpoint was written with {what} = {getattr(saved, key)}, "
                              f"this run has {getattr(current, key)}; start a new output_dir or restore the setting",
                              path)
-    accelerator.load_state(str(path))
+    try:
+        accelerator.load_state(str(path))
+    except InputError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
+            AttributeError, IndexError, zipfile.BadZipFile) as e:
+        bad = _unreadable_state_file(path)
+        raise InputError("refused to load this training state: it is truncated, corrupt or holds something other "
+                         f"than tensors and plain values (nothing is unpickled; {type(e).__name__}). Resume from "
+                         "another checkpoint or start a new output_dir", bad or path) from None
     saved.total_steps = current.total_steps
     return saved
+
+
+def _unreadable_state_file(path: Path) -> Path | None:
+    """The first state file in ``path`` that ``torch.load(weights_only=True)`` refuses (or ``None``)."""
+    from accelerate.utils.other import load as accelerate_load
+
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and f.suffix in (".bin", ".pt", ".pth", ".pkl"):
+            try:
+                accelerate_load(f, map_location="cpu")
+            except Exception:  # noqa: BLE001 - any failure names the file
+                return f
+    return None
 
 
 def truncate_log(path: Path, step: int) -> None:

@@ -42,6 +42,13 @@ class HFBackend:
         local = Path(path)
         if (local.is_absolute() or str(path).startswith(".")) and not local.is_dir():
             raise PreflightError(f"{path}: model directory not found")
+        from sim4seg._device import check_device
+        from sim4seg.errors import InputError
+
+        try:
+            check_device(device)
+        except InputError as e:
+            raise PreflightError(str(e)) from None
         try:
             processor = AutoProcessor.from_pretrained(path)
             model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)

@@ -72,6 +72,7 @@ class Item:
         d = asdict(self)
         d.pop("split")
         d.pop("group")
+        d["writer"] = 2  # 2: images re-encoded as PNG (1 linked or copied them)
         for p in [self.image, *self.mask_files]:
             try:
                 st = Path(p).stat()

@@ -1,25 +1,22 @@
 """Turn one ``Item`` into files under the output root (runs in worker processes).
 
-Writes ``images/<subset>/<key><suffix>`` (a hard link to the source image where the
-file system allows it, else a copy; the bytes are unchanged, so EXIF stays and readers
-apply it) and ``masks/<subset>/<key>.png`` (single-channel 0/255 in the displayed
-frame). Both writes are atomic. Returns a ``Result``; a bad sample is a ``Result``
+Writes ``images/<subset>/<key>.png`` — the source image re-encoded as displayed (EXIF
+orientation applied; DICOM through its modality LUT and window; 16-bit where the source
+has more than 8 bits), so no metadata of the source (DICOM patient fields, EXIF) reaches
+the dataset, and a later edit of the source cannot change it (nothing is linked) — and
+``masks/<subset>/<key>.png`` (single-channel 0/255 in the displayed frame). Both writes
+are atomic. Returns a ``Result``; a bad sample is a ``Result``
 with ``ok=False`` and the reason, never an exception.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from sim4seg.data.io import read_image, read_mask, write_mask
+from sim4seg.data.io import _pil_header, is_dicom, read_display, read_mask, write_mask, write_png
 from sim4seg.data.sources._base import Item, Skip
 from sim4seg.data.sources._raster import rasterize_box, rasterize_polygon, to_display
 from sim4seg.errors import InputError
@@ -37,45 +34,24 @@ class Result:
     skipped: list[Skip] = field(default_factory=list)
     """The sample itself (``ok=False``) or some of its instances, with reasons."""
     image_write: str = ""
-    """``link``, ``copy``, ``exists`` or ``resized``."""
+    """``encoded`` (the image was re-encoded as PNG) or ``resized`` (re-encoded downscaled, ``max_side``)."""
     original_size: list[int] | None = None
     """``[H, W]`` as displayed when the image was stored downscaled (``max_side``)."""
 
 
 def output_paths(item: Item) -> tuple[str, str]:
-    """``(image, mask)`` paths relative to the output root."""
-    suffix = Path(item.image).suffix.lower()
-    return f"images/{item.subset}/{item.key}{suffix}", f"masks/{item.subset}/{item.key}.png"
-
-
-def place_image(src: Path, dst: Path) -> str:
-    """Hard-link (or copy) ``src`` to ``dst`` atomically; ``exists`` if an identical-size file is there."""
-    if dst.is_file() and dst.stat().st_size == src.stat().st_size:
-        return "exists"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)
-        try:
-            os.link(src, tmp)
-            how = "link"
-        except OSError:
-            shutil.copyfile(src, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            how = "copy"
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return how
+    """``(image, mask)`` paths relative to the output root (both PNG: images are re-encoded)."""
+    return f"images/{item.subset}/{item.key}.png", f"masks/{item.subset}/{item.key}.png"
 
 
 def _header(path: Path) -> tuple[int, int, int]:
     """``(raw_w, raw_h, exif_orientation)`` from the file header."""
-    with Image.open(path) as img:
+    if is_dicom(path):
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.Columns), int(ds.Rows), 1
+    with _pil_header(path) as img:
         return img.width, img.height, int(img.getexif().get(0x0112, 1) or 1)
 
 
@@ -121,12 +97,15 @@ def downscaled(h: int, w: int, max_side: int | None) -> tuple[int, int] | None:
 
 def store_downscaled(image: np.ndarray, mask: np.ndarray, size: tuple[int, int], image_dst: Path,
                      mask_dst: Path) -> None:
-    """Write ``image`` resized to ``size`` (Lanczos) and ``mask`` resized with it (nearest), atomically."""
-    from sim4seg.data.io import write_image
-
+    """Write ``image`` (``read_display``'s array) resized to ``size`` (Lanczos) as a PNG, and ``mask`` resized
+    with it (nearest), atomically. 16-bit images stay 16-bit."""
     h, w = size
-    small = Image.fromarray(image).resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    write_image(image_dst, np.asarray(small))
+    if image.dtype == np.uint16:      # resampled in float: Pillow's 16-bit mode takes no Lanczos
+        small = Image.fromarray(image.astype(np.float32)).resize((w, h), Image.Resampling.LANCZOS)
+        write_png(image_dst, np.clip(np.rint(np.asarray(small)), 0, 65535).astype(np.uint16))
+    else:
+        small = Image.fromarray(image).resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        write_png(image_dst, np.asarray(small))
     write_mask(mask_dst, np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST)))
 
 
@@ -142,7 +121,7 @@ def convert_item(item: Item, out_root: str, max_side: int | None = None) -> Resu
     res = Result(item.sample_id, ok=False, image=image_rel, mask=mask_rel, mask_from=item.mask_from)
     src = Path(item.image)
     try:
-        pixels = read_image(src)
+        pixels = read_display(src)
         h, w = pixels.shape[:2]
         if item.mask_from == "empty":
             mask, n = np.zeros((h, w), bool), 0
@@ -163,11 +142,10 @@ def convert_item(item: Item, out_root: str, max_side: int | None = None) -> Resu
                 raise InputError("no annotation of this image covers a pixel", src)
         size = downscaled(h, w, max_side)
         if size is None:
-            res.image_write = place_image(src, out / image_rel)
+            write_png(out / image_rel, pixels)
+            res.image_write = "encoded"
             write_mask(out / mask_rel, mask)
         else:
-            res.image = image_rel = str(Path(image_rel).with_suffix(
-                ".jpg" if src.suffix.lower() in (".jpg", ".jpeg") else ".png").as_posix())
             store_downscaled(pixels, mask, size, out / image_rel, out / mask_rel)
             res.image_write, res.original_size = "resized", [h, w]
     except InputError as e:
