@@ -217,11 +217,39 @@ def make_accelerator(config: Config):
 
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=str(path), gradient_accumulation_steps=o.grad_accum,
                                                      gradient_clipping=o.max_grad_norm)
-    # cpu=True on a machine without CUDA: several processes there run DDP over gloo
-    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=o.grad_accum,
+        init_deepspeed_on_cpu()
+    # cpu=True on a machine without CUDA: several processes there run DDP over gloo (accelerate turns
+    # DeepSpeed off with cpu=True, so a DeepSpeed run keeps cpu=False and uses the group started above)
+    if t.deepspeed and not torch.cuda.is_available():
+        from accelerate.utils import InitProcessGroupKwargs
+
+        kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+    return Accelerator(cpu=not (torch.cuda.is_available() or t.deepspeed), gradient_accumulation_steps=o.grad_accum,
                        mixed_precision=t.precision,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False, even_batches=True),
                        **kwargs)
+
+
+def init_deepspeed_on_cpu() -> None:
+    """Without CUDA, start DeepSpeed's process group over gloo (accelerate would ask for a GPU backend).
+
+    Launched by ``torchrun`` / ``accelerate launch`` (``LOCAL_RANK`` set); a single process needs none.
+    """
+    import os
+
+    if torch.cuda.is_available() or int(os.environ.get("LOCAL_RANK", -1)) < 0:
+        return
+    import importlib
+
+    import deepspeed
+
+    ds_torch = importlib.import_module("deepspeed.comm.torch")  # (the attribute deepspeed.comm.torch is torch)
+
+    if not deepspeed.comm.is_initialized():
+        # DeepSpeed's CPU backend would JIT-compile (C++, minutes) a shared-memory kernel used only by
+        # inference all-reduces; training's collectives go through gloo, so skip building it
+        ds_torch.build_shm_op = lambda: None
+        deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> bool:
@@ -286,7 +314,9 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     steps_per_epoch = math.ceil(len(train_dl) / o.grad_accum)
     total = o.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, o.epochs * steps_per_epoch)
     warm = warmup_steps(config, total)
-    raw_optimizer = getattr(optimizer, "optimizer", optimizer)
+    raw_optimizer = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside accelerate's wrapper
+    while not isinstance(raw_optimizer, torch.optim.Optimizer) and hasattr(raw_optimizer, "optimizer"):
+        raw_optimizer = raw_optimizer.optimizer  # and inside DeepSpeed ZeRO's
     scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lambda s: lr_factor(
         s, warmup=warm, total=total, schedule=o.schedule, min_ratio=o.min_lr_ratio))
     state = TrainState(total_steps=total, steps_per_epoch=steps_per_epoch, world_size=accelerator.num_processes,
