@@ -22,6 +22,7 @@ killed. Datasets must be deterministic per index (augmentations seeded by index 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -252,6 +253,27 @@ def init_deepspeed_on_cpu() -> None:
         deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
 
 
+@contextlib.contextmanager
+def _built_whole(accelerator):
+    """Build the model whole, outside ``deepspeed.zero.Init``, even under ZeRO-3.
+
+    accelerate registers the ZeRO-3 config with transformers, which then creates every model partitioned
+    at construction; the builders edit the model afterwards (token embeddings resized, LoRA, weights
+    loaded), which a partitioned model refuses. Each process holds one full copy until
+    ``accelerator.prepare`` partitions it (host memory: one model per process).
+    """
+    if ckpt.zero_stage(accelerator) != 3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
 def enable_gradient_checkpointing(model: nn.Module) -> bool:
     """Call the model's ``gradient_checkpointing_enable`` (or that of its outermost submodules that have one)."""
     if hasattr(model, "gradient_checkpointing_enable"):
@@ -292,13 +314,13 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     out = Path(t.output_dir)
     accelerator = make_accelerator(config)
     set_seed(t.seed)
-    if model_factory is None or datasets is None:
-
-        if model_factory is not None:
-            raise InputError("a custom model_factory needs its datasets (train(..., datasets=TrainData(...)))")
-        model, datasets, save_model = task.build(config, accelerator, datasets)
-    else:
-        model, save_model = model_factory(config), None
+    if model_factory is not None and datasets is None:
+        raise InputError("a custom model_factory needs its datasets (train(..., datasets=TrainData(...)))")
+    with _built_whole(accelerator):
+        if model_factory is None:
+            model, datasets, save_model = task.build(config, accelerator, datasets)
+        else:
+            model, save_model = model_factory(config), None
     if t.gradient_checkpointing and not enable_gradient_checkpointing(model):
         log.warning("train.gradient_checkpointing is on but %s has no gradient_checkpointing_enable", type(model).__name__)
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
