@@ -49,6 +49,14 @@ def dist_state():
     return PartialState(cpu=True) if not _cuda() else PartialState()
 
 
+def default_device() -> str:
+    """This process's accelerator (``cuda:<local rank>`` under a launcher) if CUDA is there, else ``cpu``."""
+    if not _cuda():
+        return "cpu"
+    state = dist_state()
+    return str(state.device) if state is not None else "cuda"
+
+
 def _cuda() -> bool:
     import torch
 
@@ -217,7 +225,7 @@ def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, s
         cfg = TTSConfig(m=m, n=n, selector=selector, seed=seed)
     except ValueError as e:
         raise InputError(str(e)) from None
-    predictor = Predictor.from_checkpoint(checkpoint, tts=cfg)
+    predictor = Predictor.from_checkpoint(checkpoint, tts=cfg, device=default_device())
     path = predict_split(predictor, root, split, out, overlays=overlays, progress=progress, use_rvls2m=use_rvls2m,
                          batch_size=batch_size)
     return path, method_name(m, n, selector, use_rvls2m)

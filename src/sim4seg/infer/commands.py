@@ -35,7 +35,9 @@ def predict(checkpoint: str, out: str, image: str | None, query: list[str] | Non
         raise InputError("give either --image (with --query) or --manifest")
     tts = _tts(m, n, selector, temperature, top_p, seed, max_new_tokens)
     use = False if no_rvls2m else None
-    predictor = Predictor.from_checkpoint(checkpoint, tts=tts)
+    from sim4seg.infer.batch import default_device
+
+    predictor = Predictor.from_checkpoint(checkpoint, tts=tts, device=default_device())
     if manifest is not None:
         from sim4seg.infer.batch import is_main_process, predict_split
 

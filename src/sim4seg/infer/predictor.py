@@ -176,7 +176,7 @@ class Predictor:
                 ids[b, width - len(p):], mask[b, width - len(p):] = p, 1
             gens = split_generation(sample_answers(self.model, ids, mask, encoding, cfg))
         else:
-            gens = [sample_answers(self.model, p[None], torch.ones_like(p[None]), encoding.index(torch.tensor([b])), cfg)
+            gens = [sample_answers(self.model, p[None], torch.ones_like(p[None]), encoding.index(torch.tensor([b], device=encoding.image_sizes.device)), cfg)
                     for b, p in enumerate(prompts)]
         generate_s = (time.perf_counter() - t1) / len(arrays)
         preds = []
