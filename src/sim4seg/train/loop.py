@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -209,11 +210,14 @@ def make_accelerator(config: Config):
             raise InputError("DeepSpeed config not found (train.deepspeed)", path)
         if importlib.util.find_spec("deepspeed") is None:
             raise InputError("train.deepspeed is set but the deepspeed package is not installed "
-                             "(pip install deepspeed, on a CUDA machine)", path)
+                             "(DS_BUILD_OPS=0 pip install -c constraints.txt -e '.[deepspeed]')", path)
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
+        if not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) < 0:
+            raise InputError("DeepSpeed without a GPU runs under a launcher: accelerate launch --config_file "
+                             "configs/accelerate/deepspeed-cpu-2proc.yaml -m sim4seg train ... (or torchrun)", path)
         from accelerate.utils import DeepSpeedPlugin
 
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=str(path), gradient_accumulation_steps=o.grad_accum,
@@ -236,8 +240,6 @@ def init_deepspeed_on_cpu() -> None:
 
     Launched by ``torchrun`` / ``accelerate launch`` (``LOCAL_RANK`` set); a single process needs none.
     """
-    import os
-
     if torch.cuda.is_available() or int(os.environ.get("LOCAL_RANK", -1)) < 0:
         return
     import importlib
