@@ -59,6 +59,16 @@ def test_deepspeed_and_accelerate_configs_parse():
         acc = yaml.safe_load((CONFIGS / "accelerate" / name).read_text())
         assert acc["num_processes"] == 2 and acc["distributed_type"] == "MULTI_GPU"
     assert yaml.safe_load((CONFIGS / "accelerate" / "cpu-2proc.yaml").read_text())["use_cpu"] is True
+    z3 = json.loads((CONFIGS / "deepspeed" / "zero3.json").read_text())
+    # ZeRO-3: the final export gathers the shards; no "auto" that needs a transformers model.config
+    assert z3["zero_optimization"]["stage"] == 3 and z3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    assert not [k for k, v in z3["zero_optimization"].items() if v == "auto"]
+    for stage in (2, 3):
+        acc = yaml.safe_load((CONFIGS / "accelerate" / f"deepspeed-zero{stage}-8gpu.yaml").read_text())
+        assert acc["distributed_type"] == "DEEPSPEED" and acc["num_processes"] == 8
+        assert (CONFIGS.parent / acc["deepspeed_config"]["deepspeed_config_file"]).is_file()
+    cpu = yaml.safe_load((CONFIGS / "accelerate" / "deepspeed-cpu-2proc.yaml").read_text())
+    assert cpu["num_processes"] == 2 and not cpu.get("use_cpu")  # accelerate turns DeepSpeed off with use_cpu
 
 
 def test_overrides(tmp_path):

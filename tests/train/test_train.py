@@ -226,6 +226,9 @@ def test_clear_errors(tmp_path):
         forward_task(nn.Identity(), {"x": torch.zeros(2)})
     with pytest.raises(InputError, match="DeepSpeed config not found"):
         run_toy(tmp_path / "d", train={"deepspeed": str(tmp_path / "missing.json")})
+    if not torch.cuda.is_available() and "LOCAL_RANK" not in os.environ:
+        with pytest.raises(InputError, match="runs under a launcher"):
+            run_toy(tmp_path / "e", train={"deepspeed": str(REPO / "configs/deepspeed/zero2.json")})
 
 
 # ---------------------------------------------------------------------------- two processes (gloo)

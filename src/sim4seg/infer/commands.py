@@ -38,11 +38,13 @@ def _frame_arg(value: str | None, flag: str) -> int | str | None:
 def predict(checkpoint: str, out: str, image: list[str] | None, images: list[str] | None, query: list[str] | None,
             frame: str | None, nifti_axis: int, nifti_index: str | None, manifest: str | None,
             split: str, subset: str | None, m: int, n: int, selector: str, temperature: float, top_p: float,
-            seed: int, max_new_tokens: int, no_rvls2m: bool, overlays: int, limit: int | None) -> int:
+            seed: int, max_new_tokens: int, no_rvls2m: bool, overlays: int, limit: int | None,
+            batch_size: int = 1) -> int:
     """Segment and diagnose: one IMAGE with one or more --query, encoded once (OUT/<name>_mask.png, _overlay.png,
     .json); many images (--image repeated, --images DIR|GLOB|LIST.txt, every frame or slice of a volume) into
     OUT/predictions.jsonl, one line per image, resumable, an unreadable image recorded as failed; or every sample
-    of a --manifest split into OUT/predictions.jsonl (resumable; the format `evaluate` reads). Reads JPEG, PNG,
+    of a --manifest split into OUT/predictions.jsonl (resumable; the format `evaluate` reads; under `accelerate
+    launch` each process predicts its shard). Reads JPEG, PNG,
     BMP, TIFF, DICOM (--frame for multi-frame files) and NIfTI (--nifti-axis, --nifti-index)."""
     from sim4seg.infer.predictor import Predictor, write_result
     from sim4seg.errors import InputError
@@ -60,14 +62,19 @@ def predict(checkpoint: str, out: str, image: list[str] | None, images: list[str
     if files and tts.upper_bound:
         raise InputError(f"the {selector} selector needs a ground truth: use it with --manifest (an upper bound only)")
     use = False if no_rvls2m else None
-    predictor = Predictor.from_checkpoint(checkpoint, tts=tts)
+    from sim4seg.infer.batch import default_device
+
+    predictor = Predictor.from_checkpoint(checkpoint, tts=tts, device=default_device())
     if subset is not None:
         predictor.check_subset(subset)
     if manifest is not None:
-        from sim4seg.infer.batch import predict_split
+        from sim4seg.infer.batch import is_main_process, predict_split
 
         t0 = time.perf_counter()
-        path = predict_split(predictor, manifest, split, out, overlays=overlays, limit=limit, use_rvls2m=use)
+        path = predict_split(predictor, manifest, split, out, overlays=overlays, limit=limit, use_rvls2m=use,
+                             batch_size=batch_size)
+        if not is_main_process():
+            return 0
         print(f"predictions: {path} ({time.perf_counter() - t0:.1f}s); score them with "
               f"`sim4seg evaluate --manifest {manifest} --split {split} --predictions {path} --out OUT`")
         return 0
@@ -132,10 +139,10 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
 
 def evaluate(manifest: str, split: str, predictions: str | None, baseline: str | None, out: str,
              method: str | None, checkpoint: str | None = None, m: int = 1, n: int = 1,
-             selector: str = "consensus", no_rvls2m: bool = False) -> int:
+             selector: str = "consensus", no_rvls2m: bool = False, batch_size: int = 1) -> int:
     """Score PREDICTIONS (JSONL: id, mask, answer), a CHECKPOINT (predicted first, into OUT/predictions/,
-    resumable) or a trivial baseline against a split of MANIFEST; write OUT/metrics.json, metrics.md,
-    metrics.csv, per_sample.jsonl and (for predictions) uncertainty.json with the calibration of the diagnosis
+    resumable; sharded under `accelerate launch`) or a trivial baseline against a split of MANIFEST; write
+    OUT/metrics.json, metrics.md, metrics.csv, per_sample.jsonl and (for predictions) uncertainty.json with the calibration of the diagnosis
     confidence (ECE; reliability.png) and the correlation of mean pixel uncertainty with 1-IoU."""
     from sim4seg._atomic import write_jsonl
     from sim4seg.errors import InputError
@@ -147,10 +154,13 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
         raise InputError("give exactly one of --predictions, --checkpoint or --baseline")
     t0 = time.perf_counter()
     if checkpoint is not None:
-        from sim4seg.infer.batch import predict_checkpoint
+        from sim4seg.infer.batch import is_main_process, predict_checkpoint
 
         predictions, name = predict_checkpoint(checkpoint, manifest, split, Path(out) / "predictions", m=m, n=n,
-                                               selector=selector, use_rvls2m=False if no_rvls2m else None)
+                                               selector=selector, use_rvls2m=False if no_rvls2m else None,
+                                               batch_size=batch_size)
+        if not is_main_process():  # rank 0 scores the merged predictions
+            return 0
         name = method or name
     if predictions is not None:
         ev = evaluate_predictions(manifest, split, predictions)
@@ -202,6 +212,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="the first N samples (or images) only")
     p.add_argument("--overlays", type=int, default=0,
                    help="with --manifest or many images: overlay PNGs for the first N")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="with --manifest: images per forward (greedy: one batched generate; same results as 1)")
     _tts_args(p)
     p.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off (ablation)")
     p.set_defaults(handler=predict)
@@ -234,6 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("with --checkpoint: test-time scaling")
     add_options(g, TTSConfig, only=("m", "n", "selector"), choices={"selector": list(SELECTORS)})
     g.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off at inference (the ablation)")
+    g.add_argument("--batch-size", type=int, default=1, help="images per forward (default 1)")
     p.set_defaults(handler=evaluate)
 
 

@@ -529,11 +529,30 @@ def run(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """
     import time
 
+    t0 = time.perf_counter()
+    gen = sample_answers(model, input_ids, attention_mask, encoding, config)
+    return finish(model, tokenizer, gen, encoding, config, parse=parse, gt=gt, use_rvls2m=use_rvls2m,
+                  generate_s=time.perf_counter() - t0, **overrides)
+
+
+def split_generation(gen) -> list:
+    """A batched ``Generation`` of B images → B ``Generation`` of one image each (their answers in order)."""
+    out = []
+    for b in range(gen.image_hidden.shape[0]):
+        idx = (gen.image_index == b).nonzero().flatten()
+        out.append(type(gen)(gen.sequences[idx], torch.zeros_like(idx), [gen.seg_hidden[j] for j in idx.tolist()],
+                             gen.image_hidden[b:b + 1], gen.truncated[idx]))
+    return out
+
+
+def finish(model, tokenizer, gen, encoding, config: TTSConfig, *, parse=None, gt=None, use_rvls2m: bool | None = None,
+           generate_s: float = 0.0, **overrides) -> TTSResult:
+    """The rest of ``run`` once the answers of one image are generated: diagnosis vote, m×n masks, selection."""
+    import time
+
     from sim4seg.data.prompts import parse_diagnosis_line
 
     parse = parse or parse_diagnosis_line
-    t0 = time.perf_counter()
-    gen = sample_answers(model, input_ids, attention_mask, encoding, config)
     t1 = time.perf_counter()
     answers = tokenizer.batch_decode(gen.sequences, skip_special_tokens=False)
     answers = [_clean(a, tokenizer) for a in answers]
@@ -551,7 +570,7 @@ def run(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         mask, chosen = select(config.selector, cands.masks, gt=gt, pred_iou=cands.pred_iou)
     unc = None if cands is None or len(cands.masks) < 2 else disagreement(cands.masks, mask).cpu()
     t3 = time.perf_counter()
-    timings = {"generate_s": t1 - t0, "masks_s": t2 - t1, "select_s": t3 - t2}
+    timings = {"generate_s": generate_s, "masks_s": t2 - t1, "select_s": t3 - t2}
     return TTSResult(answers, labels, vote, answers[best], best, cands is not None, mask.cpu(), chosen, cands, timings,
                      [bool(t) for t in gen.truncated.tolist()], unc)
 

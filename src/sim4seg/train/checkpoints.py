@@ -76,7 +76,13 @@ def load_trainable(model: nn.Module, path: Path, device: str | torch.device = "c
 
 
 def register_hooks(accelerator) -> None:
-    """Make ``save_state`` / ``load_state`` keep only the trainable weights of each model."""
+    """Make ``save_state`` / ``load_state`` keep only the trainable weights of each model.
+
+    Not under DeepSpeed: its engine writes and reads its own (ZeRO-sharded) model and optimizer
+    states, which ``accelerate`` hands to it; the hooks would have nothing to filter.
+    """
+    if is_deepspeed(accelerator):
+        return
 
     def save_hook(models, weights, output_dir):
         for i, model in enumerate(models[: len(weights)]):
@@ -90,6 +96,17 @@ def register_hooks(accelerator) -> None:
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
+
+
+def is_deepspeed(accelerator) -> bool:
+    return str(accelerator.distributed_type).endswith("DEEPSPEED")
+
+
+def zero_stage(accelerator) -> int:
+    """The DeepSpeed ZeRO stage of the run (0 without DeepSpeed)."""
+    if not is_deepspeed(accelerator):
+        return 0
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
 
 
 # ---------------------------------------------------------------------------- finding
@@ -214,11 +231,27 @@ def truncate_log(path: Path, step: int) -> None:
 def export(accelerator, model: nn.Module, directory: Path, config: Config, save_model=None,
            record: dict | None = None) -> None:
     """Write the trained model to ``directory`` (atomically): ``save_model(model, dir)`` if given, else the
-    trainable weights (``model.safetensors``); the recipe beside it, and ``record`` as ``training.json``."""
-    state_dict = accelerator.get_state_dict(model)  # collective under DeepSpeed ZeRO-3
-    if not accelerator.is_main_process:
-        return
+    trainable weights (``model.safetensors``); the recipe beside it, and ``record`` as ``training.json``.
+
+    Under ZeRO-3 each process holds a shard of every parameter: they are gathered (a collective, all
+    processes take part) for the time of the export, so the files are the same as without DeepSpeed.
+    """
     inner = accelerator.unwrap_model(model)
+    if zero_stage(accelerator) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(inner.parameters()), modifier_rank=None):
+            if accelerator.is_main_process:
+                _export(inner, inner.state_dict(), directory, config, save_model, record)
+        accelerator.wait_for_everyone()
+        return
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        _export(inner, state_dict, directory, config, save_model, record)
+
+
+def _export(inner: nn.Module, state_dict: dict, directory: Path, config: Config, save_model,
+            record: dict | None) -> None:
     tmp = directory.parent / f".{directory.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)

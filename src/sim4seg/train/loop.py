@@ -22,9 +22,11 @@ killed. Datasets must be deterministic per index (augmentations seeded by index 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -208,20 +210,70 @@ def make_accelerator(config: Config):
             raise InputError("DeepSpeed config not found (train.deepspeed)", path)
         if importlib.util.find_spec("deepspeed") is None:
             raise InputError("train.deepspeed is set but the deepspeed package is not installed "
-                             "(pip install deepspeed, on a CUDA machine)", path)
+                             "(DS_BUILD_OPS=0 pip install -c constraints.txt -e '.[deepspeed]')", path)
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
+        if not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) < 0:
+            raise InputError("DeepSpeed without a GPU runs under a launcher: accelerate launch --config_file "
+                             "configs/accelerate/deepspeed-cpu-2proc.yaml -m sim4seg train ... (or torchrun)", path)
         from accelerate.utils import DeepSpeedPlugin
 
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=str(path), gradient_accumulation_steps=o.grad_accum,
                                                      gradient_clipping=o.max_grad_norm)
-    # cpu=True on a machine without CUDA: several processes there run DDP over gloo
-    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=o.grad_accum,
+        init_deepspeed_on_cpu()
+    # cpu=True on a machine without CUDA: several processes there run DDP over gloo (accelerate turns
+    # DeepSpeed off with cpu=True, so a DeepSpeed run keeps cpu=False and uses the group started above)
+    if t.deepspeed and not torch.cuda.is_available():
+        from accelerate.utils import InitProcessGroupKwargs
+
+        kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+    return Accelerator(cpu=not (torch.cuda.is_available() or t.deepspeed), gradient_accumulation_steps=o.grad_accum,
                        mixed_precision=t.precision,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False, even_batches=True),
                        **kwargs)
+
+
+def init_deepspeed_on_cpu() -> None:
+    """Without CUDA, start DeepSpeed's process group over gloo (accelerate would ask for a GPU backend).
+
+    Launched by ``torchrun`` / ``accelerate launch`` (``LOCAL_RANK`` set); a single process needs none.
+    """
+    if torch.cuda.is_available() or int(os.environ.get("LOCAL_RANK", -1)) < 0:
+        return
+    import importlib
+
+    import deepspeed
+
+    ds_torch = importlib.import_module("deepspeed.comm.torch")  # (the attribute deepspeed.comm.torch is torch)
+
+    if not deepspeed.comm.is_initialized():
+        # DeepSpeed's CPU backend would JIT-compile (C++, minutes) a shared-memory kernel used only by
+        # inference all-reduces; training's collectives go through gloo, so skip building it
+        ds_torch.build_shm_op = lambda: None
+        deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+
+
+@contextlib.contextmanager
+def _built_whole(accelerator):
+    """Build the model whole, outside ``deepspeed.zero.Init``, even under ZeRO-3.
+
+    accelerate registers the ZeRO-3 config with transformers, which then creates every model partitioned
+    at construction; the builders edit the model afterwards (token embeddings resized, LoRA, weights
+    loaded), which a partitioned model refuses. Each process holds one full copy until
+    ``accelerator.prepare`` partitions it (host memory: one model per process).
+    """
+    if ckpt.zero_stage(accelerator) != 3:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> bool:
@@ -264,13 +316,13 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     out = Path(t.output_dir)
     accelerator = make_accelerator(config)
     set_seed(t.seed)
-    if model_factory is None or datasets is None:
-
-        if model_factory is not None:
-            raise InputError("a custom model_factory needs its datasets (train(..., datasets=TrainData(...)))")
-        model, datasets, save_model = task.build(config, accelerator, datasets)
-    else:
-        model, save_model = model_factory(config), None
+    if model_factory is not None and datasets is None:
+        raise InputError("a custom model_factory needs its datasets (train(..., datasets=TrainData(...)))")
+    with _built_whole(accelerator):
+        if model_factory is None:
+            model, datasets, save_model = task.build(config, accelerator, datasets)
+        else:
+            model, save_model = model_factory(config), None
     if t.gradient_checkpointing and not enable_gradient_checkpointing(model):
         log.warning("train.gradient_checkpointing is on but %s has no gradient_checkpointing_enable", type(model).__name__)
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
@@ -286,7 +338,9 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     steps_per_epoch = math.ceil(len(train_dl) / o.grad_accum)
     total = o.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, o.epochs * steps_per_epoch)
     warm = warmup_steps(config, total)
-    raw_optimizer = getattr(optimizer, "optimizer", optimizer)
+    raw_optimizer = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside accelerate's wrapper
+    while not isinstance(raw_optimizer, torch.optim.Optimizer) and hasattr(raw_optimizer, "optimizer"):
+        raw_optimizer = raw_optimizer.optimizer  # and inside DeepSpeed ZeRO's
     scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lambda s: lr_factor(
         s, warmup=warm, total=total, schedule=o.schedule, min_ratio=o.min_lr_ratio))
     state = TrainState(total_steps=total, steps_per_epoch=steps_per_epoch, world_size=accelerator.num_processes,
