@@ -103,10 +103,11 @@ def test_export_never_embeds_dicom_bytes(tmp_path, synth_m3ds):
     lines[0] = lines[0].replace(f'"image": "{first.image}"', '"image": "images/legacy.dcm"')
     (root / "test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     export_parquet(root, tmp_path / "pq")
-    table = pq.read_table(tmp_path / "pq" / "test.parquet").to_pylist()
+    shards = sorted((tmp_path / "pq" / "data").glob("test-*.parquet"))
+    table = [r for shard in shards for r in pq.read_table(shard).to_pylist()]
     row = next(r for r in table if r["id"] == first.id)
     assert row["image"]["path"] == "images/legacy.png" and row["image"]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
-    assert b"SECRET" not in (tmp_path / "pq" / "test.parquet").read_bytes()
+    assert shards and not any(b"SECRET" in shard.read_bytes() for shard in shards)
     assert dcm.is_file()
 
 
