@@ -49,8 +49,10 @@ class ModelConfig:
     """Dtype the weights are loaded in: ``float32`` or ``bfloat16``."""
     seg_token: str = "[SEG]"
     """The segmentation token added to the tokenizer."""
-    max_length: int = 512
-    """Longest tokenized prompt + answer."""
+    max_length: int | None = None
+    """Longest tokenized prompt + answer; unset: the LVLM's image tokens + ``text_budget``."""
+    text_budget: int = 640
+    """Tokens beside the image's when ``max_length`` is derived (template, query, answer)."""
     tiny: TinySpec = field(default_factory=TinySpec)
     """Sizes used when ``preset`` is ``tiny``."""
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
@@ -63,7 +65,7 @@ class ModelConfig:
             raise ValueError("model.preset must name a preset (or 'tiny')")
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"model.dtype must be one of {MODEL_DTYPES}, got {self.dtype!r}")
-        if self.max_length < 8:
+        if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"model.max_length must be >= 8, got {self.max_length}")
 
 
@@ -242,7 +244,7 @@ class Config:
     def sim4seg_config(self) -> Sim4SegConfig:
         """The model's own config (saved beside its weights)."""
         m = self.model
-        return Sim4SegConfig(seg_token=m.seg_token, max_length=m.max_length, rvls2m=dataclasses.replace(m.rvls2m),
+        return Sim4SegConfig(seg_token=m.seg_token, max_length=m.max_length, text_budget=m.text_budget, rvls2m=dataclasses.replace(m.rvls2m),
                              loss=dataclasses.replace(self.loss), trainable=dataclasses.replace(m.trainable))
 
     def to_dict(self) -> dict:
