@@ -39,6 +39,25 @@ def merge(src: str, dst: str) -> int:
     return 0
 
 
+def build(preset: str, out: str, shrink: bool) -> int:
+    """Build PRESET and write it as a Sim4Seg checkpoint to OUT (--shrink: its true geometry on a small random model)."""
+    if shrink:
+        from sim4seg.model.shrink import write_shrunk
+
+        paths = write_shrunk(preset, out)
+    else:
+        from sim4seg.model.checkpoint import save
+        from sim4seg.model.presets import from_preset
+
+        model, processor = from_preset(preset, trainable=False)
+        paths = {"checkpoint": save(model, processor, out)}
+    print(f"wrote Sim4Seg checkpoint {paths['checkpoint']} ({preset}{', shrunk' if shrink else ''})")
+    if "lvlm" in paths:
+        print(f"backbones for a training recipe: model.preset={preset} model.lvlm={paths['lvlm']} "
+              f"model.sam={paths['sam']}")
+    return 0
+
+
 def presets() -> int:
     """List the named presets for real checkpoints."""
     from sim4seg.model.presets import PRESETS
@@ -74,5 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="Sim4Seg checkpoint with LoRA adapters")
     p.add_argument("dst", help="output checkpoint directory")
     p.set_defaults(handler=merge)
+    p = msub.add_parser("build", help=build.__doc__, description=build.__doc__)
+    p.add_argument("preset", help="a named preset (sim4seg model presets)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint directory")
+    p.add_argument("--shrink", action="store_true",
+                   help="the preset's processors, image sizes, token counts, chat template, special tokens and SAM "
+                        "frame on a small random model (nothing downloaded)")
+    p.set_defaults(handler=build)
     p = msub.add_parser("presets", help=presets.__doc__, description=presets.__doc__)
     p.set_defaults(handler=presets)
