@@ -138,3 +138,44 @@ def test_train_command_from_the_shrunk_backbones(built, synth_m3ds, tmp_path, ca
     assert "trained 1 step(s)" in capsys.readouterr().out
     model, _ = checkpoint.load(out / "final")
     assert model.image_tokens == 576 and model.sam_size == 1024 and model.max_length == 576 + 640
+
+
+def test_rvls2m_takes_a_token_grid_per_item():
+    """Dynamic resolution: items with different grids (zero-padded states) score as each alone would."""
+    from sim4seg.model import rvls2m
+
+    g = torch.Generator().manual_seed(0)
+    grids = [(6, 10), (8, 8), (6, 10)]
+    n_max = 64
+    emb = torch.zeros(3, n_max, 16)
+    for i, (h, w) in enumerate(grids):
+        emb[i, : h * w] = torch.randn(h * w, 16, generator=g)
+    seg = torch.randn(3, 16, generator=g)
+    sizes = torch.tensor([[300, 500], [400, 400], [240, 400]])
+    for pool in ("image", "token"):
+        grid = 4 if pool == "token" else 16
+        got = rvls2m.region_scores(emb, seg, torch.tensor(grids), sizes, grid=grid, pool=pool)
+        for i, (h, w) in enumerate(grids):
+            alone = rvls2m.region_scores(emb[i:i + 1, : h * w], seg[i:i + 1], (h, w), sizes[i:i + 1], grid=grid,
+                                         pool=pool)
+            torch.testing.assert_close(got[i:i + 1], alone)
+    with pytest.raises(ValueError, match=r"token grid\(s\) \[\(1, \(9, 9\)\)\] do not fit the 64 image-token states"):
+        rvls2m.region_scores(emb, seg, [(6, 10), (9, 9), (6, 10)], sizes)
+
+
+def test_a_token_grid_that_does_not_match_its_tokens_is_refused():
+    from sim4seg.data.dataset import Collator, ExampleEncoder
+    from sim4seg.model.tiny import build_tiny
+
+    model, processor = build_tiny(seed=0)
+    enc = ExampleEncoder.for_model(model, processor)
+    items = [enc.encode(np.zeros((40, 60, 3), np.uint8), "Segment it.", "It is [SEG].") for _ in range(2)]
+    b = Collator(processor.tokenizer.pad_token_id)(items)
+    encoding = model.encode_image(b["pixel_values"], b["sam_pixel_values"], b["image_sizes"], b["token_boxes"])
+    h, w = model.config.token_grid
+    encoding.token_grids = torch.tensor([[h, w], [h, w]])
+    model.embed(b["input_ids"], encoding)                       # the grids match: accepted
+    encoding.token_grids = torch.tensor([[h, w], [h - 1, w]])
+    with pytest.raises(ValueError, match=rf"image 1: its token grid {h - 1}x{w} = {(h - 1) * w} tokens, but its prompt "
+                                         rf"holds {h * w} image tokens"):
+        model.embed(b["input_ids"], encoding)

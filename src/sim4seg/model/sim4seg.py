@@ -174,12 +174,23 @@ class Sim4SegModel(nn.Module):
             rows = (counts == 0).nonzero().flatten().tolist()
             raise ValueError(f"sequence(s) {rows} hold no image token (id {self.image_token_id}); the prompt must "
                              "contain the LVLM's image placeholder, expanded by its processor")
-        if bool((counts != n).any()):
-            raise ValueError(f"image-token counts {counts.tolist()} do not match the {n} image features per image")
         if encoding.lvlm_features.shape[0] != input_ids.shape[0]:
             raise ValueError(f"{input_ids.shape[0]} sequences but {encoding.lvlm_features.shape[0]} encoded images")
+        feats = encoding.lvlm_features
+        if encoding.token_grids is not None:      # dynamic resolution: each image its own grid, features padded
+            want = encoding.token_grids.to(counts.device).prod(1)
+            bad = (want != counts).nonzero().flatten().tolist()
+            if bad:
+                i = bad[0]
+                h, w = encoding.token_grids[i].tolist()
+                raise ValueError(f"image {i}: its token grid {h}x{w} = {h * w} tokens, but its prompt holds "
+                                 f"{int(counts[i])} image tokens; the processor's grid (image_grid_thw) and the "
+                                 "expanded placeholder disagree")
+            feats = feats[torch.arange(n, device=feats.device)[None] < want.to(feats.device)[:, None]]
+        elif bool((counts != n).any()):
+            raise ValueError(f"image-token counts {counts.tolist()} do not match the {n} image features per image")
         embeds = self.lvlm.get_input_embeddings()(input_ids)
-        return embeds.masked_scatter(is_image.unsqueeze(-1), encoding.lvlm_features.to(embeds.dtype))
+        return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.dtype))
 
     def _hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         position_ids = self.lvlm_adapter.position_ids(self.lvlm, None, attention_mask)
@@ -187,19 +198,29 @@ class Sim4SegModel(nn.Module):
         return out.last_hidden_state
 
     def image_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T, d) hidden states → (B, n, d) at the image tokens."""
-        return hidden[input_ids == self.image_token_id].reshape(hidden.shape[0], -1, hidden.shape[-1])
+        """(B, T, d) hidden states → (B, n, d) at the image tokens (zero-padded when the counts differ)."""
+        is_image = input_ids == self.image_token_id
+        counts = is_image.sum(1)
+        if bool((counts == counts[0]).all()):
+            return hidden[is_image].reshape(hidden.shape[0], -1, hidden.shape[-1])
+        out = hidden.new_zeros(hidden.shape[0], int(counts.max()), hidden.shape[-1])
+        out[torch.arange(out.shape[1], device=counts.device)[None] < counts[:, None]] = hidden[is_image]
+        return out
 
     # ------------------------------------------------------------------ RVLS2M + SAM
 
     def region(self, image_phi: torch.Tensor, seg_phi: torch.Tensor, image_sizes: torch.Tensor,
-               token_boxes: torch.Tensor, **overrides) -> tuple[torch.Tensor, torch.Tensor]:
+               token_boxes: torch.Tensor, token_grids: torch.Tensor | None = None,
+               **overrides) -> tuple[torch.Tensor, torch.Tensor]:
         """RVLS2M scores and cells: image_phi (N, n, D), seg_phi (N, D) → ((N,g,g) float, (N,g,g) bool).
 
+        ``token_grids`` (N, 2): per-item grids (dynamic resolution); default the model's fixed grid.
         ``overrides`` replace ``config.rvls2m`` fields (grid, tau, k, fraction, alpha, normalize, pool).
         """
         c = {**self.config.rvls2m.__dict__, **overrides}
         token_grid = tuple(self.config.token_grid) if self.config.token_grid else None
+        if token_grids is not None:
+            token_grid = token_grids
         scores = rvls2m.region_scores(image_phi, seg_phi, token_grid, image_sizes, token_box=token_boxes,
                                       grid=c["grid"], normalize=c["normalize"], pool=c["pool"])
         return scores, rvls2m.region_mask(scores, tau=c["tau"], k=c["k"], fraction=c["fraction"], alpha=c["alpha"])
@@ -265,7 +286,9 @@ class Sim4SegModel(nn.Module):
         if use_rvls2m:
             if image_hidden is None:
                 raise ValueError("RVLS2M is on but no image-token hidden states were given")
-            scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, **overrides)
+            grids = None if encoding.token_grids is None else encoding.token_grids[image_index]
+            scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, grids,
+                                         **overrides)
             prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1])
         low, iou = self.decode(encoding.sam_embeddings[image_index], seg_phi, prompt)
         return Segmentation(self.postprocess(low, sizes), iou, low, scores, region)
