@@ -62,9 +62,23 @@ def presets() -> int:
     """List the named presets for real checkpoints."""
     from sim4seg.model.presets import PRESETS
 
+    from sim4seg.model.backbones import llava, sam
+
     for name, p in PRESETS.items():
-        print(f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}")
+        lv, sv = llava.VARIANTS[p.lvlm_variant], sam.VARIANTS[p.sam_variant]
+        g = lv.image_size // lv.patch
+        f = sv.frame
+        prep = "mean/std" if f.do_normalize else "[0, 1]"
+        print(f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
+              f"{'':24s} {lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens "
+              f"({g}x{g}); {sv.name} {f.size} px ({prep}, {_resample_name(f.resample)}), prompt frame 256x256")
     return 0
+
+
+def _resample_name(code: int) -> str:
+    from sim4seg.data.transforms import RESAMPLE
+
+    return RESAMPLE[code]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
