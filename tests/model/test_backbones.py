@@ -179,3 +179,30 @@ def test_a_token_grid_that_does_not_match_its_tokens_is_refused():
     with pytest.raises(ValueError, match=rf"image 1: its token grid {h - 1}x{w} = {(h - 1) * w} tokens, but its prompt "
                                          rf"holds {h * w} image tokens"):
         model.embed(b["input_ids"], encoding)
+
+
+def test_adding_a_backbone_variant_is_a_variant_plus_a_preset(monkeypatch):
+    """The worked example of docs/extending.md, run: a new prompt format is one variant and one preset."""
+    from sim4seg.data.dataset import ExampleEncoder
+    from sim4seg.model import presets
+    from sim4seg.model.backbones import llava
+    from sim4seg.model.shrink import build_shrunk
+
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>\n"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
+        "{% endfor %}<|end|>\n{% else %}<|assistant|>\n{% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    monkeypatch.setitem(llava.VARIANTS, "my-llava", llava.LlavaVariant(
+        "my-llava", 336, 14, template, special_tokens=("<|user|>", "<|assistant|>", "<|end|>")))
+    monkeypatch.setitem(presets.PRESETS, "my-llava+medsam", presets.Preset(
+        "me/my-llava-hf", "flaviagiammarino/medsam-vit-base", "my-llava", "medsam", note="my LLaVA and MedSAM"))
+    model, processor = build_shrunk("my-llava+medsam")
+    enc = ExampleEncoder.for_model(model, processor)
+    ex = enc.encode(np.zeros((50, 80, 3), np.uint8), "Segment it.", "It is [SEG].")
+    assert enc.prompt("Segment it.") == "<|user|>\n<image>\nSegment it.<|end|>\n<|assistant|>\n"
+    assert int((ex["input_ids"] == model.image_token_id).sum()) == 576
+    assert len(processor.tokenizer("<|assistant|>", add_special_tokens=False)["input_ids"]) == 1
+    with pytest.raises(InputError, match="unknown backbone variant 'nope'; known: llava-1.5, llava-med, lisa, my-llava"):
+        monkeypatch.setitem(presets.PRESETS, "x", presets.Preset("a", "b", "nope", "medsam"))
+        build_shrunk("x")

@@ -62,10 +62,10 @@ def presets() -> int:
     """List the named presets for real checkpoints."""
     from sim4seg.model.presets import PRESETS
 
-    from sim4seg.model.backbones import llava, sam
+    from sim4seg.model.backbones import LVLM_FAMILIES, SEGMENTER_FAMILIES, variant
 
     for name, p in PRESETS.items():
-        lv, sv = llava.VARIANTS[p.lvlm_variant], sam.VARIANTS[p.sam_variant]
+        lv, sv = variant(LVLM_FAMILIES, p.lvlm_variant)[1], variant(SEGMENTER_FAMILIES, p.sam_variant)[1]
         g = lv.image_size // lv.patch
         f = sv.frame
         prep = "mean/std" if f.do_normalize else "[0, 1]"

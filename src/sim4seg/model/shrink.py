@@ -17,18 +17,19 @@ from pathlib import Path
 import torch
 
 from sim4seg.errors import InputError
-from sim4seg.model.backbones import llava, sam
+from sim4seg.model.backbones import LVLM_FAMILIES, SEGMENTER_FAMILIES, variant
 from sim4seg.model.compose import compose
 from sim4seg.model.config import Sim4SegConfig
 from sim4seg.model.presets import PRESETS
 
 
-def _tokenizer(variant: llava.LlavaVariant):
+def _tokenizer(v):
+    """A locally trained tokenizer with the variant's special tokens and chat template."""
     from sim4seg.model.tiny import build_tiny_tokenizer, default_corpus
 
-    header = variant.chat_template.split("{%", 1)[0]
+    header = v.chat_template.split("{%", 1)[0]
     texts = default_corpus() + [header, "USER: ASSISTANT: [INST] [/INST]"]
-    return build_tiny_tokenizer(texts, 600, extra_special=variant.special_tokens, chat_template=variant.chat_template)
+    return build_tiny_tokenizer(texts, 600, extra_special=v.special_tokens, chat_template=v.chat_template)
 
 
 def build_backbones(preset: str, *, seed: int = 0, width: int = 64, layers: int = 1, sam_width: int = 32,
@@ -38,10 +39,10 @@ def build_backbones(preset: str, *, seed: int = 0, width: int = 64, layers: int 
         raise InputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     p = PRESETS[preset]
     torch.manual_seed(seed)
-    lv = llava.VARIANTS[p.lvlm_variant]
-    lvlm, processor = llava.shrunk(lv, _tokenizer(lv), width=width, layers=layers)
-    sv = sam.VARIANTS[p.sam_variant]
-    return lvlm, processor, sam.shrunk(sv, width=sam_width, layers=sam_layers), sv.frame
+    lm, lv = variant(LVLM_FAMILIES, p.lvlm_variant)
+    lvlm, processor = lm.shrunk(lv, _tokenizer(lv), width=width, layers=layers)
+    sm, sv = variant(SEGMENTER_FAMILIES, p.sam_variant)
+    return lvlm, processor, sm.shrunk(sv, width=sam_width, layers=sam_layers), sv.frame
 
 
 def build_shrunk(preset: str, config: Sim4SegConfig | None = None, *, seed: int = 0, trainable: bool = True,

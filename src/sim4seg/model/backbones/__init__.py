@@ -8,13 +8,27 @@ published ``VARIANTS``), register it below and add a preset (``sim4seg.model.pre
 
 from __future__ import annotations
 
-from sim4seg.errors import InputError
-from sim4seg.model.backbones.base import LVLMAdapter, SegmenterAdapter
-from sim4seg.model.backbones.llava import LlavaAdapter
-from sim4seg.model.backbones.sam import SamAdapter
+from types import ModuleType
 
-LVLM_ADAPTERS: tuple[LVLMAdapter, ...] = (LlavaAdapter(),)
-SEGMENTER_ADAPTERS: tuple[SegmenterAdapter, ...] = (SamAdapter(),)
+from sim4seg.errors import InputError
+from sim4seg.model.backbones import llava, sam
+from sim4seg.model.backbones.base import LVLMAdapter, SegmenterAdapter
+
+LVLM_ADAPTERS: tuple[LVLMAdapter, ...] = (llava.LlavaAdapter(),)
+SEGMENTER_ADAPTERS: tuple[SegmenterAdapter, ...] = (sam.SamAdapter(),)
+LVLM_FAMILIES: tuple[ModuleType, ...] = (llava,)
+"""Modules with published ``VARIANTS`` and a ``shrunk(variant, tokenizer, ...)`` builder."""
+SEGMENTER_FAMILIES: tuple[ModuleType, ...] = (sam,)
+"""Modules with published ``VARIANTS`` and a ``shrunk(variant, ...)`` builder."""
+
+
+def variant(families: tuple[ModuleType, ...], name: str):
+    """``(module, variant)`` of the published variant ``name``; InputError listing the known ones."""
+    for module in families:
+        if name in module.VARIANTS:
+            return module, module.VARIANTS[name]
+    known = [k for m in families for k in m.VARIANTS]
+    raise InputError(f"unknown backbone variant {name!r}; known: {', '.join(known)}")
 
 
 def _supported(adapters) -> str:
