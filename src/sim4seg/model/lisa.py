@@ -41,7 +41,7 @@ from sim4seg.errors import InputError
 from sim4seg.model import keymaps
 from sim4seg.model.compose import apply_trainable, compose
 from sim4seg.data.transforms import SegmenterFrame
-from sim4seg.model.backbones.llava import IM_END, IM_START, IMAGE_TOKEN, LISA_SYSTEM as SYSTEM
+from sim4seg.model.backbones.llava import IM_END, IM_START, IMAGE_TOKEN, LISA_SYSTEM as SYSTEM  # noqa: F401 (re-exported)
 from sim4seg.model.backbones.llava import lisa_chat_template as chat_template
 from sim4seg.model.weights import read_state_dict, resolve_source
 from sim4seg.model.config import Sim4SegConfig
