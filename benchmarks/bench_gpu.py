@@ -67,7 +67,7 @@ def build(sizes: dict, dtype: torch.dtype, device: torch.device):
 
     from sim4seg.model.compose import compose
     from sim4seg.model.config import Sim4SegConfig, TinySpec
-    from sim4seg.model.llava import IMAGE_TOKEN
+    from sim4seg.model.backbones.llava import IMAGE_TOKEN
     from sim4seg.model.tiny import build_tiny_tokenizer, tiny_processor
 
     tok = build_tiny_tokenizer()

@@ -144,5 +144,10 @@ def test_load_refuses_other_architectures(tiny, tmp_path):
     (tmp_path / "c" / "sim4seg_config.json").write_text(json.dumps(cfg))
     lv = json.loads((tmp_path / "c" / "lvlm" / "config.json").read_text())
     (tmp_path / "c" / "lvlm" / "config.json").write_text(json.dumps(lv["text_config"] | {"model_type": "llama"}))
-    with pytest.raises(InputError, match="not a LLaVA-family"):
+    with pytest.raises(InputError, match=r"lvlm: unsupported LVLM 'llama'; supported: LLaVA-family \(llava"):
+        checkpoint.load(tmp_path / "c")
+    (tmp_path / "c" / "lvlm" / "config.json").write_text(json.dumps(lv))
+    sam_cfg = json.loads((tmp_path / "c" / "sam" / "config.json").read_text())
+    (tmp_path / "c" / "sam" / "config.json").write_text(json.dumps(sam_cfg | {"model_type": "detr"}))
+    with pytest.raises(InputError, match=r"sam: unsupported segmenter 'detr'; supported: SAM \(sam\)"):
         checkpoint.load(tmp_path / "c")

@@ -167,7 +167,7 @@ def test_bad_inputs_have_clear_errors(tiny, batch_of):
     with pytest.raises(ValueError, match="mismatched dimensions"):
         Sim4SegModel(model.lvlm, model.sam, model.config, seg_token_id=model.seg_token_id,
                      phi=nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 7)))
-    with pytest.raises(InputError, match="not a LLaVA-family"):
+    with pytest.raises(InputError, match="unsupported LVLM 'sam'; supported: LLaVA-family"):
         compose.check_architecture(model.sam, model.sam)
 
 

@@ -42,6 +42,7 @@ def test_the_7b_recipe_is_the_papers():
     assert not (t.vision_tower or t.sam_encoder or t.llm)
     assert (c.model.rvls2m.grid, c.model.rvls2m.k, c.model.rvls2m.tau) == (16, 36, "topk")
     assert c.data.answer_format == "cot"
+    assert c.model.max_length is None and c.model.text_budget >= 512   # room for a chain of thought
 
 
 def test_defaults_are_the_papers_optimizer():

@@ -4,7 +4,8 @@ One example holds both image frames and the text:
 
 - the LVLM frame: the processor's ``pixel_values`` (e.g. LLaVA-1.5: shortest side → 336, centre
   crop), with ``token_box`` saying where that frame's token grid lies in the original image;
-- SAM's frame: longest side → ``sam_size``, SAM's normalisation, zero-padded bottom-right;
+- the segmenter's frame: longest side → its input size, its checkpoint's own preprocessing
+  (``SegmenterFrame``: SAM's mean/std, MedSAM's [0, 1] and bicubic), zero-padded bottom-right;
 - the chat prompt with the image placeholder (expanded by the processor to one token per
   image feature) followed by the answer in the chosen format (``plain`` / ``diagnosis`` /
   ``cot``) and EOS; ``labels`` are -100 everywhere but on the answer tokens;
@@ -24,7 +25,7 @@ import torch
 
 from sim4seg.data.io import read_image, read_mask
 from sim4seg.data.schema import ANSWER_FORMATS, Sample, read_info, read_split
-from sim4seg.data.transforms import lvlm_token_box, sam_frame
+from sim4seg.data.transforms import SegmenterFrame, lvlm_token_box, sam_frame
 from sim4seg.errors import InputError
 from sim4seg.data.prompts import SEG_TOKEN
 
@@ -33,14 +34,20 @@ log = logging.getLogger(__name__)
 class ExampleEncoder:
     """(image, query, answer, mask) → one example dict. Also what a Predictor uses for new images."""
 
-    def __init__(self, processor, *, sam_size: int, max_length: int = 512, seg_token: str = SEG_TOKEN):
+    def __init__(self, processor, *, sam_size: int, max_length: int = 512, seg_token: str = SEG_TOKEN,
+                 sam_frame: SegmenterFrame | None = None):
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.sam_size, self.max_length, self.seg_token = sam_size, max_length, seg_token
+        self.sam_frame = sam_frame or SegmenterFrame(size=sam_size)
+        if self.sam_frame.size != sam_size:
+            raise ValueError(f"sam_frame resizes to {self.sam_frame.size} px, sam_size is {sam_size}")
         self.image_token_id = processor.image_token_id
 
     @classmethod
     def for_model(cls, model, processor) -> "ExampleEncoder":
-        return cls(processor, sam_size=model.sam_size, max_length=model.config.max_length, seg_token=model.config.seg_token)
+        """The encoder a model's checkpoint implies: its processor, segmenter frame and ``max_length``."""
+        return cls(processor, sam_size=model.sam_size, max_length=model.max_length, seg_token=model.config.seg_token,
+                   sam_frame=model.sam_frame)
 
     def prompt(self, query: str) -> str:
         conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}]
@@ -54,7 +61,7 @@ class ExampleEncoder:
             pixel_values = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return {
             "pixel_values": pixel_values,
-            "sam_pixel_values": sam_frame(image, self.sam_size),
+            "sam_pixel_values": sam_frame(image, self.sam_size, self.sam_frame),
             "image_size": torch.tensor([h, w]),
             "token_box": torch.tensor(lvlm_token_box(self.processor.image_processor, (h, w)), dtype=torch.float32),
         }
@@ -73,7 +80,8 @@ class ExampleEncoder:
         if len(ids) > self.max_length:
             n = int((ids == self.image_token_id).sum())
             raise InputError(f"the prompt is {len(ids)} tokens ({n} of them the image's), over max_length="
-                             f"{self.max_length}", name or None)
+                             f"{self.max_length}; set model.max_length >= {len(ids)} plus the answer's tokens",
+                             name or None)
         return ids
 
     def encode(self, image: np.ndarray, query: str, answer: str | None = None, mask: np.ndarray | None = None,

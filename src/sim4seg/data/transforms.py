@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +20,77 @@ SAM_MEAN = (123.675, 116.28, 103.53)
 """SAM's pixel mean on the 0–255 scale (segment_anything; ``SamImageProcessor``'s ImageNet mean × 255)."""
 SAM_STD = (58.395, 57.12, 57.375)
 """SAM's pixel standard deviation on the 0–255 scale."""
+RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+"""PIL's resampling filters by the number a ``preprocessor_config.json`` stores."""
+
+
+@dataclass(frozen=True)
+class SegmenterFrame:
+    """How a segmenter checkpoint wants its image: its own ``preprocessor_config.json``, read, not assumed.
+
+    SAM: ImageNet mean/std, bilinear; MedSAM (flaviagiammarino/medsam-vit-base): ``do_normalize: false``
+    (inputs in [0, 1]) and bicubic. Longest side → ``size``, zero-padded bottom-right to ``size × size``.
+    """
+
+    size: int = 1024
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resample: int = 2
+
+    @classmethod
+    def from_processor_config(cls, d: dict, path=None) -> "SegmenterFrame":
+        """A ``SamImageProcessor`` / ``Sam2ImageProcessor`` config dict → the frame; InputError naming ``path``."""
+        from sim4seg.errors import InputError
+
+        try:
+            size = d.get("size") or {}
+            side = size.get("longest_edge") if isinstance(size, dict) else size
+            pad = d.get("pad_size") or {}
+            if side is None and isinstance(size, dict) and "height" in size:   # SAM2: a fixed square resize
+                side = size["height"]
+            if side is None:
+                raise ValueError("size.longest_edge is missing")
+            if pad and (int(pad.get("height", side)) != int(side) or int(pad.get("width", side)) != int(side)):
+                raise ValueError(f"pad_size {pad} differs from the longest edge {side}")
+            resample = int(d.get("resample", 2))
+            if resample not in RESAMPLE:
+                raise ValueError(f"resample {resample} is not a PIL filter {sorted(RESAMPLE)}")
+            frame = cls(size=int(side), do_rescale=bool(d.get("do_rescale", True)),
+                        rescale_factor=float(d.get("rescale_factor", 1 / 255)),
+                        do_normalize=bool(d.get("do_normalize", True)),
+                        image_mean=tuple(float(v) for v in d.get("image_mean", cls.image_mean)),
+                        image_std=tuple(float(v) for v in d.get("image_std", cls.image_std)), resample=resample)
+            if len(frame.image_mean) != 3 or len(frame.image_std) != 3 or min(frame.image_std) <= 0:
+                raise ValueError("image_mean and image_std must be 3 numbers, std > 0")
+            return frame
+        except (TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"segmenter preprocessing: {e}", path) from None
+
+    def to_processor_config(self, processor_class: str = "SamImageProcessor") -> dict:
+        """The ``preprocessor_config.json`` content (``SamImageProcessor``'s keys)."""
+        return {"image_processor_type": processor_class, "do_resize": True, "size": {"longest_edge": self.size},
+                "do_pad": True, "pad_size": {"height": self.size, "width": self.size},
+                "do_rescale": self.do_rescale, "rescale_factor": self.rescale_factor,
+                "do_normalize": self.do_normalize, "image_mean": list(self.image_mean),
+                "image_std": list(self.image_std), "resample": self.resample, "do_convert_rgb": True,
+                "mask_size": {"longest_edge": 256}, "mask_pad_size": {"height": 256, "width": 256}}
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 → (3, S, S) float32 in this checkpoint's input scale."""
+        h, w = image.shape[:2]
+        rh, rw = sam_resized_size((h, w), self.size)
+        filt = Image.Resampling[RESAMPLE[self.resample].upper()]
+        x = np.asarray(Image.fromarray(image).resize((rw, rh), filt), dtype=np.float32)
+        if self.do_rescale:
+            x = x * np.float32(self.rescale_factor)
+        if self.do_normalize:
+            x = (x - np.array(self.image_mean, np.float32)) / np.array(self.image_std, np.float32)
+        out = torch.zeros(3, self.size, self.size)
+        out[:, :rh, :rw] = torch.from_numpy(x).permute(2, 0, 1)
+        return out
 
 
 def sam_resized_size(image_size: Sequence[int], sam_size: int = 1024) -> tuple[int, int]:
@@ -28,8 +100,13 @@ def sam_resized_size(image_size: Sequence[int], sam_size: int = 1024) -> tuple[i
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
-def sam_frame(image: np.ndarray, sam_size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 → (3, S, S) float32: longest side → S (bilinear), SAM-normalised, zero-padded bottom-right."""
+def sam_frame(image: np.ndarray, sam_size: int, frame: SegmenterFrame | None = None) -> torch.Tensor:
+    """(H, W, 3) uint8 → (3, S, S) float32: longest side → S, normalised, zero-padded bottom-right.
+
+    ``frame``: the checkpoint's own preprocessing (``SegmenterFrame``); without it SAM's published one.
+    """
+    if frame is not None:
+        return frame(image)
     h, w = image.shape[:2]
     rh, rw = sam_resized_size((h, w), sam_size)
     resized = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR), dtype=np.float32)

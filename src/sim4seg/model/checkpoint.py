@@ -7,7 +7,8 @@ A Sim4Seg checkpoint directory::
     sim4seg_config.json        Sim4SegConfig (model_type "sim4seg")
     model.safetensors          every weight (LoRA included, shared tensors stored once)
     lvlm/config.json           the LVLM's transformers config
-    sam/config.json            the SamModel's config
+    sam/config.json            the segmenter's config
+    sam/preprocessor_config.json   the segmenter's own preprocessing (``SegmenterFrame``: size, mean/std, resample)
     processor/                 tokenizer (with [SEG]) + image processor + chat template
     adapter/                   the LoRA weights alone (adapter_model.safetensors + adapter_config.json)
     training.json              (from ``sim4seg train``) when, on which subsets / label sets and data, final metrics
@@ -26,8 +27,9 @@ import torch
 from sim4seg._atomic import atomic_open, write_json
 from sim4seg.errors import InputError
 from sim4seg.model import keymaps
+from sim4seg.data.transforms import SegmenterFrame
+from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.compose import apply_trainable
-from sim4seg.model.llava import LLAVA_TYPES
 from sim4seg.model.sim4seg import Sim4SegModel
 from sim4seg.model.weights import WEIGHTS, read_state_dict, save_tensors
 from sim4seg.model.config import CONFIG_FILE, Sim4SegConfig
@@ -41,6 +43,7 @@ def save(model, processor, directory: str | os.PathLike) -> Path:
     model.config.save(d)
     model.lvlm.config.save_pretrained(d / "lvlm")
     model.sam.config.save_pretrained(d / "sam")
+    write_json(d / "sam" / SAM_PREPROCESSOR, model.sam_frame.to_processor_config())
     processor.save_pretrained(d / "processor")
     sd, aliases, seen = {}, {}, {}
     for k, v in model.state_dict().items():
@@ -59,19 +62,45 @@ def save(model, processor, directory: str | os.PathLike) -> Path:
     return d
 
 
-def _empty_model(directory: Path, config: Sim4SegConfig, processor):
-    from transformers import AutoConfig, AutoModelForImageTextToText, SamConfig, SamModel
+SAM_PREPROCESSOR = "preprocessor_config.json"
 
-    lvlm_cfg = AutoConfig.from_pretrained(directory / "lvlm")
-    if lvlm_cfg.model_type not in LLAVA_TYPES:
-        raise InputError(f"the LVLM is {lvlm_cfg.model_type!r}, not a LLaVA-family model {LLAVA_TYPES}", directory / "lvlm")
-    sam_cfg = SamConfig.from_pretrained(directory / "sam")
-    if sam_cfg.model_type != "sam":
-        raise InputError(f"the segmenter is {sam_cfg.model_type!r}, not SAM", directory / "sam")
-    lvlm = AutoModelForImageTextToText.from_config(lvlm_cfg)
-    sam = SamModel(sam_cfg)
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``; InputError naming the file when it is missing or not JSON."""
+    if not path.is_file():
+        raise InputError(f"{what} is missing ({path.name} not found)", path.parent)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what}: invalid JSON ({e.msg})", path, e.lineno) from None
+    if not isinstance(d, dict):
+        raise InputError(f"{what}: not a JSON object", path)
+    return d
+
+
+def read_frame(directory: Path) -> SegmenterFrame:
+    """The segmenter's preprocessing from ``directory/preprocessor_config.json`` (required: never assumed)."""
+    path = Path(directory) / SAM_PREPROCESSOR
+    return SegmenterFrame.from_processor_config(read_json(path, "the segmenter's processor config"), path)
+
+
+def _empty_model(directory: Path, config: Sim4SegConfig, processor):
+    from transformers import AutoConfig
+
+    lvlm_path, sam_path = directory / "lvlm", directory / "sam"
+    lvlm_type = read_json(lvlm_path / "config.json", "the LVLM config").get("model_type")
+    la = lvlm_adapter(lvlm_type, lvlm_path)
+    sa = segmenter_adapter(read_json(sam_path / "config.json", "the segmenter config").get("model_type"), sam_path)
+    lvlm = la.from_config(AutoConfig.from_pretrained(lvlm_path))
+    sam = sa.from_config(sa.config_from_pretrained(sam_path))
+    la.check(lvlm, lvlm_path)
+    la.check_processor(lvlm, processor, directory / "processor")
+    frame = read_frame(sam_path)
+    if frame.size != sa.image_size(sam):
+        raise InputError(f"the segmenter's processor config resizes to {frame.size} px but its model takes "
+                         f"{sa.image_size(sam)} px", sam_path / SAM_PREPROCESSOR)
     seg_id = processor.tokenizer.convert_tokens_to_ids(config.seg_token)
-    return Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id)
+    return Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, sam_frame=frame)
 
 
 def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -86,7 +115,12 @@ def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, de
     if not (d / CONFIG_FILE).is_file():
         raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing)", d)
     config = Sim4SegConfig.load(d)
-    processor = AutoProcessor.from_pretrained(d / "processor")
+    if not (d / "processor").is_dir():
+        raise InputError("the LVLM's processor is missing (processor/ not found)", d)
+    try:
+        processor = AutoProcessor.from_pretrained(d / "processor")
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"cannot load the LVLM's processor ({type(e).__name__}: {e})", d / "processor") from None
     model = _empty_model(d, config, processor)
     sd = read_state_dict(d / WEIGHTS)
     from safetensors import safe_open

@@ -39,12 +39,39 @@ def merge(src: str, dst: str) -> int:
     return 0
 
 
+def build(preset: str, out: str, shrink: bool) -> int:
+    """Build PRESET and write it as a Sim4Seg checkpoint to OUT (--shrink: its true geometry on a small random model)."""
+    if shrink:
+        from sim4seg.model.shrink import write_shrunk
+
+        paths = write_shrunk(preset, out)
+    else:
+        from sim4seg.model.checkpoint import save
+        from sim4seg.model.presets import from_preset
+
+        model, processor = from_preset(preset, trainable=False)
+        paths = {"checkpoint": save(model, processor, out)}
+    print(f"wrote Sim4Seg checkpoint {paths['checkpoint']} ({preset}{', shrunk' if shrink else ''})")
+    if "lvlm" in paths:
+        print(f"backbones for a training recipe: model.preset={preset} model.lvlm={paths['lvlm']} "
+              f"model.sam={paths['sam']}")
+    return 0
+
+
 def presets() -> int:
     """List the named presets for real checkpoints."""
     from sim4seg.model.presets import PRESETS
 
+    from sim4seg.model.backbones import LVLM_FAMILIES, SEGMENTER_FAMILIES, variant
+
     for name, p in PRESETS.items():
-        print(f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}")
+        lv, sv = variant(LVLM_FAMILIES, p.lvlm_variant)[1], variant(SEGMENTER_FAMILIES, p.sam_variant)[1]
+        g = lv.image_size // lv.patch
+        f = sv.frame
+        prep = "mean/std" if f.do_normalize else "[0, 1]"
+        print(f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
+              f"{'':24s} {lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens "
+              f"({g}x{g}); {sv.name} {f.size} px ({prep}, {_resample_name(f.resample)}), prompt frame 256x256")
     return 0
 
 
@@ -61,6 +88,12 @@ def info(checkpoint: str, json_: bool) -> int:
     else:
         print(describe(data))
     return 0
+
+
+def _resample_name(code: int) -> str:
+    from sim4seg.data.transforms import RESAMPLE
+
+    return RESAMPLE[code]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,5 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="Sim4Seg checkpoint directory (a training run's final/)")
     p.add_argument("--json", dest="json_", action="store_true", help="print everything as JSON")
     p.set_defaults(handler=info)
+
+    p = msub.add_parser("build", help=build.__doc__, description=build.__doc__)
+    p.add_argument("preset", help="a named preset (sim4seg model presets)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint directory")
+    p.add_argument("--shrink", action="store_true",
+                   help="the preset's processors, image sizes, token counts, chat template, special tokens and SAM "
+                        "frame on a small random model (nothing downloaded)")
+    p.set_defaults(handler=build)
     p = msub.add_parser("presets", help=presets.__doc__, description=presets.__doc__)
     p.set_defaults(handler=presets)

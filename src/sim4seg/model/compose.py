@@ -9,8 +9,9 @@ from __future__ import annotations
 from torch import nn
 
 from sim4seg.data.prompts import SEG_TOKEN
+from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.errors import InputError
-from sim4seg.model import llava
+from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.config import Sim4SegConfig, TrainableConfig
 from sim4seg.model.sim4seg import Sim4SegModel
 
@@ -25,25 +26,27 @@ def add_seg_token(tokenizer, lvlm, seg_token: str = SEG_TOKEN) -> int:
     return seg_id
 
 
-def check_architecture(lvlm, sam, source: str = "") -> None:
-    """Refuse anything that is not a LLaVA-family LVLM and a SAM (clear error naming the cause)."""
-    ok = all(hasattr(lvlm, a) for a in ("model", "lm_head")) and hasattr(getattr(lvlm, "model", None), "get_image_features") \
-        and hasattr(getattr(lvlm, "model", None), "language_model") and hasattr(lvlm.config, "image_token_id")
-    if not ok:
-        raise InputError(f"the LVLM is a {type(lvlm).__name__} ({getattr(lvlm.config, 'model_type', '?')}), not a "
-                         "LLaVA-family image-text-to-text model (vision tower + projector + language model)", source or None)
-    if getattr(sam.config, "model_type", None) != "sam" or not hasattr(sam, "mask_decoder"):
-        raise InputError(f"the segmenter is a {type(sam).__name__}, not a SamModel", source or None)
+def check_architecture(lvlm, sam, source: str = "", processor=None) -> None:
+    """Refuse an LVLM or segmenter no adapter supports, or one its adapter cannot drive, and (given) a processor
+    that contradicts the LVLM (clear errors naming the cause)."""
+    la = lvlm_adapter(lvlm, source or None)
+    la.check(lvlm, source or None)
+    segmenter_adapter(sam, source or None).check(sam, source or None)
+    if processor is not None:
+        la.check_processor(lvlm, processor, source or None)
 
 
-def compose(lvlm, sam, processor, config: Sim4SegConfig, *, trainable: bool = True,
+def compose(lvlm, sam, processor, config: Sim4SegConfig, *, sam_frame: SegmenterFrame, trainable: bool = True,
             phi: nn.Module | None = None) -> Sim4SegModel:
-    """Add [SEG], read the token grid, build the model and (if ``trainable``) set what trains."""
-    check_architecture(lvlm, sam)
+    """Add [SEG], read the token grid, build the model and (if ``trainable``) set what trains.
+
+    ``sam_frame``: the segmenter checkpoint's own preprocessing (its ``preprocessor_config.json``).
+    """
+    check_architecture(lvlm, sam, processor=processor)
     seg_id = add_seg_token(processor.tokenizer, lvlm, config.seg_token)
     if config.token_grid is None:
-        config.token_grid = llava.token_grid(lvlm)
-    model = Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, phi=phi)
+        config.token_grid = lvlm_adapter(lvlm).token_grid(lvlm)
+    model = Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, phi=phi, sam_frame=sam_frame)
     if trainable:
         apply_trainable(model, config.trainable)
     return model
@@ -61,15 +64,9 @@ def apply_trainable(model: Sim4SegModel, t: TrainableConfig) -> Sim4SegModel:
 
         targets = "|".join(t.lora_targets)
         cfg = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, bias="none",
-                         target_modules=rf".*language_model.*\.({targets})")
+                         target_modules=rf".*{model.lvlm_adapter.lora_scope}.*\.({targets})")
         inject_adapter_in_model(cfg, model.lvlm)
-    lvlm = model.lvlm
-    parts = {
-        "llm": lvlm.model.language_model, "lm_head": lvlm.lm_head, "embed_tokens": lvlm.get_input_embeddings(),
-        "mask_decoder": model.sam.mask_decoder, "projection": model.phi, "vision_tower": lvlm.model.vision_tower,
-        "mm_projector": lvlm.model.multi_modal_projector, "sam_encoder": model.sam.vision_encoder,
-        "prompt_encoder": model.sam.prompt_encoder,
-    }
+    parts = {**model.lvlm_adapter.parts(model.lvlm), **model.seg_adapter.parts(model.sam), "projection": model.phi}
     for name, module in parts.items():
         if getattr(t, name):
             module.requires_grad_(True)

@@ -143,9 +143,13 @@ class Sim4SegConfig:
     seg_token: str = SEG_TOKEN
     """The segmentation token added to the tokenizer."""
     token_grid: list[int] | None = None
-    """The LVLM's patch grid (h_p, w_p); ``None``: read from the LVLM (the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉ as fallback)."""
-    max_length: int = 512
-    """Longest tokenized sequence (prompt + answer) the data pipeline builds."""
+    """The LVLM's patch grid (h_p, w_p); ``None``: the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉."""
+    max_length: int | None = None
+    """Longest tokenized sequence (prompt + answer) the data pipeline builds; ``None``: the LVLM's image
+    tokens plus ``text_budget`` (LLaVA-1.5: 576 + 640). An explicit value wins."""
+    text_budget: int = 640
+    """Tokens beside the image's that a derived ``max_length`` leaves: chat template, query and answer
+    (a chain of thought of a few hundred tokens and its ``Diagnosis:`` line)."""
     rvls2m: RVLS2MConfig = field(default_factory=RVLS2MConfig)
     """RVLS2M on/off for training and inference, τ strategy, grid, k."""
     loss: LossConfig = field(default_factory=LossConfig)
@@ -158,8 +162,10 @@ class Sim4SegConfig:
             self.token_grid = [int(v) for v in self.token_grid]
             if len(self.token_grid) != 2 or min(self.token_grid) < 1:
                 raise ValueError(f"token_grid must be two positive integers, got {self.token_grid}")
-        if self.max_length < 8:
+        if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        if self.text_budget < 8:
+            raise ValueError(f"text_budget must be >= 8, got {self.text_budget}")
 
     def model_config(self) -> "Sim4SegConfig":
         """A copy holding only the model's own fields (what is saved beside the weights)."""

@@ -40,32 +40,19 @@ import torch
 from sim4seg.errors import InputError
 from sim4seg.model import keymaps
 from sim4seg.model.compose import apply_trainable, compose
-from sim4seg.model.llava import IMAGE_TOKEN
+from sim4seg.data.transforms import SegmenterFrame
+from sim4seg.model.backbones.llava import IM_END, IM_START, IMAGE_TOKEN, LISA_SYSTEM as SYSTEM  # noqa: F401 (re-exported)
+from sim4seg.model.backbones.llava import lisa_chat_template as chat_template
 from sim4seg.model.weights import read_state_dict, resolve_source
 from sim4seg.model.config import Sim4SegConfig
 
 log = logging.getLogger(__name__)
 
-IM_START, IM_END = "<im_start>", "<im_end>"
-SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 # transformers' LlamaConfig fields a LISA config.json carries
 LLAMA_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta",
               "rope_scaling", "attention_bias", "mlp_bias", "pad_token_id", "bos_token_id", "eos_token_id")
 FILES = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]   # what a LISA / CLIP repo needs from the hub
-
-
-def chat_template(im_start_end: bool) -> str:
-    """LISA's ``llava_v1`` conversation as a transformers chat template."""
-    image = f"{IM_START}{IMAGE_TOKEN}{IM_END}" if im_start_end else IMAGE_TOKEN
-    return (
-        SYSTEM +
-        "{% for m in messages %}{% if m['role'] == 'user' %} USER: "
-        "{% for c in m['content'] %}{% if c['type'] == 'image' %}" + image + "\n{% else %}{{ c['text'] }}{% endif %}"
-        "{% endfor %}{% else %} ASSISTANT: {% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}"
-        "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
-    )
 
 
 def read_lisa_config(directory: Path) -> dict:
@@ -189,7 +176,10 @@ def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, ba
 
     config = config or Sim4SegConfig()
     lvlm = AutoModelForImageTextToText.from_config(lvlm_cfg, dtype=dtype)
-    model = compose(lvlm, SamModel._from_config(sam_cfg, dtype=dtype), processor, config, trainable=False)
+    # LISA feeds SAM through segment_anything's own transform: SAM's mean/std, bilinear, longest side → 1024
+    frame = SegmenterFrame(size=int(sam_cfg.vision_config.image_size))
+    model = compose(lvlm, SamModel._from_config(sam_cfg, dtype=dtype), processor, config, trainable=False,
+                    sam_frame=frame)
     target = model.state_dict()
     lisa_vocab, vocab = _lisa_tokenizer(directory).get_vocab(), processor.tokenizer.get_vocab()
     for key in ("lvlm.model.language_model.embed_tokens.weight", "lvlm.lm_head.weight"):

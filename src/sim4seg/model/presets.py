@@ -1,4 +1,10 @@
-"""Named presets of real checkpoints and loading from hub ids or local paths."""
+"""Named presets of real checkpoints (one per useful LVLM + segmenter pairing) and loading from hub ids or paths.
+
+Each preset names its checkpoints and the published variants of its backbones
+(``backbones/llava.py`` ``VARIANTS``, ``backbones/sam.py`` ``VARIANTS``), which fix its geometry:
+image tokens, token grid, SAM input size and prompt frame (``sim4seg model build PRESET --shrink``
+writes a small random model with exactly that geometry).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from sim4seg.errors import InputError
+from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.compose import check_architecture, compose
 from sim4seg.model.config import Sim4SegConfig
 from sim4seg.model.lisa import load_lisa
@@ -16,37 +23,66 @@ from sim4seg.model.lisa import load_lisa
 @dataclass(frozen=True)
 class Preset:
     lvlm: str
-    """Hub id or local path of the LVLM (HF LLaVA format) or, with ``lisa=True``, of a LISA checkpoint."""
+    """Hub id or local path of the LVLM (HF format) or, with ``lisa=True``, of a LISA checkpoint."""
     sam: str | None
-    """Hub id or local path of a SamModel (HF format); ``None`` when the LISA checkpoint holds SAM."""
+    """Hub id or local path of the segmenter (HF format); ``None`` when the LISA checkpoint holds SAM."""
+    lvlm_variant: str
+    """Key of the LVLM's published geometry in its backbone module's ``VARIANTS``."""
+    sam_variant: str
+    """Key of the segmenter's published geometry (``backbones/sam.py`` ``VARIANTS``)."""
     lisa: bool = False
     note: str = ""
 
 
 PRESETS: dict[str, Preset] = {
-    "lisa-7b": Preset("xinlai/LISA-7B-v1", None, lisa=True,
+    "lisa-7b": Preset("xinlai/LISA-7B-v1", None, "lisa", "sam-vit-h", lisa=True,
                       note="the paper's initialisation: LISA-7B (LLaVA + SAM ViT-H + ϕ), converted on load"),
-    "llava-1.5-7b+sam-vit-h": Preset("llava-hf/llava-1.5-7b-hf", "facebook/sam-vit-huge",
+    "llava-1.5-7b+sam-vit-h": Preset("llava-hf/llava-1.5-7b-hf", "facebook/sam-vit-huge", "llava-1.5", "sam-vit-h",
                                      note="LLaVA-1.5-7B and SAM ViT-H; ϕ and [SEG] start untrained"),
     "llava-med+medsam": Preset("chaoyinshe/llava-med-v1.5-mistral-7b-hf", "flaviagiammarino/medsam-vit-base",
+                               "llava-med", "medsam",
                                note="LLaVA-Med v1.5 and MedSAM, both in HF format (community conversions)"),
 }
 
 
+def sam_frame_of(sam: str | os.PathLike):
+    """The segmenter's own preprocessing from its ``preprocessor_config.json`` (hub id or local path)."""
+    from transformers.image_processing_utils import ImageProcessingMixin
+
+    from sim4seg.data.transforms import SegmenterFrame
+
+    try:
+        d, _ = ImageProcessingMixin.get_image_processor_dict(str(sam))
+    except (OSError, ValueError) as e:
+        raise InputError(f"the segmenter's processor config (preprocessor_config.json) cannot be read: {e}", sam) from None
+    return SegmenterFrame.from_processor_config(d, sam)
+
+
 def from_pretrained(lvlm: str | os.PathLike, sam: str | os.PathLike, config: Sim4SegConfig | None = None, *,
                     dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", trainable: bool = True):
-    """An LVLM (HF LLaVA format) and a SamModel from hub ids or local paths → ``(model, processor)``."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor, SamModel
+    """An LVLM and a segmenter (HF formats) from hub ids or local paths → ``(model, processor)``."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     config = config or Sim4SegConfig()
     try:
+        lvlm_cfg, sam_kind = AutoConfig.from_pretrained(lvlm), AutoConfig.from_pretrained(sam)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"cannot read the configs ({type(e).__name__}): {e}", f"{lvlm} + {sam}") from None
+    lvlm_adapter(lvlm_cfg, lvlm)
+    sa = segmenter_adapter(sam_kind, sam)
+    frame = sam_frame_of(sam)
+    try:
         processor = AutoProcessor.from_pretrained(lvlm)
         lvlm_model = AutoModelForImageTextToText.from_pretrained(lvlm, dtype=dtype)
-        sam_model = SamModel.from_pretrained(sam, dtype=dtype)
+        sam_model = sa.from_pretrained(sam, dtype=dtype)
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f"cannot load ({type(e).__name__}): {e}", f"{lvlm} + {sam}") from None
-    check_architecture(lvlm_model, sam_model, f"{lvlm} + {sam}")
-    return compose(lvlm_model, sam_model, processor, config, trainable=trainable).to(device), processor
+    check_architecture(lvlm_model, sam_model, f"{lvlm} + {sam}", processor=processor)
+    if frame.size != sa.image_size(sam_model):
+        raise InputError(f"the segmenter's processor config resizes to {frame.size} px but its model takes "
+                         f"{sa.image_size(sam_model)} px", sam)
+    model = compose(lvlm_model, sam_model, processor, config, trainable=trainable, sam_frame=frame)
+    return model.to(device), processor
 
 
 def from_preset(name: str, config: Sim4SegConfig | None = None, *, lvlm: str | None = None, sam: str | None = None,

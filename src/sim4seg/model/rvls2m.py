@@ -197,7 +197,8 @@ def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tu
     """Region similarity matrix R (Eq. 4–7): ``(B, grid, grid)`` float64.
 
     image_emb: (B, n, d) image-token hidden states after ϕ; seg_emb: (B, d) ``[SEG]`` after ϕ.
-    token_grid: (h_p, w_p) of the LVLM's patches, or ``None`` for the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉.
+    token_grid: (h_p, w_p) of the LVLM's patches, or ``None`` for the paper's ⌊√n⌋ × ⌈n/⌊√n⌋⌉, or
+    per item (a (B, 2) tensor / B pairs) when the grid differs per image (``image_emb`` zero-padded).
     image_size: (H, W) of the original image, or a (B, 2) tensor of per-item sizes.
     token_box: (x0, y0, x1, y1) where the token grid lies in original-image pixels (a centre
     crop lies inside the image, padding reaches outside it); (4,) or (B, 4); default the image.
@@ -207,6 +208,10 @@ def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tu
         raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}")
     if grid < 1:
         raise ValueError(f"grid must be >= 1, got {grid}")
+    grids = per_item_grids(token_grid, image_emb.shape[0], image_emb.shape[1])
+    if grids is not None:
+        return _region_scores_per_grid(image_emb, seg_emb, grids, image_size, token_box, grid, normalize, pool,
+                                       temperature)
     m = token_map(similarity(image_emb, seg_emb, normalize, temperature), token_grid)     # (B, h_p, w_p)
     b, h_p, w_p = m.shape
     if pool == "token":
@@ -221,6 +226,42 @@ def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tu
     out = p_h.double() @ m @ p_w.double().transpose(1, 2)                     # float64: tiny scores stay > 0
     if outside is not None:                                                  # the map's minimum outside the box
         out = out + m.amin(dim=(1, 2))[:, None, None] * outside.double()
+    return out
+
+
+def per_item_grids(token_grid, batch: int, n_max: int) -> list[tuple[int, int]] | None:
+    """``token_grid`` as B per-item grids when it is a ``(B, 2)`` tensor or a list of B pairs, else ``None``.
+
+    Dynamic-resolution LVLMs (Qwen2.5-VL: ``image_grid_thw`` after the 2×2 merge) give every image
+    its own grid; their ``(B, n_max, d)`` token states are zero-padded after each item's ``h·w`` tokens.
+    """
+    if token_grid is None:
+        return None
+    rows = token_grid.tolist() if isinstance(token_grid, torch.Tensor) else list(token_grid)
+    if not rows or isinstance(rows[0], numbers.Number):
+        return None
+    grids = [(int(h), int(w)) for h, w in rows]
+    if len(grids) != batch:
+        raise ValueError(f"{len(grids)} token grids for a batch of {batch}")
+    over = [(i, g) for i, g in enumerate(grids) if g[0] * g[1] > n_max or min(g) < 1]
+    if over:
+        raise ValueError(f"token grid(s) {over} do not fit the {n_max} image-token states given")
+    return grids
+
+
+def _region_scores_per_grid(image_emb, seg_emb, grids, image_size, token_box, grid, normalize, pool, temperature):
+    """``region_scores`` for items with different token grids: one batched call per distinct grid."""
+    b = image_emb.shape[0]
+    sizes = _rows(image_size, b, 2, "image_size")
+    boxes = None if token_box is None else _rows(token_box, b, 4, "token_box")
+    out = torch.empty(b, grid, grid, device=image_emb.device, dtype=torch.float64)
+    for g in dict.fromkeys(grids):
+        idx = [i for i, gi in enumerate(grids) if gi == g]
+        n = g[0] * g[1]
+        sub = region_scores(image_emb[idx, :n], seg_emb[idx], g, torch.tensor([sizes[i] for i in idx]),
+                            token_box=None if boxes is None else torch.tensor([boxes[i] for i in idx]),
+                            grid=grid, normalize=normalize, pool=pool, temperature=temperature)
+        out[torch.tensor(idx, device=out.device)] = sub
     return out
 
 

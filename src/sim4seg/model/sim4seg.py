@@ -1,9 +1,11 @@
 """The composed Sim4Seg model (paper §3.1–3.2): LVLM + ϕ + RVLS2M + SAM, on transformers classes.
 
-``lvlm``  a LLaVA-family ``LlavaForConditionalGeneration`` (vision tower, projector, LLM)
+``lvlm``  an image-text-to-text model of a supported family (vision tower, projector, LLM),
+          driven through its ``LVLMAdapter`` (``sim4seg.model.backbones``)
 ``phi``   ϕ: Linear–ReLU–Linear from the LLM's hidden size to SAM's prompt dimension (Eq. 2)
-``sam``   a ``SamModel``; its prompt encoder and mask decoder are called directly so that
-          ϕ(E_seg) is the sparse prompt token and the RVLS2M region mask the dense prompt (Eq. 9)
+``sam``   a SAM-family segmenter, driven through its ``SegmenterAdapter``: its prompt encoder and
+          mask decoder are called directly so that ϕ(E_seg) is the sparse prompt token and the
+          RVLS2M region mask the dense prompt (Eq. 9)
 
 The ``[SEG]`` embedding follows LISA (so LISA weights work unchanged): the last-layer hidden
 state of the position that *predicts* ``[SEG]`` (the token before it). That state exists during
@@ -23,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.model import losses, rvls2m
+from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.config import Sim4SegConfig
 
 log = logging.getLogger(__name__)
@@ -34,17 +38,21 @@ class ImageEncoding:
     """What the image costs, computed once: reuse it across queries (B images)."""
 
     lvlm_features: torch.Tensor
-    """(B, n, d_llm) projected image features: the LLM's input embeddings at the image tokens."""
+    """(B, n, d_llm) projected image features: the LLM's input embeddings at the image tokens (zero-padded
+    after each image's ``token_grids`` product when the grid differs per image)."""
     sam_embeddings: torch.Tensor
     """(B, C, h, w) SAM image-encoder output."""
     image_sizes: torch.Tensor
     """(B, 2) long: original (H, W)."""
     token_boxes: torch.Tensor
     """(B, 4) float: where the LVLM token grid lies in original-image pixels (x0, y0, x1, y1)."""
+    token_grids: torch.Tensor | None = None
+    """(B, 2) long: each image's token grid (h_p, w_p); ``None``: the model's fixed grid."""
 
     def index(self, idx: torch.Tensor) -> "ImageEncoding":
         """Select / repeat images: ``idx`` (N,) long → an encoding of N images."""
-        return ImageEncoding(self.lvlm_features[idx], self.sam_embeddings[idx], self.image_sizes[idx], self.token_boxes[idx])
+        return ImageEncoding(self.lvlm_features[idx], self.sam_embeddings[idx], self.image_sizes[idx],
+                             self.token_boxes[idx], None if self.token_grids is None else self.token_grids[idx])
 
 
 @dataclass
@@ -103,18 +111,14 @@ class Sim4SegModel(nn.Module):
     """LVLM ⊕ SAM with ϕ and RVLS2M. Build with ``sim4seg.model.compose`` (or ``tiny`` / ``presets``); device/dtype via ``.to()``."""
 
     def __init__(self, lvlm: nn.Module, sam: nn.Module, config: Sim4SegConfig, *, seg_token_id: int,
-                 phi: nn.Module | None = None):
+                 phi: nn.Module | None = None, sam_frame: SegmenterFrame | None = None):
         super().__init__()
         self.lvlm, self.sam, self.config = lvlm, sam, config
+        self.lvlm_adapter, self.seg_adapter = lvlm_adapter(lvlm), segmenter_adapter(sam)
         self.seg_token_id = int(seg_token_id)
-        self.image_token_id = int(lvlm.config.image_token_id)
-        d_llm = int(lvlm.config.text_config.hidden_size)
-        d_sam = int(sam.config.prompt_encoder_config.hidden_size)
-        dims = {"prompt encoder": d_sam, "mask decoder": int(sam.config.mask_decoder_config.hidden_size),
-                "vision encoder output": int(sam.config.vision_config.output_channels)}
-        if len(set(dims.values())) != 1:
-            raise ValueError(f"mismatched SAM dimensions: {dims}; the prompt encoder, mask decoder and image "
-                             "embedding must share one width")
+        self.image_token_id = self.lvlm_adapter.image_token_id(lvlm)
+        d_llm = self.lvlm_adapter.hidden_size(lvlm)
+        d_sam = self.seg_adapter.prompt_dim(sam)
         self.phi = phi if phi is not None else nn.Sequential(nn.Linear(d_llm, d_llm), nn.ReLU(), nn.Linear(d_llm, d_sam))
         first, last = self.phi[0], self.phi[-1]
         if first.in_features != d_llm or last.out_features != d_sam:
@@ -124,8 +128,22 @@ class Sim4SegModel(nn.Module):
         if not 0 <= self.seg_token_id < vocab:
             raise ValueError(f"[SEG] id {self.seg_token_id} is outside the LVLM's vocabulary of {vocab}; "
                              "add it to the tokenizer and resize the embeddings (compose.add_seg_token)")
-        self.sam_size = int(sam.config.vision_config.image_size)
-        self.prompt_size = 4 * int(sam.config.prompt_encoder_config.image_embedding_size)
+        self.sam_size = self.seg_adapter.image_size(sam)
+        self.prompt_size = self.seg_adapter.prompt_size(sam)
+        self.sam_frame = sam_frame or SegmenterFrame(size=self.sam_size)
+        """The segmenter's preprocessing (its checkpoint's ``preprocessor_config.json``; default: SAM's)."""
+        if self.sam_frame.size != self.sam_size:
+            raise ValueError(f"the segmenter's preprocessing resizes to {self.sam_frame.size} px but the model "
+                             f"takes {self.sam_size} px")
+        self.token_grid_fixed = self.lvlm_adapter.token_grid(lvlm)
+        self.image_tokens = self.lvlm_adapter.image_tokens(lvlm)
+        """Image tokens in one prompt (dynamic resolution: the most one image can take)."""
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence the data pipeline builds: ``config.max_length`` if set, else the image tokens plus
+        ``config.text_budget`` (chat template, query and a chain-of-thought answer)."""
+        return self.config.max_length or self.image_tokens + self.config.text_budget
 
     # ------------------------------------------------------------------ image side
 
@@ -140,9 +158,9 @@ class Sim4SegModel(nn.Module):
     def encode_image(self, pixel_values: torch.Tensor, sam_pixel_values: torch.Tensor,
                      image_sizes: torch.Tensor, token_boxes: torch.Tensor) -> ImageEncoding:
         """pixel_values (B,3,h,w) LVLM frame; sam_pixel_values (B,3,S,S); image_sizes (B,2); token_boxes (B,4)."""
-        feats = self.lvlm.model.get_image_features(pixel_values=pixel_values.to(self.device, self.dtype)).pooler_output
-        feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
-        sam_emb = self.sam.vision_encoder(sam_pixel_values.to(self.device, self.dtype)).last_hidden_state
+        feats = self.lvlm_adapter.image_features(self.lvlm, pixel_values.to(self.device, self.dtype))
+        feats = torch.stack(feats)
+        sam_emb = self.seg_adapter.encode(self.sam, sam_pixel_values.to(self.device, self.dtype))
         return ImageEncoding(feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float())
 
     # ------------------------------------------------------------------ language side
@@ -156,33 +174,54 @@ class Sim4SegModel(nn.Module):
             rows = (counts == 0).nonzero().flatten().tolist()
             raise ValueError(f"sequence(s) {rows} hold no image token (id {self.image_token_id}); the prompt must "
                              "contain the LVLM's image placeholder, expanded by its processor")
-        if bool((counts != n).any()):
-            raise ValueError(f"image-token counts {counts.tolist()} do not match the {n} image features per image")
         if encoding.lvlm_features.shape[0] != input_ids.shape[0]:
             raise ValueError(f"{input_ids.shape[0]} sequences but {encoding.lvlm_features.shape[0]} encoded images")
+        feats = encoding.lvlm_features
+        if encoding.token_grids is not None:      # dynamic resolution: each image its own grid, features padded
+            want = encoding.token_grids.to(counts.device).prod(1)
+            bad = (want != counts).nonzero().flatten().tolist()
+            if bad:
+                i = bad[0]
+                h, w = encoding.token_grids[i].tolist()
+                raise ValueError(f"image {i}: its token grid {h}x{w} = {h * w} tokens, but its prompt holds "
+                                 f"{int(counts[i])} image tokens; the processor's grid (image_grid_thw) and the "
+                                 "expanded placeholder disagree")
+            feats = feats[torch.arange(n, device=feats.device)[None] < want.to(feats.device)[:, None]]
+        elif bool((counts != n).any()):
+            raise ValueError(f"image-token counts {counts.tolist()} do not match the {n} image features per image")
         embeds = self.lvlm.get_input_embeddings()(input_ids)
-        return embeds.masked_scatter(is_image.unsqueeze(-1), encoding.lvlm_features.to(embeds.dtype))
+        return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.dtype))
 
     def _hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        out = self.lvlm.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                             position_ids=position_ids, use_cache=False)
+        position_ids = self.lvlm_adapter.position_ids(self.lvlm, None, attention_mask)
+        out = self.lvlm_adapter.hidden(self.lvlm, inputs_embeds, attention_mask, position_ids, use_cache=False)
         return out.last_hidden_state
 
     def image_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T, d) hidden states → (B, n, d) at the image tokens."""
-        return hidden[input_ids == self.image_token_id].reshape(hidden.shape[0], -1, hidden.shape[-1])
+        """(B, T, d) hidden states → (B, n, d) at the image tokens (zero-padded when the counts differ)."""
+        is_image = input_ids == self.image_token_id
+        counts = is_image.sum(1)
+        if bool((counts == counts[0]).all()):
+            return hidden[is_image].reshape(hidden.shape[0], -1, hidden.shape[-1])
+        out = hidden.new_zeros(hidden.shape[0], int(counts.max()), hidden.shape[-1])
+        out[torch.arange(out.shape[1], device=counts.device)[None] < counts[:, None]] = hidden[is_image]
+        return out
 
     # ------------------------------------------------------------------ RVLS2M + SAM
 
     def region(self, image_phi: torch.Tensor, seg_phi: torch.Tensor, image_sizes: torch.Tensor,
-               token_boxes: torch.Tensor, **overrides) -> tuple[torch.Tensor, torch.Tensor]:
+               token_boxes: torch.Tensor, token_grids: torch.Tensor | None = None,
+               **overrides) -> tuple[torch.Tensor, torch.Tensor]:
         """RVLS2M scores and cells: image_phi (N, n, D), seg_phi (N, D) → ((N,g,g) float, (N,g,g) bool).
 
-        ``overrides`` replace ``config.rvls2m`` fields (grid, tau, k, fraction, alpha, normalize, pool, temperature).
+        ``token_grids`` (N, 2): per-item grids (dynamic resolution); default the model's fixed grid.
+        ``overrides`` replace ``config.rvls2m`` fields (grid, tau, k, fraction, alpha, normalize, pool,
+        temperature).
         """
         c = {**self.config.rvls2m.__dict__, **overrides}
         token_grid = tuple(self.config.token_grid) if self.config.token_grid else None
+        if token_grids is not None:
+            token_grid = token_grids
         scores = rvls2m.region_scores(image_phi, seg_phi, token_grid, image_sizes, token_box=token_boxes,
                                       grid=c["grid"], normalize=c["normalize"], pool=c["pool"],
                                       temperature=c["temperature"])
@@ -215,18 +254,8 @@ class Sim4SegModel(nn.Module):
         sam_embeddings (N, C, h, w); seg_phi (N, D); prompt (N, 1, P, P) or None →
         (low-res logits (N, 4h, 4w), predicted IoU (N,)).
         """
-        n, _, h, w = sam_embeddings.shape
-        pe = self.sam.prompt_encoder
-        if prompt is None:
-            dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, h, w)
-        else:
-            dense = pe.mask_embed(prompt.to(self.dtype))
-        sparse = seg_phi.to(self.dtype).reshape(n, 1, 1, -1)              # (N, point_batch=1, tokens=1, D)
-        pos = self.sam.get_image_wide_positional_embeddings().to(self.dtype).expand(n, -1, -1, -1)
-        low, iou = self.sam.mask_decoder(image_embeddings=sam_embeddings, image_positional_embeddings=pos,
-                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                         multimask_output=False)
-        return low[:, 0, 0], iou[:, 0, 0]
+        sparse = seg_phi.to(self.dtype).reshape(seg_phi.shape[0], 1, 1, -1)   # (N, point_batch=1, tokens=1, D)
+        return self.seg_adapter.decode(self.sam, sam_embeddings, sparse, prompt)
 
     def postprocess(self, low_res: torch.Tensor, image_sizes: torch.Tensor) -> list[torch.Tensor]:
         """(N, h', w') low-res logits → N logit maps (H_i, W_i): upscale, crop SAM's padding, resize."""
@@ -259,7 +288,9 @@ class Sim4SegModel(nn.Module):
         if use_rvls2m:
             if image_hidden is None:
                 raise ValueError("RVLS2M is on but no image-token hidden states were given")
-            scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, **overrides)
+            grids = None if encoding.token_grids is None else encoding.token_grids[image_index]
+            scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, grids,
+                                         **overrides)
             prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1])
         low, iou = self.decode(encoding.sam_embeddings[image_index], seg_phi, prompt)
         return Segmentation(self.postprocess(low, sizes), iou, low, scores, region)

@@ -11,9 +11,10 @@ from typing import Iterable
 
 import torch
 
+from sim4seg.data.transforms import SegmenterFrame
+from sim4seg.model.backbones.llava import CHAT_TEMPLATE, IMAGE_TOKEN
 from sim4seg.model.compose import compose
 from sim4seg.model.config import Sim4SegConfig, TinySpec
-from sim4seg.model.llava import CHAT_TEMPLATE, IMAGE_TOKEN
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN)
 
@@ -33,10 +34,14 @@ def default_corpus() -> list[str]:
     return texts + [prompts.PLAIN_ANSWER]
 
 
-def build_tiny_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 600):
+def build_tiny_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 600, *,
+                         extra_special: Iterable[str] = (), chat_template: str = CHAT_TEMPLATE,
+                         image_token: str = IMAGE_TOKEN):
     """A byte-level BPE tokenizer trained here on ``texts`` (default: ``default_corpus()``); no download.
 
     Byte-level: any text round-trips; the corpus only decides which words are one token.
+    ``extra_special``: a family's own special tokens (e.g. LISA's ``<im_start>``, ``<im_end>``, ``[SEG]``),
+    each one token; ``chat_template`` and ``image_token``: the family's prompt format.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -44,12 +49,13 @@ def build_tiny_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 6
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+    special = list(dict.fromkeys([*SPECIAL_TOKENS[:4], image_token, *extra_special]))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(list(texts if texts is not None else default_corpus()), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", extra_special_tokens={"image_token": IMAGE_TOKEN})
-    fast.chat_template = CHAT_TEMPLATE
+                                   unk_token="<unk>", extra_special_tokens={"image_token": image_token})
+    fast.chat_template = chat_template
     return fast
 
 
@@ -111,4 +117,5 @@ def build_tiny(config: Sim4SegConfig | None = None, *, spec: TinySpec | None = N
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer(texts, spec.vocab_size)
     processor = tiny_processor(tokenizer, spec)
-    return compose(tiny_lvlm(tokenizer, spec), tiny_sam(spec), processor, config, trainable=trainable), processor
+    return compose(tiny_lvlm(tokenizer, spec), tiny_sam(spec), processor, config, trainable=trainable,
+                   sam_frame=SegmenterFrame(size=spec.sam_image_size)), processor

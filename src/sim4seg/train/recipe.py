@@ -57,7 +57,7 @@ class ModelConfig(Sim4SegConfig):
             raise ValueError("model.preset must name a preset (or 'tiny')")
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"model.dtype must be one of {MODEL_DTYPES}, got {self.dtype!r}")
-        if self.max_length < 8:
+        if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"model.max_length must be >= 8, got {self.max_length}")
 
 
