@@ -110,12 +110,14 @@ def test_one_pixel_images_are_refused(tmp_path):
         read_image(dicom(tmp_path / "one.dcm", np.zeros((1, 1), np.uint16)))
 
 
-def test_multi_frame_dicom_decodes_only_the_first_frame(tmp_path):
+def test_multi_frame_dicom_decodes_only_the_chosen_frame(tmp_path):
     # The header says 50,000 frames; only the first is in the file. Decoding all frames fails
-    # (the data is short); reading just the first succeeds.
+    # (the data is short); reading just the chosen first one succeeds.
     frame = np.arange(20, dtype=np.uint16).reshape(4, 5)
     p = dicom(tmp_path / "mf.dcm", frame, NumberOfFrames=50_000)
-    out = read_image(p)
+    with pytest.raises(ImageReadError, match="multi-frame DICOM with 50000 frames: choose one"):
+        read_image(p)
+    out = read_image(p, frame=0)
     assert out.shape == (4, 5, 3)
     assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
     assert image_size(p) == (4, 5)

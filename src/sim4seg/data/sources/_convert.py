@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from sim4seg.data.io import _pil_header, is_dicom, read_display, read_mask, write_mask, write_png
 from sim4seg.data.sources._base import Item, Skip
