@@ -47,11 +47,11 @@ def open_predictions(path: Path) -> tuple[AppendLog, set[str]]:
 
 def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
                   overlays: int | Collection[str] = 0, limit: int | None = None, progress: bool = True,
-                  use_rvls2m: bool | None = None, **overrides) -> Path:
+                  use_rvls2m: bool | None = None, subsets: Collection[str] | None = None, **overrides) -> Path:
     """Predict every sample of ``split`` (resuming ``OUT/predictions.jsonl``); return the file's path.
 
     ``overlays``: also write ``overlays/<id>.png`` for the first N samples of the split (or for these ids).
-    ``limit``: only the first N samples. The ``oracle`` selector is given each sample's ground truth.
+    ``limit``: only the first N samples; ``subsets``: only these subsets' samples. The ``oracle`` selector is given each sample's ground truth.
     """
     from tqdm.auto import tqdm
 
@@ -61,6 +61,7 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
 
     root, out = Path(root), Path(out)
     info, samples = load_split(root, split)
+    samples = [s for s in samples if subsets is None or s.subset in subsets]
     samples = samples[:limit] if limit is not None else samples
     out.mkdir(parents=True, exist_ok=True)
     path = out / PREDICTIONS
@@ -103,7 +104,8 @@ def method_name(m: int, n: int, selector: str, use_rvls2m: bool | None) -> str:
 
 def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
                        m: int = 1, n: int = 1, selector: str = "consensus", use_rvls2m: bool | None = None,
-                       progress: bool = True, overlays: int | Collection[str] = 0, seed: int = 0) -> tuple[Path, str]:
+                       progress: bool = True, overlays: int | Collection[str] = 0, seed: int = 0,
+                       subsets: Collection[str] | None = None) -> tuple[Path, str]:
     """Load ``checkpoint`` and predict ``split`` into ``out`` (resumable); return ``(predictions path, method name)``."""
     from sim4seg.infer.predictor import Predictor
     from sim4seg.infer.tts import TTSConfig
@@ -113,5 +115,6 @@ def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, s
     except ValueError as e:
         raise InputError(str(e)) from None
     predictor = Predictor.from_checkpoint(checkpoint, tts=cfg)
-    path = predict_split(predictor, root, split, out, overlays=overlays, progress=progress, use_rvls2m=use_rvls2m)
+    path = predict_split(predictor, root, split, out, overlays=overlays, progress=progress, use_rvls2m=use_rvls2m,
+                         subsets=subsets)
     return path, method_name(m, n, selector, use_rvls2m)

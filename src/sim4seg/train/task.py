@@ -46,13 +46,14 @@ def build_data(config: Config, model, processor, accelerator):
                 log.info("writing a synthetic M3DS of %d samples to %s", d.synthetic.n, root)
                 s = d.synthetic
                 synthesize(root, s.n, s.seed, subsets=d.subsets, size_range=(s.min_size, s.max_size))
+    subsets = selected_subsets(d, root)
     encoder = ExampleEncoder.for_model(model, processor)
-    train = M3DSDataset(root, d.train_split, encoder, answer_format=d.answer_format, subsets=d.subsets)
+    train = M3DSDataset(root, d.train_split, encoder, answer_format=d.answer_format, subsets=subsets)
     if not len(train):
-        raise InputError(f"the {d.train_split!r} split has no samples" + (f" of {d.subsets}" if d.subsets else ""), root)
+        raise InputError(f"the {d.train_split!r} split has no samples" + (f" of {subsets}" if subsets else ""), root)
     val = None
     if d.val_split:
-        val = M3DSDataset(root, d.val_split, encoder, answer_format=d.answer_format, subsets=d.subsets)
+        val = M3DSDataset(root, d.val_split, encoder, answer_format=d.answer_format, subsets=subsets)
         if d.max_val_samples is not None:
             val = M3DSDataset(root, d.val_split, encoder, answer_format=d.answer_format,
                               samples=val.samples[: d.max_val_samples])
@@ -61,6 +62,17 @@ def build_data(config: Config, model, processor, accelerator):
         sampler = SubsetMixSampler([s.subset for s in train.samples], d.mix,
                                    num_samples=d.samples_per_epoch or len(train), seed=config.train.seed)
     return TrainData(train, val, Collator(processor.tokenizer.pad_token_id), sampler)
+
+
+def selected_subsets(d, root: Path) -> list[str] | None:
+    """``data.subsets`` less ``data.exclude_subsets`` / ``data.exclude_modalities``, checked against the manifest."""
+    if d.exclude_subsets is None and d.exclude_modalities is None:
+        return d.subsets
+    from sim4seg.data.schema import read_info
+    from sim4seg.data.selection import resolve_subsets
+
+    return resolve_subsets(read_info(root), subsets=d.subsets, exclude_subsets=d.exclude_subsets,
+                           exclude_modalities=d.exclude_modalities, where=root, what="the recipe's data selection")
 
 
 def build(config: Config, accelerator, datasets=None):
