@@ -117,11 +117,11 @@ def base_checkpoint(scale: Scale, out: Path) -> Path:
     if scale.base is not None:
         if not (scale.base / CONFIG_FILE).is_file():
             raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing); convert LISA with "
-                             "`sim4seg model convert lisa`", scale.base)
+                             "`sim4seg convert lisa SRC DST`", scale.base)
         return scale.base
     if not scale.tiny:
         raise InputError("the zero-shot rows need --base: a Sim4Seg checkpoint converted from LISA-7B "
-                         "(`sim4seg model convert lisa`)")
+                         "(`sim4seg convert lisa SRC DST`)")
     final = run_dir(out, "lisa-zero-shot") / "model"
     if not (final / CONFIG_FILE).is_file():
         from sim4seg.model import checkpoint
