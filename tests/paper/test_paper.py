@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 
 from sim4seg.apps.cli import main
+from sim4seg.eval.report import TABLE3_COLUMNS
 from sim4seg.paper import collect
 from sim4seg.paper.protocols import PROTOCOLS, RUNS, item
 from sim4seg.paper.reference import load_reference
 from sim4seg.paper.runner import item_result
-from sim4seg.eval.report import TABLE3_COLUMNS
 
 SMALL = ["--tiny", "--samples", "60", "--steps", "2"]
 """The smallest toy settings: 6 samples per subset (one test sample each), 2 optimizer steps per run."""
@@ -83,7 +82,8 @@ def test_collect_lays_out_test_local_results_beside_the_paper(name, tmp_path, ca
             assert c["diff"] == round(50.0 - c["paper"], 2)
     assert (tmp_path / f"{name}.csv").read_text().count("\n") == len(cells) + 1
     if name == "table2":
-        assert "| Sim4Seg (ft-CoT) | overall | 50.00 / 51.86 (-1.86) | 50.00 / 53.90 (-3.90) | 50.00 / 69.04 (-19.04) |" in out
+        assert ("| Sim4Seg (ft-CoT) | overall | 50.00 / 51.86 (-1.86) | 50.00 / 53.90 (-3.90) "
+                "| 50.00 / 69.04 (-19.04) |") in out
         assert "ground-truth-free" in out
     if name == "fig7":
         assert "not in the paper: Figure 7 is a plot" in out

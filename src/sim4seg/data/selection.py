@@ -9,7 +9,7 @@ turns such a selection into the list of subset names, checked against the manife
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from sim4seg.data.schema import DatasetInfo
 from sim4seg.errors import InputError
