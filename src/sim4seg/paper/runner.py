@@ -239,6 +239,8 @@ def write_commands(run: Run, scale: Scale, out: Path, ckpt: Path, items: list[It
 
     d = run_dir(out, run.name)
     lines = ["#!/bin/sh", f"# run {run.name}: the equivalent ordinary commands", "set -e"]
+    lines += [f"# the protocol's evaluations generate at most {scale.max_new_tokens} new tokens per answer "
+              "(TTSConfig.max_new_tokens); `sim4seg evaluate` uses its default"]
     if run.recipe is not None:
         lines.append(f"sim4seg train --config {shlex.quote(str(d / 'recipe.yaml'))} --resume auto")
     for it in items:
