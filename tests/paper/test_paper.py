@@ -55,10 +55,22 @@ def test_reference_is_typed_consistently():
 
 
 @pytest.mark.parametrize("name", list(PROTOCOLS))
-def test_print_commands_one_line_per_run(name, capsys):
-    assert main(["paper", name, "--out", "OUT", "--manifest", "/data/m3ds", "--base", "LISA",
+def test_print_commands_one_line_per_run(name, tmp_path, capsys):
+    out = tmp_path / "OUT"
+    assert main(["paper", name, "--out", str(out), "--manifest", "/data/m3ds", "--base", "LISA",
                  "--set", "train.deepspeed=configs/deepspeed/zero2.json", "--print-commands"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")]
+    from sim4seg.train.recipe import load_config
+
+    for run in PROTOCOLS[name].runs:  # the full-scale recipes are written out, the paper's settings in them
+        if RUNS[run].recipe is None:
+            assert not (out / "runs" / run / "recipe.yaml").exists()
+            continue
+        cfg = load_config(out / "runs" / run / "recipe.yaml")
+        assert cfg.model.preset == "lisa-7b" and cfg.optim.grad_accum == 10 and cfg.data.manifest == "/data/m3ds"
+        assert cfg.train.deepspeed == "configs/deepspeed/zero2.json"
+        assert cfg.data.answer_format == RUNS[run].recipe["data.answer_format"]
+        assert cfg.model.rvls2m.train is RUNS[run].recipe["model.rvls2m.train"]
     assert len(lines) == len(PROTOCOLS[name].runs)
     for line, run in zip(lines, PROTOCOLS[name].runs):
         argv = shlex.split(line)

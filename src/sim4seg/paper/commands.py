@@ -14,7 +14,8 @@ def paper(protocol: str, out: str, tiny: bool, manifest: str | None, recipe: str
     """Reproduce one of the paper's tables or figures: train, evaluate and sweep every run of PROTOCOL one after
     another into OUT/runs/<run>/ (a finished run is skipped, a killed one resumes), then lay the results out
     as the paper's table beside its published numbers (OUT/PROTOCOL.md, .csv, .json). --print-commands lists
-    one independent shell line per run instead (for a scheduler); --collect only gathers what is there."""
+    one independent shell line per run instead (for a scheduler) and writes each run's recipe; --collect only
+    gathers what is there."""
     from sim4seg.paper import collect as gather
     from sim4seg.paper import runner
 
@@ -30,6 +31,10 @@ def paper(protocol: str, out: str, tiny: bool, manifest: str | None, recipe: str
         for line in runner.commands(p, tail):
             print(line)
         print(f"# then: sim4seg paper {protocol} --out {out} --collect")
+        scale = runner.make_scale(root, tiny, recipe, manifest, base, overrides, steps, samples)
+        written = [runner.write_recipe(runner.RUNS[r], scale, root) for r in p.runs if runner.RUNS[r].recipe]
+        if written:  # to check or dry-run before submitting: sim4seg train --config RECIPE --dry-run
+            print(f"# wrote {len(written)} recipe(s): {root / 'runs'}/<run>/recipe.yaml")
         return 0
     if not collect:
         logging.getLogger("accelerate").setLevel(logging.WARNING)
