@@ -108,6 +108,8 @@ def test_full_scale_needs_the_manifest_and_the_base(synth_m3ds, tmp_path, capsys
     assert "the zero-shot rows need --base" in capsys.readouterr().err
     assert main(["paper", "table5", "--tiny", "--out", str(tmp_path), "--run", "no-fives"]) == 2
     assert "table5 has no run 'no-fives'; its runs: no-xray" in capsys.readouterr().err
+    assert main(["paper", "table6", "--out", str(tmp_path), "--tiny", "--samples", "5"]) == 2
+    assert "--samples is for --tiny and needs at least 10" in capsys.readouterr().err
     assert main(["paper", "table6", "--out", str(tmp_path), "--collect"]) == 0  # nothing run yet
     out = capsys.readouterr().out
     assert "| FIVES | Sim4Seg | - / 15.76 | - / 16.17 |" in out and "not run yet" in out

@@ -54,6 +54,10 @@ class Scale:
 
 def make_scale(out: Path, tiny: bool, recipe: str | None, manifest: str | None, base: str | None,
                overrides: list[str] | None, steps: int | None, samples: int | None) -> Scale:
+    if samples is not None and (not tiny or samples < 10):
+        raise InputError("--samples is for --tiny and needs at least 10 (one per subset; 60 gives each a test sample)")
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps must be >= 1, got {steps}")
     if tiny:
         over = tuple(overrides or ()) + ((f"train.max_steps={steps}",) if steps else ())
         return Scale(True, Path(recipe) if recipe else TINY_RECIPE, Path(manifest) if manifest else out / "m3ds",
