@@ -139,7 +139,3 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
 def item(run: str, name: str) -> Item:
     return next(i for i in RUNS[run].items if i.name == name)
 
-
-def needs_base(protocol: Protocol) -> bool:
-    """Whether the protocol evaluates the base checkpoint as it is (zero-shot rows)."""
-    return any(RUNS[r].recipe is None for r in protocol.runs)
