@@ -26,6 +26,7 @@ COMMANDS = (
     "sim4seg.infer.commands",    # predict, sweep tau | tts, evaluate
     "sim4seg.apps.commands",     # demo
     "sim4seg.serve.commands",    # serve
+    "sim4seg.paper.commands",    # paper table2..table6 | fig6 | fig7
 )
 """The modules that contribute subcommands, in the order of ``sim4seg --help``."""
 

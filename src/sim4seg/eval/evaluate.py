@@ -221,11 +221,18 @@ def _read_pred_mask(pred: PredictionRow, path: Path) -> np.ndarray | None:
         raise InputError(f"cannot read mask {pred.mask}: {e.problem}", path, pred.line) from None
 
 
-def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str | os.PathLike) -> Evaluator:
-    """Score a predictions JSONL against ``split`` of the manifest at ``root``."""
+def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str | os.PathLike, *,
+                         subsets: list[str] | None = None) -> Evaluator:
+    """Score a predictions JSONL against ``split`` of the manifest at ``root`` (only ``subsets``, if given:
+    predictions of the split's other samples are then ignored)."""
     info, samples = load_split(root, split)
     path = Path(predictions)
     preds = read_predictions(path)
+    if subsets is not None:
+        split_ids = {s.id for s in samples}
+        samples = _only(samples, subsets, root, split)
+        keep = {s.id for s in samples}
+        preds = {k: v for k, v in preds.items() if k in keep or k not in split_ids}
     check_ids(preds, samples, path, split)
     ev = Evaluator(root, info)
     with_masks = any(p.mask is not None for p in preds.values())
@@ -276,7 +283,16 @@ def baseline_items(kind: str, root: str | os.PathLike, info: DatasetInfo,
             yield s, np.full((h, w), kind == "full", dtype=bool), None
 
 
-def evaluate_baseline(root: str | os.PathLike, split: str, kind: str) -> Evaluator:
-    """Score the trivial baseline ``kind`` on ``split``."""
+def _only(samples: list[Sample], subsets: list[str], root, split: str) -> list[Sample]:
+    kept = [s for s in samples if s.subset in subsets]
+    if not kept:
+        raise InputError(f"the {split!r} split has no samples of {', '.join(subsets)}", root)
+    return kept
+
+
+def evaluate_baseline(root: str | os.PathLike, split: str, kind: str, *,
+                      subsets: list[str] | None = None) -> Evaluator:
+    """Score the trivial baseline ``kind`` on ``split`` (only ``subsets``, if given)."""
     info, samples = load_split(root, split)
+    samples = samples if subsets is None else _only(samples, subsets, root, split)
     return evaluate(baseline_items(kind, root, info, samples), root, info)

@@ -125,11 +125,12 @@ def open_predictions(path: Path) -> tuple[AppendLog, set[str]]:
 
 def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
                   overlays: int | Collection[str] = 0, limit: int | None = None, progress: bool = True,
-                  use_rvls2m: bool | None = None, batch_size: int = 1, **overrides) -> Path:
+                  use_rvls2m: bool | None = None, batch_size: int = 1, subsets: Collection[str] | None = None,
+                  **overrides) -> Path:
     """Predict every sample of ``split`` (resuming ``OUT/predictions.jsonl``); return the file's path.
 
     ``overlays``: also write ``overlays/<id>.png`` for the first N samples of the split (or for these ids).
-    ``limit``: only the first N samples. The ``oracle`` selector is given each sample's ground truth.
+    ``limit``: only the first N samples; ``subsets``: only these subsets' samples. The ``oracle`` selector is given each sample's ground truth.
     ``batch_size``: images per forward. Under ``accelerate launch`` each process takes its shard (module
     docstring); every process returns once ``predictions.jsonl`` is merged.
     """
@@ -143,6 +144,7 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     root, out = Path(root), Path(out)
     info, samples = load_split(root, split)
+    samples = [s for s in samples if subsets is None or s.subset in subsets]
     samples = samples[:limit] if limit is not None else samples
     state = dist_state()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
@@ -231,7 +233,7 @@ def method_name(m: int, n: int, selector: str, use_rvls2m: bool | None) -> str:
 def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
                        m: int = 1, n: int = 1, selector: str = "consensus", use_rvls2m: bool | None = None,
                        progress: bool = True, overlays: int | Collection[str] = 0, seed: int = 0,
-                       batch_size: int = 1) -> tuple[Path, str]:
+                       batch_size: int = 1, subsets: Collection[str] | None = None) -> tuple[Path, str]:
     """Load ``checkpoint`` and predict ``split`` into ``out`` (resumable); return ``(predictions path, method name)``."""
     from sim4seg.infer.predictor import Predictor
     from sim4seg.infer.tts import TTSConfig
@@ -242,5 +244,5 @@ def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, s
         raise InputError(str(e)) from None
     predictor = Predictor.from_checkpoint(checkpoint, tts=cfg, device=default_device())
     path = predict_split(predictor, root, split, out, overlays=overlays, progress=progress, use_rvls2m=use_rvls2m,
-                         batch_size=batch_size)
+                         batch_size=batch_size, subsets=subsets)
     return path, method_name(m, n, selector, use_rvls2m)

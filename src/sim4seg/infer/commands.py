@@ -139,11 +139,13 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
 
 def evaluate(manifest: str, split: str, predictions: str | None, baseline: str | None, out: str,
              method: str | None, checkpoint: str | None = None, m: int = 1, n: int = 1,
-             selector: str = "consensus", no_rvls2m: bool = False, batch_size: int = 1) -> int:
+             selector: str = "consensus", no_rvls2m: bool = False, batch_size: int = 1,
+             subsets: list[str] | None = None, modalities: list[str] | None = None) -> int:
     """Score PREDICTIONS (JSONL: id, mask, answer), a CHECKPOINT (predicted first, into OUT/predictions/,
-    resumable; sharded under `accelerate launch`) or a trivial baseline against a split of MANIFEST; write
-    OUT/metrics.json, metrics.md, metrics.csv, per_sample.jsonl and (for predictions) uncertainty.json with the calibration of the diagnosis
-    confidence (ECE; reliability.png) and the correlation of mean pixel uncertainty with 1-IoU."""
+    resumable; sharded under `accelerate launch`) or a trivial baseline against a split of MANIFEST (or only
+    its --subsets / --modalities); write OUT/metrics.json, metrics.md, metrics.csv, per_sample.jsonl and (for
+    predictions) uncertainty.json with the calibration of the diagnosis confidence (ECE; reliability.png) and
+    the correlation of mean pixel uncertainty with 1-IoU."""
     from sim4seg._atomic import write_jsonl
     from sim4seg.errors import InputError
     from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
@@ -153,20 +155,27 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
     if sum(x is not None for x in (predictions, baseline, checkpoint)) != 1:
         raise InputError("give exactly one of --predictions, --checkpoint or --baseline")
     t0 = time.perf_counter()
+    only = None
+    if subsets or modalities:
+        from sim4seg.data.schema import read_info
+        from sim4seg.data.selection import resolve_subsets
+
+        only = resolve_subsets(read_info(manifest), subsets=subsets, modalities=modalities, where=manifest,
+                               what="--subsets / --modalities")
     if checkpoint is not None:
         from sim4seg.infer.batch import is_main_process, predict_checkpoint
 
         predictions, name = predict_checkpoint(checkpoint, manifest, split, Path(out) / "predictions", m=m, n=n,
                                                selector=selector, use_rvls2m=False if no_rvls2m else None,
-                                               batch_size=batch_size)
+                                               batch_size=batch_size, subsets=only)
         if not is_main_process():  # rank 0 scores the merged predictions
             return 0
         name = method or name
     if predictions is not None:
-        ev = evaluate_predictions(manifest, split, predictions)
+        ev = evaluate_predictions(manifest, split, predictions, subsets=only)
         name = name if checkpoint is not None else method or Path(predictions).stem
     else:
-        ev = evaluate_baseline(manifest, split, baseline)
+        ev = evaluate_baseline(manifest, split, baseline, subsets=only)
         name = method or f"baseline ({baseline})"
     summary = ev.summary()
     write_metrics(out, summary, name, ev.info.subsets)
@@ -243,6 +252,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="score a trivial baseline instead: empty mask, full-image mask, or the majority training label")
     p.add_argument("--out", required=True, metavar="OUT", help="output directory")
     p.add_argument("--method", default=None, help="method name in the tables (default: the predictions file name)")
+    p.add_argument("--subsets", nargs="+", default=None, metavar="SUBSET",
+                   help="score only these subsets of the split (e.g. the ones a model was trained without)")
+    p.add_argument("--modalities", nargs="+", default=None, metavar="MODALITY",
+                   help="score only subsets of these modalities (xray, dermoscopy, endoscopy, ultrasound, fundus)")
     g = p.add_argument_group("with --checkpoint: test-time scaling")
     add_options(g, TTSConfig, only=("m", "n", "selector"), choices={"selector": list(SELECTORS)})
     g.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off at inference (the ablation)")

@@ -93,6 +93,10 @@ class DataConfig:
     """``plain`` (It is [SEG].), ``diagnosis`` (+ the diagnosis) or ``cot`` (+ the chain of thought)."""
     subsets: list[str] | None = None
     """Subsets to train on (default: all in the manifest)."""
+    exclude_subsets: list[str] | None = None
+    """Subsets left out of training and validation (the paper's Table 6: tested on what was left out)."""
+    exclude_modalities: list[str] | None = None
+    """Modalities (``xray``, ``dermoscopy``, ...) left out of training and validation (Table 5)."""
     mix: dict[str, float] | None = None
     """Relative sampling rate per subset (draws with replacement); unset: each sample once per epoch."""
     samples_per_epoch: int | None = None

@@ -84,10 +84,11 @@ def check_data(config: Config, accelerator=None) -> CheckedData:
                 s = d.synthetic
                 synthesize(root, s.n, s.seed, subsets=d.subsets, size_range=(s.min_size, s.max_size))
     info = read_info(root)
+    subsets = selected_subsets(d, root)
     path = root / f"{d.train_split}.jsonl"
-    train = select_subsets(read_split(root, d.train_split, info), d.subsets, list(info.subsets), where=path)
+    train = select_subsets(read_split(root, d.train_split, info), subsets, list(info.subsets), where=path)
     if not train:
-        raise InputError(f"the {d.train_split!r} split has no samples" + (f" of {d.subsets}" if d.subsets else "")
+        raise InputError(f"the {d.train_split!r} split has no samples" + (f" of {subsets}" if subsets else "")
                          + f" ({path.name} missing or empty)", root)
     _answers_present(train, d.answer_format, path)
     if d.mix is not None:
@@ -98,7 +99,7 @@ def check_data(config: Config, accelerator=None) -> CheckedData:
     val = None
     if d.val_split:
         vpath = root / f"{d.val_split}.jsonl"
-        val = select_subsets(read_split(root, d.val_split, info), d.subsets, list(info.subsets), where=vpath)
+        val = select_subsets(read_split(root, d.val_split, info), subsets, list(info.subsets), where=vpath)
         val = val[: d.max_val_samples] if d.max_val_samples is not None else val
         _answers_present(val, d.answer_format, vpath)
     log.info("data: %d training sample(s) of %s (%s answers), %s validation sample(s), from %s", len(train),
@@ -122,6 +123,17 @@ def build_data(config: Config, model, processor, accelerator, checked: CheckedDa
         sampler = SubsetMixSampler([s.subset for s in train.samples], d.mix,
                                    num_samples=d.samples_per_epoch or len(train), seed=config.train.seed)
     return TrainData(train, val, Collator(processor.tokenizer.pad_token_id), sampler)
+
+
+def selected_subsets(d, root: Path) -> list[str] | None:
+    """``data.subsets`` less ``data.exclude_subsets`` / ``data.exclude_modalities``, checked against the manifest."""
+    if d.exclude_subsets is None and d.exclude_modalities is None:
+        return d.subsets
+    from sim4seg.data.schema import read_info
+    from sim4seg.data.selection import resolve_subsets
+
+    return resolve_subsets(read_info(root), subsets=d.subsets, exclude_subsets=d.exclude_subsets,
+                           exclude_modalities=d.exclude_modalities, where=root, what="the recipe's data selection")
 
 
 def build(config: Config, accelerator, datasets=None):
