@@ -87,12 +87,13 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: list[s
              concurrency: int, max_per_server: int, fail_threshold: int, cooldown: float, cooldown_max: float,
              max_rounds: int, timeout: float, max_attempts: int, backoff: float, prompts: str | None,
              limit: int | None, retry_failed: bool, abort_after: int, max_tokens: int, critic_max_tokens: int,
-             temperature: float, max_side: int, image_format: str, device: str, dtype: str,
-             no_progress: bool) -> int:
+             temperature: float, critic_temperature: float, max_side: int, image_format: str, device: str,
+             dtype: str, no_progress: bool) -> int:
     """Generate diagnosis chains of thought for one split (medical assistant ⇄ critical assistant)."""
     from dataclasses import asdict
 
     from sim4seg._atomic import write_json
+    from sim4seg._config import from_options
     from sim4seg.cot.backends.pool import PoolPolicy
     from sim4seg.cot.pipeline import CotPipeline, GenerationConfig
     from sim4seg.cot.roles import Prompts
@@ -105,13 +106,9 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: list[s
     model = model or _env(ENV_MODEL)
     api_key = api_key or _env(ENV_API_KEY)
     critic_key = _env(("SIM4SEG_COT_CRITIC_API_KEY",)) or api_key
-    try:
-        config = GenerationConfig(max_rounds=max_rounds, max_tokens=max_tokens, critic_max_tokens=critic_max_tokens,
-                                  temperature=temperature, max_side=max_side, image_format=image_format)
-        pool = PoolPolicy(max_per_server=max_per_server, fail_threshold=fail_threshold, cooldown=cooldown,
-                          cooldown_max=cooldown_max)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    options = locals()
+    config = from_options(GenerationConfig, options)
+    pool = from_options(PoolPolicy, options)
     if concurrency < 1:
         raise InputError(f"--concurrency must be >= 1, got {concurrency}")
     templates = Prompts.load(prompts)
@@ -219,6 +216,11 @@ def prompts_cmd(out: str, overwrite: bool) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from sim4seg._config import add_options
+    from sim4seg.cot.backends.pool import PoolPolicy
+    from sim4seg.cot.images import FORMATS
+    from sim4seg.cot.pipeline import GenerationConfig
+
     cot = sub.add_parser("cot", help="generate, review and apply diagnosis chains of thought")
     csub = cot.add_subparsers(dest="cot_command", metavar="ACTION", required=True)
 
@@ -240,14 +242,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--critic-model", help="model of the critical assistant (default: --model); "
                    "its key: env SIM4SEG_COT_CRITIC_API_KEY, else the same key")
     p.add_argument("--concurrency", type=int, default=8, help="samples in flight (default 8)")
-    p.add_argument("--max-per-server", type=int, default=0,
-                   help="requests in flight per server at most (0: no limit beyond --concurrency; default 0)")
-    p.add_argument("--fail-threshold", type=int, default=3,
-                   help="failed requests in a row that take a server out of service (several servers; default 3)")
-    p.add_argument("--cooldown", type=float, default=10.0,
-                   help="seconds a failing server stays out, doubling each time it fails again (default 10)")
-    p.add_argument("--cooldown-max", type=float, default=300.0, help="ceiling of one cool-down, seconds (default 300)")
-    p.add_argument("--max-rounds", type=int, default=3, help="review rounds before human review (default 3)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request (default 300)")
     p.add_argument("--max-attempts", type=int, default=6, help="attempts per request on 429/5xx/timeouts (default 6)")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubling (default 1)")
@@ -256,12 +250,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", help="directory of edited prompt files (see `sim4seg cot prompts`)")
     p.add_argument("--limit", type=int, default=None, help="process at most N samples this run")
     p.add_argument("--retry-failed", action="store_true", help="redo samples recorded as failed")
-    p.add_argument("--max-tokens", type=int, default=768, help="medical assistant reply budget (default 768)")
-    p.add_argument("--critic-max-tokens", type=int, default=256, help="critic reply budget (default 256)")
-    p.add_argument("--temperature", type=float, default=0.7, help="medical assistant temperature (default 0.7)")
-    p.add_argument("--max-side", type=int, default=1024, help="longest image side sent, px (0: unchanged; default 1024)")
-    p.add_argument("--image-format", choices=("auto", "png", "jpeg"), default="auto",
-                   help="encoding of the image sent (auto: JPEG for JPEG files, PNG otherwise)")
+    add_options(p.add_argument_group("generation (cot.pipeline.GenerationConfig)"), GenerationConfig,
+                choices={"image_format": FORMATS})
+    add_options(p.add_argument_group("several servers (cot.backends.pool.PoolPolicy)"), PoolPolicy)
     p.add_argument("--device", default="cpu", help="--backend hf: torch device (default cpu)")
     p.add_argument("--dtype", default="auto", help="--backend hf: auto, float32, bfloat16 or float16")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

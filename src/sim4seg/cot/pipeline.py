@@ -34,9 +34,11 @@ class GenerationConfig:
     max_tokens: int = 768
     """Token budget of the medical assistant's reply."""
     critic_max_tokens: int = 256
+    """Token budget of the critical assistant's reply."""
     temperature: float = 0.7
-    """Medical assistant; > 0 so that a revision can differ from the rejected chain."""
+    """Sampling temperature of the medical assistant; > 0 so that a revision can differ from the rejected chain."""
     critic_temperature: float = 0.0
+    """Sampling temperature of the critical assistant (0: its verdicts are repeatable)."""
     max_side: int = 1024
     """Longer image side sent to the model, in pixels (0: unchanged)."""
     image_format: str = "auto"
