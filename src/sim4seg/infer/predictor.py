@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from sim4seg.data.dataset import ExampleEncoder
 from sim4seg.data.io import read_image
 from sim4seg.infer.tts import TTSConfig, TTSResult, run
 from sim4seg.errors import InputError
+
+if TYPE_CHECKING:
+    from sim4seg.model.sim4seg import ImageEncoding
 
 log = logging.getLogger(__name__)
 
