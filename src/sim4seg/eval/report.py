@@ -141,13 +141,9 @@ def _panel(ax, rows: Sequence[Mapping], param: str, series: Sequence[tuple[str, 
 
 
 def save_figure(fig, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from sim4seg.eval.figures import save_figure as save
 
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getvalue())
+    save(fig, path)
 
 
 def write_tau_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str = "tau_sweep") -> tuple[Path, Path]:

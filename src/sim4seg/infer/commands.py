@@ -95,10 +95,11 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
 
 def evaluate(manifest: str, split: str, predictions: str | None, baseline: str | None, out: str,
              method: str | None, checkpoint: str | None = None, m: int = 1, n: int = 1,
-             selector: str = "consensus", no_rvls2m: bool = False) -> int:
+             selector: str = "consensus", no_rvls2m: bool = False, overlays: int = 0) -> int:
     """Score PREDICTIONS (JSONL: id, mask, answer), a CHECKPOINT (predicted first, into OUT/predictions/,
     resumable) or a trivial baseline against a split of MANIFEST; write OUT/metrics.json, metrics.md,
-    metrics.csv and per_sample.jsonl."""
+    metrics.csv and per_sample.jsonl, and the pictures: per_subset.png (gIoU/cIoU/Acc per subset),
+    confusion_<subset>.png (diagnoses) and, with --overlays K, OUT/overlays/<subset>_{worst,best}.png."""
     from sim4seg._atomic import write_jsonl
     from sim4seg.errors import InputError
     from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
@@ -106,6 +107,9 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
 
     if sum(x is not None for x in (predictions, baseline, checkpoint)) != 1:
         raise InputError("give exactly one of --predictions, --checkpoint or --baseline")
+    if overlays < 0:
+        raise InputError(f"--overlays must be >= 0, got {overlays}")
+    pictures = _can_plot(overlays)
     t0 = time.perf_counter()
     if checkpoint is not None:
         from sim4seg.infer.batch import predict_checkpoint
@@ -122,10 +126,31 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
     summary = ev.summary()
     write_metrics(out, summary, name, ev.info.subsets)
     write_jsonl(Path(out) / "per_sample.jsonl", ev.rows)
+    drawn = []
+    if pictures:
+        from sim4seg.eval.figures import evaluation_pictures
+
+        drawn = evaluation_pictures(manifest, split, ev.rows, summary, predictions, out, overlays, name)
     print(markdown([(name, summary)], ev.info.subsets))
     print(f"scored {summary['overall']['n']} sample(s) of {split!r} in {time.perf_counter() - t0:.1f}s; "
           f"wrote {out}/metrics.json, metrics.md, metrics.csv, per_sample.jsonl")
+    if drawn:
+        print(f"pictures ({len(drawn)}): " + ", ".join(str(Path(p).relative_to(out)) for p in drawn))
     return 0
+
+
+def _can_plot(overlays: int) -> bool:
+    """Whether matplotlib is there; without it, pictures are skipped (a warning) unless --overlays asked for them."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if overlays:
+            from sim4seg.errors import InputError
+
+            raise InputError("--overlays needs matplotlib: pip install -c constraints.txt 'sim4seg[train]'") from None
+        log.warning("matplotlib is not installed: no pictures (pip install 'sim4seg[train]')")
+        return False
+    return True
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -179,6 +204,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--selector", default="consensus", choices=SELECTORS,
                    help="mask selector over the m×n candidates (oracle reads the ground truth: an upper bound only)")
     g.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off at inference (the ablation)")
+    p.add_argument("--overlays", type=int, default=0, metavar="K",
+                   help="also draw the K worst and K best samples per subset by IoU as labelled overlay sheets "
+                        "(OUT/overlays/<subset>_{worst,best}.png; default 0: none)")
     p.set_defaults(handler=evaluate)
 
 
