@@ -12,18 +12,14 @@ def demo(out: str, config: str | None, overrides: list[str] | None, tts_m: int, 
     """The main job: synthesize a small M3DS, train the tiny Sim4Seg on the CPU, evaluate it without and with
     RVLS2M and with test-time scaling beside trivial baselines; write the checkpoint, metrics, plots and
     example overlays to OUT. Exit status 1 if the model stays below the bar (gIoU 0.5, Acc 0.8)."""
-    from sim4seg.apps.demo import BAR, run_demo
+    from sim4seg.apps.demo import run_demo, verdict_line
 
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     res = run_demo(out, recipe=config, overrides=overrides or [], tts_m=tts_m, tts_n=tts_n, sweeps=not no_sweeps,
                    ablation=not no_ablation)
     print(res.tables)
-    o = res.model
-    verdict = "LEARNED" if res.passed else "BELOW THE BAR"
-    print(f"Sim4Seg (RVLS2M, greedy) on the synthetic test split: gIoU {100 * o['giou']:.2f}%, "
-          f"cIoU {100 * o['ciou']:.2f}%, Acc {100 * o['acc']:.2f}% — bar gIoU {100 * BAR['giou']:.0f}% and "
-          f"Acc {100 * BAR['acc']:.0f}%: {verdict}")
+    print(verdict_line(res.model, res.passed))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()))
     print(f"wrote {out}/: train/final/ (the checkpoint), eval/*/metrics.json, plots/, examples/, results.md "
           f"(wall {time.perf_counter() - t0:.1f}s)")
