@@ -90,3 +90,31 @@ def test_cli_lists_the_inference_commands():
         assert cmd in text
     with pytest.raises(SystemExit):
         main(["sweep", "bogus", "--checkpoint", "x", "--manifest", "y", "--out", "z"])
+
+
+def test_sweep_seeds_smallest(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    small = [s for s in SMALL if not s.startswith("train.max_steps")] + [
+        "train.max_steps=2", f"data.manifest={tmp_path / 'm3ds'}", "data.synthetic.n=16"]
+    assert main(["sweep", "seeds", "--out", str(out), "--seeds", "2", "--set", *small]) == 0
+    printed = capsys.readouterr().out
+    assert "RVLS2M on vs off over 2 training seeds" in printed and "| gIoU |" in printed
+    report = json.loads((out / "seeds.json").read_text())
+    per_seed = report["per_seed"]
+    assert set(per_seed) == {"rvls2m", "no-rvls2m"} and all(len(v) == 2 for v in per_seed.values())
+    s = report["summary"]["giou"]
+    on = [r["giou"] for r in per_seed["rvls2m"]]
+    off = [r["giou"] for r in per_seed["no-rvls2m"]]
+    assert s["rvls2m"][0] == pytest.approx(sum(on) / 2) and s["no-rvls2m"][0] == pytest.approx(sum(off) / 2)
+    assert s["diff"][0] == pytest.approx(s["rvls2m"][0] - s["no-rvls2m"][0])
+    assert s["p"] in (0.5, 1.0)  # two pairs: 4 sign flips, the observed one and its mirror at least
+    cfg = json.loads((out / "seed-1" / "no-rvls2m" / "train" / "final" / "sim4seg_config.json").read_text())
+    assert json.dumps(cfg).count("rvls2m") >= 1
+    assert (out / "seed-1" / "rvls2m" / "eval" / "metrics.json").is_file()
+    # seeds differ: the two seeds' runs did not start from the same weights
+    from safetensors.numpy import load_file
+
+    w0 = load_file(out / "seed-0" / "rvls2m" / "train" / "final" / "model.safetensors")
+    w1 = load_file(out / "seed-1" / "rvls2m" / "train" / "final" / "model.safetensors")
+    assert any(not (w0[k] == w1[k]).all() for k in w0)
+    assert main(["sweep", "seeds", "--out", str(out), "--seeds", "1"]) == 2

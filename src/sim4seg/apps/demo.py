@@ -20,7 +20,7 @@ prediction file from its last finished sample.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import shutil
@@ -115,21 +115,30 @@ def run_demo(out: str | os.PathLike, *, recipe: str | os.PathLike | None = None,
 
     ``ablation``: also train a second model without RVLS2M (the paper's Table 3 ablation).
     """
+    with fixed_threads():
+        return _run(Path(out), recipe, list(overrides), tts_m, tts_n, sweeps, progress, ablation)
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int | None = None):
+    """Run the block with ``threads`` (default ``THREADS``) intra-op threads and deterministic kernels.
+
+    A fixed thread count (reductions split the same way every run) and deterministic kernels make the
+    figures the same on every run on one machine. One intra-op thread by default: the tiny model's ops
+    are too small to gain from two, and with two an OpenMP barrier stalls for a whole time slice
+    whenever another process holds a core (measured here: 4.8 s instead of 0.11 s per step).
+    """
     import torch
 
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_flush_denormal(True)  # tiny weights near zero: avoid the CPU's slow denormal path
-    # A fixed thread count (reductions split the same way every run) and deterministic kernels: the
-    # figures are then the same on every run on one machine. One intra-op thread: the tiny model's ops
-    # are too small to gain from two, and with two an OpenMP barrier stalls for a whole time slice
-    # whenever another process holds a core (measured here: 4.8 s instead of 0.11 s per step).
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(THREADS if threads is None else threads)
     torch.use_deterministic_algorithms(True)
     try:
-        return _run(Path(out), recipe, list(overrides), tts_m, tts_n, sweeps, progress, ablation)
+        yield
     finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
 
 
 def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps: bool, progress: bool,

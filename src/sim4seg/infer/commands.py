@@ -173,17 +173,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off (ablation)")
     p.set_defaults(handler=predict)
 
-    p = sub.add_parser("sweep", help="τ or test-time-scaling sweep on a checkpoint (Figures 6 and 7)",
-                       description=sweep.__doc__)
-    p.add_argument("kind", choices=("tau", "tts"))
-    p.add_argument("--checkpoint", required=True, metavar="CKPT")
-    p.add_argument("--manifest", required=True, metavar="DIR")
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--limit", type=int, default=None, help="the first N samples only")
-    p.add_argument("--selector", default="consensus", choices=SELECTORS, help="TTS mask selector (default consensus)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=sweep)
+    sweeps = sub.add_parser("sweep", help="τ or test-time-scaling sweep on a checkpoint (Figures 6 and 7); "
+                            "`sweep seeds`: an ablation over training seeds", description=sweep.__doc__)
+    ssub = sweeps.add_subparsers(dest="sweep_command", metavar="KIND", required=True)
+    for kind, text in (("tau", "τ sweep: top-k cells and grid size (Figure 6)"),
+                       ("tts", "test-time scaling sweep: m answers, n masks (Figure 7)")):
+        p = ssub.add_parser(kind, help=text, description=sweep.__doc__)
+        p.add_argument("--checkpoint", required=True, metavar="CKPT")
+        p.add_argument("--manifest", required=True, metavar="DIR")
+        p.add_argument("--split", default="test", choices=SPLITS)
+        p.add_argument("--out", required=True, metavar="DIR")
+        p.add_argument("--limit", type=int, default=None, help="the first N samples only")
+        p.add_argument("--selector", default="consensus", choices=SELECTORS,
+                       help="TTS mask selector (default consensus)")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(handler=sweep, kind=kind)
 
     p = sub.add_parser("evaluate", help="score predictions (or a baseline) with gIoU, cIoU, Dice and Acc",
                        description=evaluate.__doc__)
