@@ -151,6 +151,7 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
     from sim4seg.eval.report import markdown, write_metrics, write_tau_sweep, write_tts_sweep
 
     t0 = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     timings: dict[str, float] = {}
     cfg = _recipe(out, recipe, overrides)
     ckpt_dir = train_model(cfg, out)
@@ -229,6 +230,11 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
     from sim4seg._atomic import write_json, write_text
 
     write_text(out / "results.md", tables + "\n" + verdict_line(model_row, passed) + "\n")
+    import torch
+
+    environment = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                   "loadavg_start": load_start}
     write_json(out / "summary.json", {"model": model_row, "bar": BAR, "passed": passed, "timings": timings,
+                                      "environment": environment,
                                       "checkpoint": str(ckpt_dir), "recipe": str(recipe or DEFAULT_RECIPE)})
     return DemoResult(results, model_row, passed, timings, tables)
