@@ -84,7 +84,7 @@ def pick_worst_best(rows: Sequence[Mapping], k: int) -> tuple[list[Mapping], lis
 
 
 def _label(value) -> str:
-    return "—" if value is None else str(value)
+    return UNPARSED if value is None else str(value)
 
 
 def overlay_sheet(samples: Sequence[Mapping], title: str, path: str | os.PathLike) -> Path:
