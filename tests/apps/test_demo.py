@@ -60,7 +60,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         assert sheet.width >= 3 * 192 and sheet.height >= 4 * 192
     main_eval = out / "eval" / "sim4seg"
     for name in ("per_subset.png", "confusion_busi.png", "confusion_kvasir_seg.png", "overlays/busi_worst.png",
-                 "overlays/kvasir_seg_best.png"):
+                 "overlays/kvasir_seg_worst.png"):
         assert (main_eval / name).stat().st_size > 0, name
     assert (out / "train" / "learning_curve.png").is_file()
     assert "LEARNED" in (out / "results.md").read_text() or "BELOW THE BAR" in (out / "results.md").read_text()
