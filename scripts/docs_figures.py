@@ -38,8 +38,9 @@ def read_demo(out: Path) -> tuple[str, dict]:
     return results.read_text(encoding="utf-8"), json.loads(summary.read_text(encoding="utf-8"))
 
 
-def provenance(summary: dict) -> str:
+def provenance(summary: dict, results: str = "") -> str:
     t = summary.get("timings", {})
+    resumed = t.get("synthesize_and_train_s", 0.0) < 5.0 and "total_s" in t  # a trained model was reused
     env = summary.get("environment", {})
     load = env.get("loadavg_start")
     parts = [f"`total_s` {t['total_s']:.1f} s inside the command" if "total_s" in t else None,
@@ -47,8 +48,13 @@ def provenance(summary: dict) -> str:
              f"{env['cpus']} CPU(s)" if "cpus" in env else None,
              f"load average {load[0]:.1f} at the start" if load else None,
              f"torch {env['torch']}" if "torch" in env else None]
-    return "Pasted by `make docs-figures` from the demo's `results.md` and `summary.json` (" + \
+    if resumed:
+        parts[0] += " (a rerun that reused the trained model: evaluation and sweeps only)"
+    text = "Pasted by `make docs-figures` from the demo's `results.md` and `summary.json` (" + \
         ", ".join(p for p in parts if p) + ")."
+    if results and "(trained without)" not in results:
+        text += " Run with `--no-ablation`: no row for the model trained without RVLS2M."
+    return text
 
 
 def table2(results: str) -> str:
@@ -66,7 +72,7 @@ def region(doc: str, results: str, summary: dict) -> str:
     else:
         timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary.get("timings", {}).items())
         body = "```\n" + results.strip("\n") + "\ntimings: " + timings + "\n```"
-    return f"{START}\n{provenance(summary)}\n\n{body}\n{END}"
+    return f"{START}\n{provenance(summary, results)}\n\n{body}\n{END}"
 
 
 def rewrite(text: str, new_region: str, path: Path) -> str:
