@@ -19,13 +19,17 @@ EXACT_LIMIT = 16
 
 
 def metric_arrays(rows: Sequence[Mapping], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-sample numerator and denominator whose ratio of sums is ``metric`` (``None`` if not scored)."""
+    """Per-sample numerator and denominator whose ratio of sums is ``metric`` (``None`` if not scored).
+
+    ``rows``: the evaluator's per-sample rows (``iou``, ``dice``, ``intersection``, ``union``, ``correct``).
+    """
     if metric == "ciou":
         kept = [r for r in rows if r.get("intersection") is not None]
         num = [r["intersection"] for r in kept]
         den = [r["union"] for r in kept]
-    elif metric in ("giou", "dice"):
-        num = [r[metric] for r in rows if r.get(metric) is not None]
+    elif metric in ("giou", "dice"):  # the evaluator's rows hold the per-sample IoU as "iou"
+        key = "iou" if metric == "giou" else "dice"
+        num = [r[key] for r in rows if r.get(key) is not None]
         den = [1.0] * len(num)
     elif metric == "acc":
         num = [float(r["correct"]) for r in rows if r.get("correct") is not None]
