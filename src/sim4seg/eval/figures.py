@@ -93,7 +93,8 @@ def overlay_sheet(samples: Sequence[Mapping], title: str, path: str | os.PathLik
     Figure = _matplotlib()
     inch = PANEL_PX / DPI
     rows = len(samples)
-    fig = Figure(figsize=(3 * inch + 0.3, rows * (inch + 0.62) + 0.45))
+    height = rows * (inch + 0.62) + 0.45
+    fig = Figure(figsize=(3 * inch + 0.3, height))
     axes = fig.subplots(rows, 3, squeeze=False)
     for i, s in enumerate(samples):
         image = s["image"]
@@ -109,7 +110,7 @@ def overlay_sheet(samples: Sequence[Mapping], title: str, path: str | os.PathLik
             colour = ("darkgreen" if correct else "firebrick") if j == 2 else "black"
             ax.set_title(text, fontsize=8.5, color=colour)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))  # keep the sheet's title clear of the first row
     return save_figure(fig, path)
 
 
