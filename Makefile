@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format fuzz install bench bench-gpu clean
+.PHONY: demo docs-figures test lint format fuzz install bench bench-gpu clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sim4seg demo --out demo-out
+
+# Paste what the demo printed (demo-out/results.md) into README.md and docs/inference.md.
+docs-figures: demo
+	$(BIN)/python scripts/docs_figures.py demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -77,6 +77,16 @@ def test_synth_bad_subset(tmp_path, capsys):
     assert "unknown subset" in capsys.readouterr().err
 
 
+def test_synth_clutter_options(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["data", "synth", "--out", str(out), "--n", "4", "--subsets", "fracatlas", "--min-size", "40",
+                 "--max-size", "40", "--lesion-scale", "0.06", "0.09", "--distractors", "2", "5"]) == 0
+    build = json.loads((out / "dataset_info.json").read_text())["build"]
+    assert build["lesion_scale"] == [0.06, 0.09] and build["distractors"] == [2, 5]
+    assert main(["data", "synth", "--out", str(out), "--n", "4", "--lesion-scale", "0.3", "0.1"]) == 2
+    assert "lesion scale must satisfy" in capsys.readouterr().err
+
+
 def _shards(out, split):
     return sorted((out / "data").glob(f"{split}-*.parquet"))
 

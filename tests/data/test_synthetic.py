@@ -170,3 +170,60 @@ def test_bad_arguments(tmp_path):
         synthesize(tmp_path, 5, subsets=["nope"])
     with pytest.raises(ValueError, match="n must be >= 1"):
         synthesize(tmp_path, 0)
+
+
+# The defaults drew these bytes before --lesion-scale / --distractors existed (pinned on 2026-12-01
+# from the code of commit d196ec0): the knobs must not change the default data.
+DEFAULT_ARRAYS_SHA256 = "5a2a47f3550c88912210b07849af20dd6fb42146ec7b6a9a3161e1664c69aee5"
+
+
+def _arrays_digest(**knobs):
+    h = hashlib.sha256()
+    for k, name in enumerate(SUBSETS):
+        info = SUBSETS[name]
+        for j in range(4):
+            rng = np.random.default_rng([7, k, j])
+            label = info.labels[j % len(info.labels)]
+            img, mask, count = draw_sample(info, label, rng, (48, 72), **knobs)
+            h.update(img.tobytes() + np.packbits(mask).tobytes() + bytes([count]))
+    return h.hexdigest()
+
+
+def test_default_knobs_reproduce_the_data_drawn_before_them():
+    assert _arrays_digest() == DEFAULT_ARRAYS_SHA256
+    assert _arrays_digest(lesion_scale=(0.10, 0.22), distractors=(0, 0),
+                          distractor_rng=np.random.default_rng(1)) == DEFAULT_ARRAYS_SHA256
+
+
+def test_distractors_change_pixels_not_masks_and_lesion_scale_sizes_lesions(tmp_path):
+    from sim4seg.data.synthetic import distractor_styles
+
+    plain, clutter, small = tmp_path / "plain", tmp_path / "clutter", tmp_path / "small"
+    synthesize(plain, 20, seed=4, subsets=["busi", "kvasir_seg"], size_range=(64, 64))
+    synthesize(clutter, 20, seed=4, subsets=["busi", "kvasir_seg"], size_range=(64, 64), distractors=(2, 5))
+    synthesize(small, 20, seed=4, subsets=["busi", "kvasir_seg"], size_range=(64, 64), lesion_scale=(0.06, 0.09))
+    info = read_info(clutter)
+    assert info.build["distractors"] == [2, 5] and info.build["lesion_scale"] == [0.10, 0.22]
+    assert read_info(small).build["lesion_scale"] == [0.06, 0.09]
+    changed = 0
+    area = {"plain": [], "small": []}
+    for sp in SPLITS:
+        for s, c, t in zip(read_split(plain, sp), read_split(clutter, sp), read_split(small, sp)):
+            assert s.id == c.id and s.diagnosis == c.diagnosis == t.diagnosis
+            assert (read_mask(plain / s.mask) == read_mask(clutter / c.mask)).all()  # blobs are not in the mask
+            changed += not np.array_equal(read_image(plain / s.image), read_image(clutter / c.image))
+            if s.source.instances == t.source.instances == 1:
+                area["plain"].append(read_mask(plain / s.mask).mean())
+                area["small"].append(read_mask(small / t.mask).mean())
+    assert changed == 20  # every image got 2-5 blobs
+    assert area["small"] and max(area["small"]) < 0.04 < np.mean(area["plain"])
+    for name in SUBSETS:
+        labels = {style_of(SUBSETS[name], lb) for lb in SUBSETS[name].labels}
+        assert distractor_styles(SUBSETS[name]) and not labels & set(distractor_styles(SUBSETS[name]))
+
+
+def test_synth_knobs_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="lesion scale"):
+        synthesize(tmp_path, 3, lesion_scale=(0.3, 0.2))
+    with pytest.raises(ValueError, match="distractors"):
+        synthesize(tmp_path, 3, distractors=(3, 1))

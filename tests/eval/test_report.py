@@ -87,3 +87,17 @@ def test_sweep_rows_validated(tmp_path):
         report.write_tau_sweep(tmp_path, [{"param": "k", "value": 1, "giou": 0, "ciou": 0}])
     with pytest.raises(ValueError, match="missing acc"):
         report.write_tts_sweep(tmp_path, [{"param": "m", "value": 1, "giou": 0.1}])
+
+
+def test_sweep_error_bars_and_full_axis(tmp_path):
+    rows = [{"param": "topk", "value": k, "giou": 0.7, "ciou": 0.72, "giou_ci": (0.65, 0.75), "ciou_ci": (0.66, 0.78)}
+            for k in (12, 24)]
+    rows += [{"param": "grid", "value": 16, "giou": 0.7, "ciou": 0.72, "giou_ci": None, "ciou_ci": None}]
+    _, png = report.write_tau_sweep(tmp_path, rows)
+    assert png.stat().st_size > 1000
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    report._panel(ax, rows, "topk", (("giou", "gIoU"),), "k", "t")
+    assert ax.get_ylim() == (0.0, 100.0)  # never zoomed onto a 0.1-point range
+    assert "95 % CI" in ax.get_legend().get_texts()[0].get_text()

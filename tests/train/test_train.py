@@ -112,6 +112,7 @@ def test_loss_decreases_and_logs_are_written(tmp_path):
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "final" / "config.yaml").is_file()
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-000015", "checkpoint-000016"]
     assert not list(tmp_path.glob(".checkpoint-*"))
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
 
 
 def test_checkpoints_hold_only_trainable_weights(tmp_path):
@@ -176,6 +177,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert ckpt.find(killed, "auto").name == "checkpoint-000006"
     assert not (killed / "final").exists()
     assert max(r["step"] for r in rows(killed)) == 8  # written after the checkpoint: dropped on resume
+    assert not (killed / "learning_curve.png").exists()  # drawn at the end of a run
 
     resumed = run_toy(killed, dropout=0.2, resume="auto")
     assert resumed.state.global_step == reference.state.global_step == 12
@@ -186,6 +188,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     # the log holds each step once, and the validations of every epoch
     steps = [r["step"] for r in rows(killed)]
     assert steps == sorted(set(steps)) == [2, 4, 6, 8, 10, 12]
+    assert (killed / "learning_curve.png").stat().st_size > 0  # the resumed run draws the whole log
     assert [r["step"] for r in rows(killed, "val")] == [4, 8, 12]
     assert [r["val/loss"] for r in rows(killed, "val")] == [r["val/loss"] for r in rows(tmp_path / "ref", "val")]
 

@@ -7,8 +7,12 @@
    split — without RVLS2M (switched off at inference), with it, and with test-time scaling
    (``OUT/eval/<name>/metrics.json`` etc., predictions and masks beside them);
    A second model trained without RVLS2M (``OUT/train-no-rvls2m``) gives the paper's ablation row.
-4. the τ and TTS sweeps and the learning curve as CSV + PNG (``OUT/plots``), example overlays
-   (``OUT/examples``), and every table in ``OUT/results.md``.
+4. the τ and TTS sweeps and the learning curve as CSV + PNG (``OUT/plots``), labelled example overlays
+   (``OUT/examples/examples.png``), the main evaluation's pictures (``OUT/eval/sim4seg``: per-subset bars,
+   confusion matrices, the 2 worst / best samples per subset), and every table in ``OUT/results.md``.
+
+The figures are reproducible run to run on one machine: seeded data and training, deterministic
+kernels (``torch.use_deterministic_algorithms``) and a fixed intra-op thread count (``THREADS``).
 
 A killed demo rerun with the same ``--out`` resumes: training from its last checkpoint, each
 prediction file from its last finished sample.
@@ -16,7 +20,7 @@ prediction file from its last finished sample.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import shutil
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
 BAR = {"giou": 0.5, "acc": 0.8}
 """What the demo must reach on the synthetic test split to count as having learned."""
+THREADS = 1
+"""Intra-op threads the demo runs with (fixed: the same count gives the same figures)."""
 
 
 @dataclass
@@ -80,54 +86,26 @@ def example_ids(root: Path, split: str, per_subset: int) -> list[str]:
     return out
 
 
-def example_panel(root: Path, ids: list[str], preds: Path, out: Path, side: int = 160) -> Path:
-    """``examples.png``: one row per sample — image, ground truth (green), prediction (red) — enlarged."""
-    import numpy as np
-    from PIL import Image
-
-    from sim4seg.data.io import read_image, read_mask, write_image
+def example_sheet(root: Path, ids: list[str], preds: Path, rows: list[dict], out: Path) -> Path:
+    """``examples.png``: a labelled row per example — image, ground truth (green), prediction (red), with the
+    id, the true and predicted diagnosis and the IoU (``rows``: the evaluator's per-sample rows)."""
+    from sim4seg.data.io import read_image, read_mask
     from sim4seg.data.schema import iter_split
-    from sim4seg.infer.predictor import overlay
+    from sim4seg.eval.figures import overlay_sheet
 
     by_id = {s.id: s for s in iter_split(root, "test")}
-    rows = []
-    for sid in ids:
-        s = by_id[sid]
-        image = read_image(root / s.image)
-        tiles = [image, overlay(image, read_mask(root / s.mask), (40, 220, 40)),
-                 overlay(image, read_mask(preds / "masks" / f"{sid}.png"))]
-        h, w = image.shape[:2]
-        size = (side, max(1, round(side * h / w)))
-        row = [np.asarray(Image.fromarray(t).resize(size, Image.NEAREST)) for t in tiles]
-        rows.append(np.concatenate([np.pad(r, ((2, 2), (2, 2), (0, 0)), constant_values=255) for r in row], 1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    path = out / "examples.png"
-    write_image(path, np.concatenate(rows, 0))
-    return path
+    row = {r["id"]: r for r in rows}
+    samples = [{"id": sid, "image": read_image(root / by_id[sid].image), "gt": read_mask(root / by_id[sid].mask),
+                "pred": read_mask(preds / "masks" / f"{sid}.png"), "label": row[sid]["label"],
+                "parsed": row[sid]["parsed"], "iou": row[sid]["iou"]} for sid in ids]
+    return overlay_sheet(samples, "Sim4Seg (RVLS2M, greedy): the first test samples of each subset", out / "examples.png")
 
 
-def learning_curve(log_path: Path, out: Path) -> Path:
-    """``learning_curve.png``: the training loss terms against the optimizer step."""
-    from matplotlib.figure import Figure
-
-    from sim4seg.eval.report import save_figure
-
-    rows = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    rows = [r for r in rows if r.get("kind") == "train"]
-    fig = Figure(figsize=(6, 3.4))
-    ax = fig.subplots()
-    for key, label in (("loss", "total"), ("loss_txt", "text CE"), ("loss_bce", "mask BCE"), ("loss_dice", "mask Dice")):
-        ax.plot([r["step"] for r in rows], [r.get(key) for r in rows], label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_title("training loss (tiny Sim4Seg, synthetic M3DS)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = out / "learning_curve.png"
-    save_figure(fig, path)
-    return path
+def verdict_line(o: dict, passed: bool) -> str:
+    """The line the demo prints (and ``results.md`` ends with) on the main row against the bar."""
+    return (f"Sim4Seg (RVLS2M, greedy) on the synthetic test split: gIoU {100 * o['giou']:.2f}%, "
+            f"cIoU {100 * o['ciou']:.2f}%, Acc {100 * o['acc']:.2f}% — bar gIoU {100 * BAR['giou']:.0f}% and "
+            f"Acc {100 * BAR['acc']:.0f}%: {'LEARNED' if passed else 'BELOW THE BAR'}")
 
 
 def run_demo(out: str | os.PathLike, *, recipe: str | os.PathLike | None = None, overrides: list[str] = (),
@@ -137,18 +115,30 @@ def run_demo(out: str | os.PathLike, *, recipe: str | os.PathLike | None = None,
 
     ``ablation``: also train a second model without RVLS2M (the paper's Table 3 ablation).
     """
+    with fixed_threads():
+        return _run(Path(out), recipe, list(overrides), tts_m, tts_n, sweeps, progress, ablation)
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int | None = None):
+    """Run the block with ``threads`` (default ``THREADS``) intra-op threads and deterministic kernels.
+
+    A fixed thread count (reductions split the same way every run) and deterministic kernels make the
+    figures the same on every run on one machine. One intra-op thread by default: the tiny model's ops
+    are too small to gain from two, and with two an OpenMP barrier stalls for a whole time slice
+    whenever another process holds a core (measured here: 4.8 s instead of 0.11 s per step).
+    """
     import torch
 
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_flush_denormal(True)  # tiny weights near zero: avoid the CPU's slow denormal path
-    # One intra-op thread: the tiny model's ops are too small to gain from two, and with two an
-    # OpenMP barrier stalls for a whole time slice whenever another process holds a core (measured
-    # here: 4.8 s instead of 0.11 s per step while a second job ran).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS if threads is None else threads)
+    torch.use_deterministic_algorithms(True)
     try:
-        return _run(Path(out), recipe, list(overrides), tts_m, tts_n, sweeps, progress, ablation)
+        yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
 
 
 def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps: bool, progress: bool,
@@ -161,6 +151,7 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
     from sim4seg.eval.report import markdown, write_metrics, write_tau_sweep, write_tts_sweep
 
     t0 = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     timings: dict[str, float] = {}
     cfg = _recipe(out, recipe, overrides)
     ckpt_dir = train_model(cfg, out)
@@ -207,17 +198,23 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
         write_metrics(d, ev.summary(), name, ev.info.subsets)
         results.append((name, ev.summary()))
         if key == "sim4seg":
+            from sim4seg.eval.figures import evaluation_pictures
+
             model_row = ev.summary()["overall"]
             ex = out / "examples"
             ex.mkdir(parents=True, exist_ok=True)
             for p in sorted((d / "predictions" / "overlays").glob("*.png")):
                 shutil.copyfile(p, ex / p.name)
-            example_panel(root, examples, d / "predictions", ex)
+            example_sheet(root, examples, d / "predictions", ev.rows, ex)
+            evaluation_pictures(root, split, ev.rows, ev.summary(), preds, d, 2, name)
         timings[f"eval_{key}_s"] = time.perf_counter() - t1
 
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    learning_curve(Path(cfg.train.output_dir) / "log.jsonl", plots)
+    from sim4seg.eval.figures import learning_curve
+
+    learning_curve(Path(cfg.train.output_dir) / "log.jsonl", plots / "learning_curve.png",
+                   "training loss (tiny Sim4Seg, synthetic M3DS)")
     if sweeps:
         t1 = time.perf_counter()
         predictor.tts = TTSConfig(max_new_tokens=short)
@@ -235,7 +232,12 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
     timings["total_s"] = time.perf_counter() - t0
     from sim4seg._atomic import write_json, write_text
 
-    write_text(out / "results.md", tables)
+    write_text(out / "results.md", tables + "\n" + verdict_line(model_row, passed) + "\n")
+    import torch
+
+    environment = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                   "loadavg_start": load_start}
     write_json(out / "summary.json", {"model": model_row, "bar": BAR, "passed": passed, "timings": timings,
+                                      "environment": environment,
                                       "checkpoint": str(ckpt_dir), "recipe": str(recipe or DEFAULT_RECIPE)})
     return DemoResult(results, model_row, passed, timings, tables)

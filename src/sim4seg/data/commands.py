@@ -10,13 +10,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def synth(out: str, n: int, seed: int, subsets: list[str] | None, min_size: int, max_size: int) -> int:
-    """Write a synthetic M3DS of N samples to OUT."""
+def synth(out: str, n: int, seed: int, subsets: list[str] | None, min_size: int, max_size: int,
+          lesion_scale: list[float], distractors: list[int]) -> int:
+    """Write a synthetic M3DS of N samples to OUT (harder with a smaller --lesion-scale and --distractors)."""
     from sim4seg.data.synthetic import synthesize
 
     t0 = time.perf_counter()
     try:
-        info = synthesize(out, n, seed, subsets=subsets, size_range=(min_size, max_size), progress=True)
+        info = synthesize(out, n, seed, subsets=subsets, size_range=(min_size, max_size), progress=True,
+                          lesion_scale=tuple(lesion_scale), distractors=tuple(distractors))
     except ValueError as e:
         from sim4seg.errors import InputError
 
@@ -69,6 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subsets", nargs="+", default=None, metavar="NAME", help="subsets to draw (default: all ten)")
     p.add_argument("--min-size", type=int, default=160, help="smallest image side in pixels (default 160)")
     p.add_argument("--max-size", type=int, default=256, help="largest image side in pixels (default 256)")
+    p.add_argument("--lesion-scale", type=float, nargs=2, default=[0.10, 0.22], metavar=("LO", "HI"),
+                   help="lesion radius range as a fraction of the shorter side (default 0.10 0.22; "
+                        "0.06 0.09 makes each lesion about 1-2.5%% of the image)")
+    p.add_argument("--distractors", type=int, nargs=2, default=[0, 0], metavar=("MIN", "MAX"),
+                   help="blobs per image in styles of no label of the subset, not in the mask (default 0 0)")
     p.set_defaults(handler=synth)
 
     p = dsub.add_parser("stats", help=stats.__doc__, description=stats.__doc__)

@@ -7,6 +7,13 @@ cup, or nothing). A model can therefore learn both the mask and the label from t
 pixels. The subsets, label sets, split ratios (Table 1) and manifest layout are those of
 the real M3DS. Output is a pure function of ``(seed, subset, index)``: sample ``j`` of a
 subset is the same whatever ``n`` is.
+
+Two knobs make the task harder for ablations (``sim4seg data synth --lesion-scale LO HI
+--distractors MIN MAX``): the lesion radius as a fraction of the image's shorter side (default
+0.10–0.22), and distractor blobs — drawn in lesion styles that are no label of the subset, left
+out of the mask — from a random stream of their own, so that the defaults (no distractors)
+reproduce the data drawn before the knobs existed, bit for bit. FIVES (vessel masks) gets no
+distractors.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ from sim4seg.data.schema import Answers, DatasetInfo, Sample, Source, write_mani
 from sim4seg.data.subsets import SPLITS, SUBSETS, SubsetInfo
 
 log = logging.getLogger(__name__)
+
+LESION_SCALE = (0.10, 0.22)
+"""Default lesion radius range, as a fraction of the image's shorter side."""
+DISTRACTORS = (0, 0)
+"""Default number of distractor blobs per image (min, max): none."""
 
 SHAPES = ("round", "spiky", "oblong")
 TEXTURES = ("solid", "striped", "dotted")
@@ -139,14 +151,15 @@ def _background(modality: str, rng: np.random.Generator, h: int, w: int) -> np.n
     return img
 
 
-def _draw_lesions(img: np.ndarray, rng: np.random.Generator, modality: str, style: Style) -> tuple[np.ndarray, int]:
+def _draw_lesions(img: np.ndarray, rng: np.random.Generator, modality: str, style: Style,
+                  scale: tuple[float, float] = LESION_SCALE) -> tuple[np.ndarray, int]:
     h, w = img.shape[:2]
     mask_img = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask_img)
     count = int(rng.choice([1, 1, 1, 2, 2, 3]))
     m = min(h, w)
     for _ in range(count):
-        r = rng.uniform(0.10, 0.22) * m
+        r = rng.uniform(*scale) * m
         cx, cy = rng.uniform(r + 2, w - r - 2), rng.uniform(r + 2, h - r - 2)
         draw.polygon(_outline(rng, style.shape, cx, cy, r), fill=255)
     mask = np.asarray(mask_img) > 0
@@ -154,6 +167,31 @@ def _draw_lesions(img: np.ndarray, rng: np.random.Generator, modality: str, styl
     alpha = (0.45 + 0.55 * _texture(style.texture, h, w, rng))[..., None] * mask[..., None]
     img[:] = img * (1 - alpha) + colour * alpha
     return mask, count
+
+
+def distractor_styles(info: SubsetInfo) -> list[Style]:
+    """Lesion styles that mark no label of ``info`` (what distractor blobs are drawn in)."""
+    findings = [lb for lb in info.labels if lb != info.no_finding]
+    used = set(label_styles(len(findings)))
+    return [s for s in label_styles(len(SHAPES) * len(TEXTURES) * len(TONES)) if s not in used]
+
+
+def _draw_distractors(img: np.ndarray, rng: np.random.Generator, info: SubsetInfo, count: int,
+                      scale: tuple[float, float]) -> None:
+    """Paint ``count`` blobs in styles of no label of ``info`` onto ``img`` (they are not in the mask)."""
+    h, w = img.shape[:2]
+    styles = distractor_styles(info)
+    m = min(h, w)
+    for _ in range(count):
+        style = styles[int(rng.integers(len(styles)))]
+        r = rng.uniform(*scale) * m
+        cx, cy = rng.uniform(r + 2, w - r - 2), rng.uniform(r + 2, h - r - 2)
+        blob = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(blob).polygon(_outline(rng, style.shape, cx, cy, r), fill=255)
+        sel = (np.asarray(blob) > 0)[..., None]
+        colour = np.array(_PALETTE[info.modality][1][style.tone], np.float32)
+        alpha = (0.45 + 0.55 * _texture(style.texture, h, w, rng))[..., None] * sel
+        img[:] = img * (1 - alpha) + colour * alpha
 
 
 def _draw_fundus(img: np.ndarray, rng: np.random.Generator, label: str) -> np.ndarray:
@@ -201,10 +239,19 @@ def _draw_fundus(img: np.ndarray, rng: np.random.Generator, label: str) -> np.nd
 
 
 def draw_sample(info: SubsetInfo, label: str, rng: np.random.Generator,
-                size_range: tuple[int, int] = (160, 256)) -> tuple[np.ndarray, np.ndarray, int]:
-    """Draw one image of ``info``'s modality showing ``label``; return ``(image, mask, instances)``."""
+                size_range: tuple[int, int] = (160, 256), *, lesion_scale: tuple[float, float] = LESION_SCALE,
+                distractors: tuple[int, int] = DISTRACTORS,
+                distractor_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Draw one image of ``info``'s modality showing ``label``; return ``(image, mask, instances)``.
+
+    Distractor blobs (``distractors`` = (min, max) per image) are drawn under the lesions from
+    ``distractor_rng`` alone, so that ``rng`` draws the same lesions with or without them.
+    """
     h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
     img = _background(info.modality, rng, h, w)
+    if distractors[1] > 0 and info.modality != "fundus":
+        drng = distractor_rng if distractor_rng is not None else np.random.default_rng()
+        _draw_distractors(img, drng, info, int(drng.integers(distractors[0], distractors[1] + 1)), lesion_scale)
     if info.modality == "fundus":
         mask, count = _draw_fundus(img, rng, label), 1
     else:
@@ -212,11 +259,24 @@ def draw_sample(info: SubsetInfo, label: str, rng: np.random.Generator,
         if style is None:
             mask, count = np.zeros((h, w), bool), 0
         else:
-            mask, count = _draw_lesions(img, rng, info.modality, style)
+            mask, count = _draw_lesions(img, rng, info.modality, style, lesion_scale)
     image = np.clip(np.round(img), 0, 255).astype(np.uint8)
     if info.modality in ("xray", "ultrasound"):
         image = np.repeat(image.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
     return image, mask, count
+
+
+_DISTRACTOR_STREAM = 0xD157
+"""Fourth seed word of the distractors' own random stream."""
+
+
+def check_knobs(lesion_scale: tuple[float, float], distractors: tuple[int, int]) -> None:
+    """``ValueError`` unless 0 < LO <= HI <= 0.45 and 0 <= MIN <= MAX."""
+    lo, hi = lesion_scale
+    if not 0 < lo <= hi <= 0.45:
+        raise ValueError(f"lesion scale must satisfy 0 < LO <= HI <= 0.45 (radius / shorter side), got {lo}, {hi}")
+    if not 0 <= distractors[0] <= distractors[1]:
+        raise ValueError(f"distractors must satisfy 0 <= MIN <= MAX, got {distractors[0]}, {distractors[1]}")
 
 
 def _label_for(info: SubsetInfo, rng: np.random.Generator) -> str:
@@ -224,12 +284,15 @@ def _label_for(info: SubsetInfo, rng: np.random.Generator) -> str:
 
 
 def make_sample(root: Path, info: SubsetInfo, index: int, split: str, seed: int,
-                size_range: tuple[int, int] = (160, 256)) -> Sample:
+                size_range: tuple[int, int] = (160, 256), *, lesion_scale: tuple[float, float] = LESION_SCALE,
+                distractors: tuple[int, int] = DISTRACTORS) -> Sample:
     """Draw sample ``index`` of subset ``info``, write its files under ``root``, return its record."""
     subset_idx = list(SUBSETS).index(info.name) if info.name in SUBSETS else 100 + sum(map(ord, info.name))
     rng = np.random.default_rng([seed, subset_idx, index])
+    drng = np.random.default_rng([seed, subset_idx, index, _DISTRACTOR_STREAM])
     label = _label_for(info, rng)
-    image, mask, count = draw_sample(info, label, rng, size_range)
+    image, mask, count = draw_sample(info, label, rng, size_range, lesion_scale=lesion_scale,
+                                     distractors=distractors, distractor_rng=drng)
     sid = f"{info.name}-{index:05d}"
     gray = info.modality in ("xray", "ultrasound")
     image_rel = f"images/{info.name}/{sid}.{'png' if gray else 'jpg'}"
@@ -247,8 +310,14 @@ def make_sample(root: Path, info: SubsetInfo, index: int, split: str, seed: int,
 
 
 def synthesize(out: str | os.PathLike, n: int, seed: int = 0, *, subsets: list[str] | None = None,
-               size_range: tuple[int, int] = (160, 256), progress: bool = False) -> DatasetInfo:
-    """Write a synthetic M3DS of ``n`` samples to ``out``; subsets share ``n`` equally."""
+               size_range: tuple[int, int] = (160, 256), progress: bool = False,
+               lesion_scale: tuple[float, float] = LESION_SCALE, distractors: tuple[int, int] = DISTRACTORS) -> DatasetInfo:
+    """Write a synthetic M3DS of ``n`` samples to ``out``; subsets share ``n`` equally.
+
+    ``lesion_scale``: lesion radius range as a fraction of the shorter side; ``distractors``:
+    (min, max) blobs per image in styles of no label (not in the mask). Both are recorded in
+    ``dataset_info.json``'s ``build``.
+    """
     names = list(SUBSETS) if not subsets else subsets
     unknown = [s for s in names if s not in SUBSETS]
     if unknown:
@@ -257,6 +326,8 @@ def synthesize(out: str | os.PathLike, n: int, seed: int = 0, *, subsets: list[s
         raise ValueError(f"n must be >= 1, got {n}")
     if not (16 <= size_range[0] <= size_range[1]):
         raise ValueError(f"size_range must satisfy 16 <= min <= max, got {size_range}")
+    lesion_scale, distractors = tuple(map(float, lesion_scale)), tuple(map(int, distractors))
+    check_knobs(lesion_scale, distractors)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     per_subset = [n // len(names) + (1 if i < n % len(names) else 0) for i in range(len(names))]
@@ -269,10 +340,12 @@ def synthesize(out: str | os.PathLike, n: int, seed: int = 0, *, subsets: list[s
         from tqdm import tqdm
 
         jobs = tqdm(jobs, desc="synth", unit="img")
-    samples = [make_sample(root, info, j, split, seed, size_range) for info, j, split in jobs]
+    samples = [make_sample(root, info, j, split, seed, size_range, lesion_scale=lesion_scale,
+                           distractors=distractors) for info, j, split in jobs]
     info = DatasetInfo(
         subsets={name: SUBSETS[name] for name in names},
-        build={"command": "synth", "n": n, "seed": seed, "subsets": names, "size_range": list(size_range)},
+        build={"command": "synth", "n": n, "seed": seed, "subsets": names, "size_range": list(size_range),
+               "lesion_scale": list(lesion_scale), "distractors": list(distractors)},
     )
     write_manifest(root, samples, info)
     log.info("wrote %d synthetic samples to %s", len(samples), root)

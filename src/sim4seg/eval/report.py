@@ -119,31 +119,40 @@ def _sweep_csv(path: Path, rows: Sequence[Mapping], fields: tuple[str, ...]) -> 
 
 def _panel(ax, rows: Sequence[Mapping], param: str, series: Sequence[tuple[str, str]], xlabel: str,
            title: str, xticklabels=None) -> None:
+    """One sweep panel on the full 0–100 % axis (a 0.1-point wobble must not look like a trend), with the
+    rows' 95 % bootstrap intervals (``<key>_ci``) as error bars where present."""
     pts = sorted((r for r in rows if r["param"] == param), key=lambda r: r["value"])
     xs = list(range(len(pts)))
-    for key, label in series:
+    for i, (key, label) in enumerate(series):
         ys = [100.0 * r[key] for r in pts]
-        ax.plot(xs, ys, marker="o", label=label)
-        for x, y in zip(xs, ys):
-            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+        cis = [r.get(f"{key}_ci") for r in pts]
+        shift = (i - (len(series) - 1) / 2) * 0.08  # side by side, so that the error bars do not hide each other
+        xi = [x + shift for x in xs]
+        if all(ci is not None for ci in cis) and pts:
+            err = [[y - 100.0 * lo for y, (lo, _) in zip(ys, cis)], [100.0 * hi - y for y, (_, hi) in zip(ys, cis)]]
+            ax.errorbar(xi, ys, yerr=err, marker="o", capsize=3, label=f"{label} (95 % CI)")
+        else:
+            ax.plot(xi, ys, marker="o", label=label)
     ax.set_xticks(xs)
     ax.set_xticklabels([xticklabels(r["value"]) if xticklabels else str(r["value"]) for r in pts])
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("score (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if pts:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
+
+
+def _ci_note(rows: Sequence[Mapping]) -> str:
+    has = any(k.endswith("_ci") and v is not None for r in rows for k, v in r.items())
+    return "; error bars: 95 % bootstrap intervals over the test samples" if has else ""
 
 
 def save_figure(fig, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from sim4seg.eval.figures import save_figure as save
 
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    with atomic_open(path, "wb") as f:
-        f.write(buf.getvalue())
+    save(fig, path)
 
 
 def write_tau_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str = "tau_sweep") -> tuple[Path, Path]:
@@ -157,11 +166,13 @@ def write_tau_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str =
     _check_rows(rows, {"topk": ("giou", "ciou"), "grid": ("giou", "ciou")})
     out = Path(out)
     _sweep_csv(out / f"{stem}.csv", rows, ("giou", "ciou"))
-    fig = Figure(figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.6))
     a, b = fig.subplots(1, 2)
     series = (("giou", "gIoU"), ("ciou", "cIoU"))
     _panel(a, rows, "topk", series, "top-k cells", "(a) number of selected cells")
     _panel(b, rows, "grid", series, "grid", "(b) grid resolution", lambda g: f"{g}×{g}")
+    fig.suptitle("τ sweep" + _ci_note(rows), fontsize=9)
+    fig.tight_layout()
     save_figure(fig, out / f"{stem}.png")
     return out / f"{stem}.csv", out / f"{stem}.png"
 
@@ -177,10 +188,12 @@ def write_tts_sweep(out: str | os.PathLike, rows: Sequence[Mapping], stem: str =
     _check_rows(rows, {"m": ("acc",), "n": ("giou", "ciou")})
     out = Path(out)
     _sweep_csv(out / f"{stem}.csv", rows, ("acc", "giou", "ciou"))
-    fig = Figure(figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.6))
     a, b = fig.subplots(1, 2)
     _panel(a, rows, "m", (("acc", "Acc"),), "m (CoT paths)", "(a) diagnosis accuracy vs m")
     _panel(b, rows, "n", (("giou", "gIoU"), ("ciou", "cIoU")), "n (masks per path)", "(b) segmentation vs n")
+    fig.suptitle("test-time scaling sweep" + _ci_note(rows), fontsize=9)
+    fig.tight_layout()
     save_figure(fig, out / f"{stem}.png")
     return out / f"{stem}.csv", out / f"{stem}.png"
 

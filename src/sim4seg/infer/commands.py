@@ -140,12 +140,13 @@ def sweep(kind: str, checkpoint: str, manifest: str, split: str, out: str, limit
 def evaluate(manifest: str, split: str, predictions: str | None, baseline: str | None, out: str,
              method: str | None, checkpoint: str | None = None, m: int = 1, n: int = 1,
              selector: str = "consensus", no_rvls2m: bool = False, batch_size: int = 1,
-             subsets: list[str] | None = None, modalities: list[str] | None = None) -> int:
+             subsets: list[str] | None = None, modalities: list[str] | None = None, overlays: int = 0) -> int:
     """Score PREDICTIONS (JSONL: id, mask, answer), a CHECKPOINT (predicted first, into OUT/predictions/,
     resumable; sharded under `accelerate launch`) or a trivial baseline against a split of MANIFEST (or only
-    its --subsets / --modalities); write OUT/metrics.json, metrics.md, metrics.csv, per_sample.jsonl and (for
+    its --subsets / --modalities); write OUT/metrics.json, metrics.md, metrics.csv, per_sample.jsonl, (for
     predictions) uncertainty.json with the calibration of the diagnosis confidence (ECE; reliability.png) and
-    the correlation of mean pixel uncertainty with 1-IoU."""
+    the correlation of mean pixel uncertainty with 1-IoU, and the pictures: per_subset.png (gIoU/cIoU/Acc per
+    subset), confusion_<subset>.png (diagnoses) and, with --overlays K, OUT/overlays/<subset>_{worst,best}.png."""
     from sim4seg._atomic import write_jsonl
     from sim4seg.errors import InputError
     from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
@@ -154,6 +155,9 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
 
     if sum(x is not None for x in (predictions, baseline, checkpoint)) != 1:
         raise InputError("give exactly one of --predictions, --checkpoint or --baseline")
+    if overlays < 0:
+        raise InputError(f"--overlays must be >= 0, got {overlays}")
+    pictures = _can_plot(overlays)
     t0 = time.perf_counter()
     only = None
     if subsets or modalities:
@@ -180,6 +184,11 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
     summary = ev.summary()
     write_metrics(out, summary, name, ev.info.subsets)
     write_jsonl(Path(out) / "per_sample.jsonl", ev.rows)
+    drawn = []
+    if pictures:
+        from sim4seg.eval.figures import evaluation_pictures
+
+        drawn = evaluation_pictures(manifest, split, ev.rows, summary, predictions, out, overlays, name)
     print(markdown([(name, summary)], ev.info.subsets))
     wrote = "metrics.json, metrics.md, metrics.csv, per_sample.jsonl"
     if baseline is None:
@@ -188,7 +197,23 @@ def evaluate(manifest: str, split: str, predictions: str | None, baseline: str |
         print("\n".join(uncertainty_lines(unc)))
     print(f"scored {summary['overall']['n']} sample(s) of {split!r} in {time.perf_counter() - t0:.1f}s; "
           f"wrote {out}/{wrote}")
+    if drawn:
+        print(f"pictures ({len(drawn)}): " + ", ".join(str(Path(p).relative_to(out)) for p in drawn))
     return 0
+
+
+def _can_plot(overlays: int) -> bool:
+    """Whether matplotlib is there; without it, pictures are skipped (a warning) unless --overlays asked for them."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if overlays:
+            from sim4seg.errors import InputError
+
+            raise InputError("--overlays needs matplotlib: pip install -c constraints.txt 'sim4seg[train]'") from None
+        log.warning("matplotlib is not installed: no pictures (pip install 'sim4seg[train]')")
+        return False
+    return True
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -227,17 +252,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off (ablation)")
     p.set_defaults(handler=predict)
 
-    p = sub.add_parser("sweep", help="τ or test-time-scaling sweep on a checkpoint (Figures 6 and 7)",
-                       description=sweep.__doc__)
-    p.add_argument("kind", choices=("tau", "tts"))
-    p.add_argument("--checkpoint", required=True, metavar="CKPT")
-    p.add_argument("--manifest", required=True, metavar="DIR")
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--limit", type=int, default=None, help="the first N samples only")
-    p.add_argument("--selector", default="consensus", choices=list(SELECTORS), help="TTS mask selector (default consensus)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=sweep)
+    sweeps = sub.add_parser("sweep", help="τ or test-time-scaling sweep on a checkpoint (Figures 6 and 7); "
+                            "`sweep seeds`: an ablation over training seeds", description=sweep.__doc__)
+    ssub = sweeps.add_subparsers(dest="sweep_command", metavar="KIND", required=True)
+    for kind, text in (("tau", "τ sweep: top-k cells and grid size (Figure 6)"),
+                       ("tts", "test-time scaling sweep: m answers, n masks (Figure 7)")):
+        p = ssub.add_parser(kind, help=text, description=sweep.__doc__)
+        p.add_argument("--checkpoint", required=True, metavar="CKPT")
+        p.add_argument("--manifest", required=True, metavar="DIR")
+        p.add_argument("--split", default="test", choices=SPLITS)
+        p.add_argument("--out", required=True, metavar="DIR")
+        p.add_argument("--limit", type=int, default=None, help="the first N samples only")
+        p.add_argument("--selector", default="consensus", choices=list(SELECTORS),
+                       help="TTS mask selector (default consensus)")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(handler=sweep, kind=kind)
 
     p = sub.add_parser("evaluate", help="score predictions (or a baseline) with gIoU, cIoU, Dice and Acc",
                        description=evaluate.__doc__)
@@ -260,6 +289,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_options(g, TTSConfig, only=("m", "n", "selector"), choices={"selector": list(SELECTORS)})
     g.add_argument("--no-rvls2m", action="store_true", help="switch RVLS2M off at inference (the ablation)")
     g.add_argument("--batch-size", type=int, default=1, help="images per forward (default 1)")
+    p.add_argument("--overlays", type=int, default=0, metavar="K",
+                   help="also draw the K worst and K best samples per subset by IoU as labelled overlay sheets "
+                        "(OUT/overlays/<subset>_{worst,best}.png; default 0: none)")
     p.set_defaults(handler=evaluate)
 
 

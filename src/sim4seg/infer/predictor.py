@@ -24,6 +24,7 @@ from sim4seg.data.dataset import ExampleEncoder
 from sim4seg.data.io import read_image
 from sim4seg.infer.tts import TTSConfig, TTSResult, run
 from sim4seg.errors import InputError
+from sim4seg.eval.figures import overlay  # re-exported as sim4seg.infer.predictor.overlay
 
 if TYPE_CHECKING:
     from sim4seg.model.sim4seg import ImageEncoding
@@ -231,16 +232,6 @@ class Predictor:
 
 
 # ---------------------------------------------------------------------- outputs
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alpha: float = 0.45) -> np.ndarray:
-    """(H, W, 3) uint8 image with ``mask`` tinted and its outline drawn → (H, W, 3) uint8."""
-    out = image.astype(np.float32).copy()
-    m = np.asarray(mask, dtype=bool)
-    out[m] = out[m] * (1 - alpha) + np.array(colour, np.float32) * alpha
-    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
-    out[edge] = colour
-    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def uncertainty_gray(u: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 Each sweep reads every image once: the answers are generated once per image and only the
 cheap part is repeated per setting — RVLS2M + SAM's decoder for the τ sweep; the vote over
 the first m answers, and the selection among the perturbations j < n, for the TTS sweep
-(perturbation θ_j does not depend on n, so the n-sweep is nested).
+(perturbation θ_j does not depend on n, so the n-sweep is nested). Each row carries a 95 %
+bootstrap interval over the test samples (``<metric>_ci``), drawn as error bars.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sim4seg.infer import tts
 from sim4seg.eval.diagnosis import DiagnosisParser
 from sim4seg.data.schema import load_split
 from sim4seg.eval.evaluate import Evaluator
+from sim4seg.eval.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ def sweep_tau(predictor, root: str | os.PathLike, split: str = "test", *, topks:
     rows, summaries = [], {}
     for (param, value), ev in evals.items():
         o = ev.summary()
-        rows.append({"param": param, "value": value, "giou": o["overall"]["giou"], "ciou": o["overall"]["ciou"]})
+        rows.append({"param": param, "value": value, "giou": o["overall"]["giou"], "ciou": o["overall"]["ciou"],
+                     "giou_ci": bootstrap_ci(ev.rows, "giou"), "ciou_ci": bootstrap_ci(ev.rows, "ciou")})
         summaries[f"{param}={value}"] = o
     return rows, summaries
 
@@ -106,7 +109,9 @@ def sweep_tts(predictor, root: str | os.PathLike, split: str = "test", *, ms: Se
     for (param, value), ev in evals.items():
         o = ev.summary()["overall"]
         row = {"param": param, "value": value}
-        row.update({"acc": o["acc"]} if param == "m" else {"giou": o["giou"], "ciou": o["ciou"]})
+        keys = ("acc",) if param == "m" else ("giou", "ciou")
+        row.update({k: o[k] for k in keys})
+        row.update({f"{k}_ci": bootstrap_ci(ev.rows, k) for k in keys})
         rows.append(row)
         summaries[f"{param}={value}"] = ev.summary()
     return rows, summaries

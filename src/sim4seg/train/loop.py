@@ -10,6 +10,7 @@ A run writes to ``train.output_dir``::
     config.yaml               the resolved recipe
     log.jsonl                 one row per logging step (step, epoch, lr, loss terms, samples/s) and per validation
     tb/                       the same as TensorBoard scalars
+    learning_curve.png        the loss terms against the step, drawn at the end of the run (a resumed run: all of it)
     checkpoint-000120/        resumable: trainable weights, optimizer, RNG (accelerate), trainer_state.json
     final/                    the trained model (``model.safetensors`` of the trainable weights + configs)
 
@@ -306,6 +307,18 @@ def _loader(dataset, config: Config, collate_fn, sampler, seed: int):
 # ---------------------------------------------------------------------------- the loop
 
 
+def _learning_curve(out: Path) -> None:
+    """``learning_curve.png`` from ``log.jsonl`` (the whole run, a resumed one included); skipped without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log.warning("matplotlib is not installed: no learning_curve.png")
+        return
+    from sim4seg.eval.figures import learning_curve
+
+    learning_curve(out / LOG_NAME, out / "learning_curve.png", f"training loss ({out.name})")
+
+
 def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None = None,
           datasets: TrainData | None = None, validator: Validator | None = None,
           callbacks: Sequence[Callback] = (), resume: str | None = None) -> TrainResult:
@@ -445,6 +458,8 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     ckpt.export(accelerator, model, final, config, save_model,
                 record=task.training_record(config, datasets, state, last_logs))
     logger.close()
+    if accelerator.is_main_process:
+        _learning_curve(out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(out, final, state, last_logs)
