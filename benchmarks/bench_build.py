@@ -33,8 +33,15 @@ def generate(base: Path, n: int) -> dict[str, Path]:
     bfd = base / "BoneFractureYolo8"
     (kv / "images").mkdir(parents=True)
     (kv / "masks").mkdir()
-    names = ["elbow positive", "fingers positive", "forearm fracture", "humerus fracture", "humerus",
-             "shoulder fracture", "wrist positive"]
+    names = [
+        "elbow positive",
+        "fingers positive",
+        "forearm fracture",
+        "humerus fracture",
+        "humerus",
+        "shoulder fracture",
+        "wrist positive",
+    ]
     for f in ("train", "valid", "test"):
         (bfd / f / "images").mkdir(parents=True)
         (bfd / f / "labels").mkdir(parents=True)
@@ -89,12 +96,16 @@ def main() -> None:
             load = os.getloadavg()[0]
             seconds, rss = run_build(sources, out, workers)
             results[workers] = seconds
-            print(f"workers={workers}: {seconds:6.1f}s  {args.n / seconds:7.1f} images/s  peak RSS {rss} MiB"
-                  f"  (load average before: {load:.2f} on {os.cpu_count()} CPUs)")
+            print(
+                f"workers={workers}: {seconds:6.1f}s  {args.n / seconds:7.1f} images/s  peak RSS {rss} MiB"
+                f"  (load average before: {load:.2f} on {os.cpu_count()} CPUs)"
+            )
         print(f"speed-up 2 workers / 1 worker: {results[1] / results[2]:.2f}x")
         seconds, rss = run_build(sources, base / "out2", 2)
-        print(f"resumed re-run (all done): {seconds:.1f}s  {args.n / seconds:.0f} images/s  "
-              f"({results[2] / seconds:.1f}x faster than building)  peak RSS {rss} MiB")
+        print(
+            f"resumed re-run (all done): {seconds:.1f}s  {args.n / seconds:.0f} images/s  "
+            f"({results[2] / seconds:.1f}x faster than building)  peak RSS {rss} MiB"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)

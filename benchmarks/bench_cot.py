@@ -24,8 +24,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-REPLY_MEDICAL = ("This is an endoscopy image. A rounded, well-defined lesion protrudes from the mucosa "
-                 "with a smooth surface.\nDiagnosis: {label}.")
+REPLY_MEDICAL = (
+    "This is an endoscopy image. A rounded, well-defined lesion protrudes from the mucosa "
+    "with a smooth surface.\nDiagnosis: {label}."
+)
 REPLY_CRITIC = "VERDICT: ACCEPT\nREASONS:\n- none"
 
 
@@ -107,8 +109,9 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     ports = ctx.Queue()
     server = ctx.Process(target=_serve, args=(args.delay, ports), daemon=True)
-    servers = [server] + [ctx.Process(target=_serve, args=(args.delay, ports, args.slots), daemon=True)
-                          for _ in range(args.servers)]
+    servers = [server] + [
+        ctx.Process(target=_serve, args=(args.delay, ports, args.slots), daemon=True) for _ in range(args.servers)
+    ]
     server.start()
     url = f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
     for p in servers[1:]:
@@ -121,9 +124,11 @@ def main() -> None:
             need = max(16, int(args.rounds * max(args.concurrency + [multi])))
             synthesize(tmp / "m3ds", int(need * 1.25) + 20, 0, size_range=(224, 320))
             samples = read_split(tmp / "m3ds", "train")
-            print(f"server delay {args.delay * 1000:.0f} ms/request, 2 requests/sample; "
-                  f"ideal = concurrency / (2 x delay); images {len(samples)} synthetic 224-320 px; "
-                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+            print(
+                f"server delay {args.delay * 1000:.0f} ms/request, 2 requests/sample; "
+                f"ideal = concurrency / (2 x delay); images {len(samples)} synthetic 224-320 px; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+            )
             print(f"{'concurrency':>11} {'samples':>8} {'samples/s':>10} {'ideal':>8} {'ratio':>6}")
             for c in args.concurrency:
                 n = min(len(samples), max(16, int(args.rounds * c)))
@@ -131,19 +136,29 @@ def main() -> None:
                 ideal = c / (2 * args.delay)
                 print(f"{c:>11} {n:>8} {rate:>10.2f} {ideal:>8.2f} {rate / ideal:>6.3f}")
             if args.servers:
-                print(f"\nservers with {args.slots} slots each, --max-per-server {args.slots}, "
-                      f"concurrency {multi}; ideal = min(concurrency, servers x slots) / (2 x delay)")
+                print(
+                    f"\nservers with {args.slots} slots each, --max-per-server {args.slots}, "
+                    f"concurrency {multi}; ideal = min(concurrency, servers x slots) / (2 x delay)"
+                )
                 print(f"{'servers':>11} {'samples':>8} {'samples/s':>10} {'ideal':>8} {'ratio':>6}")
                 n = min(len(samples), max(16, int(args.rounds * multi)))
                 rates = {}
                 for k in (1, args.servers):
-                    rate = bench(slotted[:k], tmp / "m3ds", samples[:n], multi, tmp / f"results-s{k}.jsonl",
-                                 max_per_server=args.slots)
+                    rate = bench(
+                        slotted[:k],
+                        tmp / "m3ds",
+                        samples[:n],
+                        multi,
+                        tmp / f"results-s{k}.jsonl",
+                        max_per_server=args.slots,
+                    )
                     ideal = min(multi, k * args.slots) / (2 * args.delay)
                     rates[k] = rate
                     print(f"{k:>11} {n:>8} {rate:>10.2f} {ideal:>8.2f} {rate / ideal:>6.3f}")
-                print(f"speed-up {args.servers} servers / 1: {rates[args.servers] / rates[1]:.2f}x "
-                      f"(ideal {args.servers}x)")
+                print(
+                    f"speed-up {args.servers} servers / 1: {rates[args.servers] / rates[1]:.2f}x "
+                    f"(ideal {args.servers}x)"
+                )
     finally:
         for p in servers:
             p.terminate()

@@ -35,11 +35,21 @@ def export_in_memory(root: str, out: str) -> None:
     out_p.mkdir(parents=True, exist_ok=True)
     info = read_info(root_p)
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema([
-        ("id", pa.string()), ("subset", pa.string()), ("modality", pa.string()), ("split", pa.string()),
-        ("image", image_type), ("mask", image_type), ("query", pa.string()), ("diagnosis", pa.string()),
-        ("answers", pa.string()), ("cot", pa.string()), ("source", pa.string()),
-    ])
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("subset", pa.string()),
+            ("modality", pa.string()),
+            ("split", pa.string()),
+            ("image", image_type),
+            ("mask", image_type),
+            ("query", pa.string()),
+            ("diagnosis", pa.string()),
+            ("answers", pa.string()),
+            ("cot", pa.string()),
+            ("source", pa.string()),
+        ]
+    )
     for split in ("train", "val", "test"):
         rows = []
         for s in iter_split(root_p, split, info):
@@ -83,8 +93,9 @@ def measure(cmd: list[str]) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="images to synthesize (default 10000)")
-    ap.add_argument("--sizes", type=int, nargs="+", default=None,
-                    help="split sizes to export (default: n/10, 4n/10, n)")
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="split sizes to export (default: n/10, 4n/10, n)"
+    )
     ap.add_argument("--min-size", type=int, default=96, help="smallest image side, px (default 96)")
     ap.add_argument("--max-size", type=int, default=160, help="largest image side, px (default 160)")
     ap.add_argument("--max-shard-size", default="50MB", help="shard size of the export (default 50MB)")
@@ -109,18 +120,26 @@ def main() -> None:
         t0 = time.perf_counter()
         full = base / "full"
         synthesize(full, args.n, 0, size_range=(args.min_size, args.max_size))
-        records = [json.loads(line) for split in ("train", "val", "test")
-                   for line in (full / f"{split}.jsonl").read_text().splitlines()]
-        print(f"synthesized {len(records)} images ({args.min_size}-{args.max_size} px) in "
-              f"{time.perf_counter() - t0:.0f}s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"{'samples':>8} {'split MB':>9} {'shards':>7} {'export s':>9} {'peak RSS MiB':>13}"
-              + ("" if args.no_baseline else f" {'in-memory MiB':>14} {'ratio':>6}"))
+        records = [
+            json.loads(line)
+            for split in ("train", "val", "test")
+            for line in (full / f"{split}.jsonl").read_text().splitlines()
+        ]
+        print(
+            f"synthesized {len(records)} images ({args.min_size}-{args.max_size} px) in "
+            f"{time.perf_counter() - t0:.0f}s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'samples':>8} {'split MB':>9} {'shards':>7} {'export s':>9} {'peak RSS MiB':>13}"
+            + ("" if args.no_baseline else f" {'in-memory MiB':>14} {'ratio':>6}")
+        )
         for n in sizes:
             root = base / f"split-{n}"
             size = make_split(full, root, records, min(n, len(records)))
             out = base / f"out-{n}"
-            seconds, rss = measure([sys.executable, __file__, "--_child", "streamed", str(root), str(out),
-                                    args.max_shard_size])
+            seconds, rss = measure(
+                [sys.executable, __file__, "--_child", "streamed", str(root), str(out), args.max_shard_size]
+            )
             shards = len(list((out / "data").glob("train-*.parquet")))
             line = f"{min(n, len(records)):>8} {size / 1e6:>9.1f} {shards:>7} {seconds:>9.1f} {rss:>13}"
             if not args.no_baseline:

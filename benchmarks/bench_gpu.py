@@ -42,49 +42,110 @@ import torch
 GPU_SPECS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0), "L40S": (362.0, 0.864)}
 
 FULL = dict(
-    clip=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-              image_size=336, patch_size=14, projection_dim=768),
-    llama=dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-               num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5),
-    sam=dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, global_attn_indexes=[7, 15, 23, 31],
-             mlp_dim=5120, image_size=1024, patch_size=16, output_channels=256, window_size=14),
+    clip=dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+    ),
+    llama=dict(
+        vocab_size=32064,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+    ),
+    sam=dict(
+        hidden_size=1280,
+        num_hidden_layers=32,
+        num_attention_heads=16,
+        global_attn_indexes=[7, 15, 23, 31],
+        mlp_dim=5120,
+        image_size=1024,
+        patch_size=16,
+        output_channels=256,
+        window_size=14,
+    ),
 )
 # Same token geometry (336/14 → 576 LVLM tokens; 1024/16 → 64×64 SAM embedding), 2 layers, small widths.
 SHRUNK = dict(
-    clip=dict(FULL["clip"], hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-              projection_dim=64),
-    llama=dict(FULL["llama"], hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=4),
-    sam=dict(FULL["sam"], hidden_size=64, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1],
-             mlp_dim=128),
+    clip=dict(
+        FULL["clip"],
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        projection_dim=64,
+    ),
+    llama=dict(
+        FULL["llama"],
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+    ),
+    sam=dict(
+        FULL["sam"], hidden_size=64, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1], mlp_dim=128
+    ),
 )
 
 
 def build(sizes: dict, dtype: torch.dtype, device: torch.device):
     """``(model, processor)``: LLaVA + SAM of ``sizes``, random, composed as Sim4Seg with the paper's trainables."""
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SamConfig,
-                              SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig)
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        SamConfig,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
 
+    from sim4seg.model.backbones.llava import IMAGE_TOKEN
     from sim4seg.model.compose import compose
     from sim4seg.model.config import Sim4SegConfig, TinySpec
-    from sim4seg.model.backbones.llava import IMAGE_TOKEN
     from sim4seg.model.tiny import build_tiny_tokenizer, tiny_processor
 
     tok = build_tiny_tokenizer()
     clip = sizes["clip"]
     processor = tiny_processor(tok, TinySpec(image_size=clip["image_size"], patch=clip["patch_size"]))
     n = (clip["image_size"] // clip["patch_size"]) ** 2
-    text = LlamaConfig(**sizes["llama"], tie_word_embeddings=False, pad_token_id=tok.pad_token_id,
-                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    lcfg = LlavaConfig(vision_config=CLIPVisionConfig(**clip), text_config=text,
-                       image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN), image_seq_length=n,
-                       vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    text = LlamaConfig(
+        **sizes["llama"],
+        tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    lcfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(**clip),
+        text_config=text,
+        image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=n,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
     s = sizes["sam"]
-    scfg = SamConfig(vision_config=SamVisionConfig(**s, num_pos_feats=128),
-                     prompt_encoder_config=SamPromptEncoderConfig(hidden_size=256, image_size=s["image_size"],
-                                                                  patch_size=s["patch_size"], mask_input_channels=16),
-                     mask_decoder_config=SamMaskDecoderConfig(hidden_size=256, num_hidden_layers=2,
-                                                              num_attention_heads=8, mlp_dim=2048))
+    scfg = SamConfig(
+        vision_config=SamVisionConfig(**s, num_pos_feats=128),
+        prompt_encoder_config=SamPromptEncoderConfig(
+            hidden_size=256, image_size=s["image_size"], patch_size=s["patch_size"], mask_input_channels=16
+        ),
+        mask_decoder_config=SamMaskDecoderConfig(
+            hidden_size=256, num_hidden_layers=2, num_attention_heads=8, mlp_dim=2048
+        ),
+    )
     with torch.device(device):
         lvlm, sam = LlavaForConditionalGeneration(lcfg).to(dtype), SamModel(scfg).to(dtype)
     lvlm.generation_config.eos_token_id = tok.eos_token_id
@@ -120,15 +181,23 @@ def per_image_encode(self, pixel_values, sam_pixel_values, image_sizes, token_bo
 
     feats = self.lvlm.model.get_image_features(pixel_values=pixel_values.to(self.device, self.dtype)).pooler_output
     feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
-    sam_emb = torch.cat([self.sam.vision_encoder(sam_pixel_values[i:i + 1].to(self.device, self.dtype)).last_hidden_state
-                         for i in range(len(sam_pixel_values))])
+    sam_emb = torch.cat(
+        [
+            self.sam.vision_encoder(sam_pixel_values[i : i + 1].to(self.device, self.dtype)).last_hidden_state
+            for i in range(len(sam_pixel_values))
+        ]
+    )
     return ImageEncoding(feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float())
 
 
 def per_mask_decode(self, sam_embeddings, seg_phi, prompt):
     """As LISA: one prompt-encoder + mask-decoder call per [SEG] mask."""
-    outs = [type(self).decode(self, sam_embeddings[i:i + 1], seg_phi[i:i + 1], None if prompt is None else prompt[i:i + 1])
-            for i in range(len(sam_embeddings))]
+    outs = [
+        type(self).decode(
+            self, sam_embeddings[i : i + 1], seg_phi[i : i + 1], None if prompt is None else prompt[i : i + 1]
+        )
+        for i in range(len(sam_embeddings))
+    ]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
@@ -203,30 +272,43 @@ def measure_inference(model, processor, device, repeats: int, new_tokens: int, b
     embeds = model.embed(ids, predictor.encoding)
     out["prompt_tokens"] = int(ids.shape[1])
     out["lvlm_prefill_ms"] = 1e3 * timed(lambda: model._hidden(embeds, mask), device, repeats)
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.lvlm.model.language_model.parameters()) + \
-        sum(p.numel() * p.element_size() for p in model.lvlm.lm_head.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.lvlm.model.language_model.parameters()) + sum(
+        p.numel() * p.element_size() for p in model.lvlm.lm_head.parameters()
+    )
     out["llm_weight_bytes"] = weight_bytes
     roofline_steps = bandwidth_tbs * 1e12 / weight_bytes if bandwidth_tbs else None
     for m in (1, 8):
         e, a = embeds.repeat(m, 1, 1), mask.repeat(m, 1)
 
         def gen(n):
-            return model.lvlm.generate(inputs_embeds=e, attention_mask=a, max_new_tokens=n, min_new_tokens=n,
-                                       do_sample=False)
+            return model.lvlm.generate(
+                inputs_embeds=e, attention_mask=a, max_new_tokens=n, min_new_tokens=n, do_sample=False
+            )
 
-        full, one = timed(lambda: gen(new_tokens), device, max(1, repeats // 3)), timed(lambda: gen(1), device,
-                                                                                          max(1, repeats // 3))
+        full, one = (
+            timed(lambda: gen(new_tokens), device, max(1, repeats // 3)),
+            timed(lambda: gen(1), device, max(1, repeats // 3)),
+        )
         steps_per_s = (new_tokens - 1) / max(full - one, 1e-9)
-        out[f"decode_m{m}"] = {"tokens_per_s": m * steps_per_s, "steps_per_s": steps_per_s,
-                               "roofline_tokens_per_s": m * roofline_steps if roofline_steps else None,
-                               "fraction_of_roofline": steps_per_s / roofline_steps if roofline_steps else None}
+        out[f"decode_m{m}"] = {
+            "tokens_per_s": m * steps_per_s,
+            "steps_per_s": steps_per_s,
+            "roofline_tokens_per_s": m * roofline_steps if roofline_steps else None,
+            "fraction_of_roofline": steps_per_s / roofline_steps if roofline_steps else None,
+        }
     for label, m, n in (("tts_1x1", 1, 1), ("tts_8x4", 8, 4)):
         cfg = TTSConfig(m=m, n=n, max_new_tokens=new_tokens)
         pred = []
-        s = timed(lambda: pred.append(predictor.predict("Please segment the lesion in this image.", tts=cfg)),
-                  device, max(1, repeats // 3))
-        out[label] = {"predict_s": s, "candidates": pred[-1].tts["candidates"],
-                      "answers_with_seg": sum("[SEG]" in a for a in pred[-1].tts["answers"])}
+        s = timed(
+            lambda: pred.append(predictor.predict("Please segment the lesion in this image.", tts=cfg)),
+            device,
+            max(1, repeats // 3),
+        )
+        out[label] = {
+            "predict_s": s,
+            "candidates": pred[-1].tts["candidates"],
+            "answers_with_seg": sum("[SEG]" in a for a in pred[-1].tts["answers"]),
+        }
     out["tts_8x4_over_1x1"] = out["tts_8x4"]["predict_s"] / out["tts_1x1"]["predict_s"]
     return out
 
@@ -252,55 +334,90 @@ def main() -> None:
     torch.manual_seed(0)
     model, processor = build(SHRUNK if shrink else FULL, dtype, device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{'SHRUNK ' if shrink else ''}LLaVA-1.5-7B + SAM ViT-H geometry: {n_params / 1e9:.3f} B parameters, "
-          f"{dtype}, {device} ({name})", flush=True)
+    print(
+        f"{'SHRUNK ' if shrink else ''}LLaVA-1.5-7B + SAM ViT-H geometry: {n_params / 1e9:.3f} B parameters, "
+        f"{dtype}, {device} ({name})",
+        flush=True,
+    )
     batch = train_batch(model, processor, args.batch_size, device)
     training = measure_training(model, batch, device, args.repeats, spec[0] if not shrink else None)
-    inference = measure_inference(model, processor, device, args.repeats, args.new_tokens,
-                                  spec[1] if not shrink else None)
+    inference = measure_inference(
+        model, processor, device, args.repeats, args.new_tokens, spec[1] if not shrink else None
+    )
 
     import accelerate
     import transformers
 
     kind = "gpu" if cuda and not shrink else "cpu-shrunk" if not cuda else "gpu-shrunk"
     result = {
-        "label": ("SHRUNK MODEL (2 layers, small widths, same token geometry): proves the script runs; "
-                  "these figures say nothing about the full-size model or a GPU") if shrink else
-                 "full size LLaVA-1.5-7B + SAM ViT-H geometry, random weights, bf16",
-        "kind": kind, "device": name, "dtype": str(dtype), "parameters": n_params,
-        "peak_bf16_tflops": spec[0], "hbm_tb_per_s": spec[1],
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()},
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "accelerate": accelerate.__version__, "cuda": torch.version.cuda},
+        "label": (
+            "SHRUNK MODEL (2 layers, small widths, same token geometry): proves the script runs; "
+            "these figures say nothing about the full-size model or a GPU"
+        )
+        if shrink
+        else "full size LLaVA-1.5-7B + SAM ViT-H geometry, random weights, bf16",
+        "kind": kind,
+        "device": name,
+        "dtype": str(dtype),
+        "parameters": n_params,
+        "peak_bf16_tflops": spec[0],
+        "hbm_tb_per_s": spec[1],
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": __import__("os").cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+            "cuda": torch.version.cuda,
+        },
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "training": training, "inference": inference, "wall_s": round(time.perf_counter() - t0, 1),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "training": training,
+        "inference": inference,
+        "wall_s": round(time.perf_counter() - t0, 1),
     }
-    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / (
-        f"{kind}-{datetime.date.today().isoformat()}.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(__file__).resolve().parent / "results" / (f"{kind}-{datetime.date.today().isoformat()}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
     t, i = training, inference
-    print(f"training step, batch {t['batch_size']} ({t['tokens_per_step']} tokens, "
-          f"{t['trainable_parameters'] / 1e6:.1f} M trainable):")
+    print(
+        f"training step, batch {t['batch_size']} ({t['tokens_per_step']} tokens, "
+        f"{t['trainable_parameters'] / 1e6:.1f} M trainable):"
+    )
     for k in ("ours", "per_image_reference"):
         r = t[k]
         extra = f", peak {r['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in r else ""
         mfu = f", MFU {100 * r['mfu']:.1f} %" if r["mfu"] is not None else ""
-        print(f"  {k:<20} {r['step_s'] * 1e3:9.1f} ms  {r['samples_per_s']:7.2f} samples/s  "
-              f"{r['tokens_per_s']:9.0f} tokens/s{extra}{mfu}")
+        print(
+            f"  {k:<20} {r['step_s'] * 1e3:9.1f} ms  {r['samples_per_s']:7.2f} samples/s  "
+            f"{r['tokens_per_s']:9.0f} tokens/s{extra}{mfu}"
+        )
     print(f"  ours is {t['speedup_ours_vs_reference']:.2f}x the per-image reference")
-    print(f"inference: SAM encoder {i['sam_encoder_ms_per_image']:.1f} ms/image; LVLM prefill "
-          f"({i['prompt_tokens']} tokens) {i['lvlm_prefill_ms']:.1f} ms")
+    print(
+        f"inference: SAM encoder {i['sam_encoder_ms_per_image']:.1f} ms/image; LVLM prefill "
+        f"({i['prompt_tokens']} tokens) {i['lvlm_prefill_ms']:.1f} ms"
+    )
     for m in (1, 8):
         d = i[f"decode_m{m}"]
-        roof = (f" (HBM roofline {d['roofline_tokens_per_s']:.0f}; {100 * d['fraction_of_roofline']:.0f} %)"
-                if d["roofline_tokens_per_s"] else " (roofline: n/a on this device)")
+        roof = (
+            f" (HBM roofline {d['roofline_tokens_per_s']:.0f}; {100 * d['fraction_of_roofline']:.0f} %)"
+            if d["roofline_tokens_per_s"]
+            else " (roofline: n/a on this device)"
+        )
         print(f"  decode m={m}: {d['tokens_per_s']:.1f} tokens/s{roof}")
-    print(f"  TTS 8x4 {i['tts_8x4']['predict_s']:.3f} s vs 1x1 {i['tts_1x1']['predict_s']:.3f} s per query "
-          f"({i['tts_8x4_over_1x1']:.2f}x; {i['tts_8x4']['candidates']} candidate masks)")
+    print(
+        f"  TTS 8x4 {i['tts_8x4']['predict_s']:.3f} s vs 1x1 {i['tts_1x1']['predict_s']:.3f} s per query "
+        f"({i['tts_8x4_over_1x1']:.2f}x; {i['tts_8x4']['candidates']} candidate masks)"
+    )
     print(f"wrote {out} ({result['wall_s']} s)")
 
 

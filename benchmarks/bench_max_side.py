@@ -56,8 +56,9 @@ def make_folder(root: Path, n: int) -> Path:
 def step_times(root: Path, model, processor, batch_size: int, steps: int) -> tuple[float, float]:
     """Median (data loading, forward + backward + step) seconds of a training step on ``root``'s samples."""
     samples = [s for split in SPLITS for s in read_split(root, split)]
-    ds = M3DSDataset(root, "train", ExampleEncoder.for_model(model, processor), answer_format="diagnosis",
-                     samples=samples)
+    ds = M3DSDataset(
+        root, "train", ExampleEncoder.for_model(model, processor), answer_format="diagnosis", samples=samples
+    )
     collate = Collator(processor.tokenizer.pad_token_id)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     load_t, step_t = [], []
@@ -93,22 +94,37 @@ def main() -> None:
         t0 = time.perf_counter()
         src = make_folder(tmp, args.n)
         mb = sum(p.stat().st_size for p in (src / "images").iterdir()) / args.n / 2**20
-        print(f"{args.n} X-ray-like JPEGs of {FULL[1]}x{FULL[0]} px ({mb:.2f} MB each) written in "
-              f"{time.perf_counter() - t0:.1f}s")
+        print(
+            f"{args.n} X-ray-like JPEGs of {FULL[1]}x{FULL[0]} px ({mb:.2f} MB each) written in "
+            f"{time.perf_counter() - t0:.1f}s"
+        )
         times = {}
         for name, side in (("full size", None), (f"--max-side {args.max_side}", args.max_side)):
             out = tmp / f"m3ds-{side}"
             t0 = time.perf_counter()
-            import_folder(out, src / "images", src / "masks", labels_csv=src / "labels.csv", subset="xr",
-                          modality="xray", target="fracture", no_finding="no fracture", max_side=side)
+            import_folder(
+                out,
+                src / "images",
+                src / "masks",
+                labels_csv=src / "labels.csv",
+                subset="xr",
+                modality="xray",
+                target="fracture",
+                no_finding="no fracture",
+                max_side=side,
+            )
             t_import = time.perf_counter() - t0
             load, step = step_times(out, model, processor, bs, args.steps)
             times[name] = (load, step)
-            print(f"{name:<16} import {t_import:6.2f}s | per training step (batch {bs}): data loading {load:.3f}s, "
-                  f"forward+backward+step {step:.3f}s, total {load + step:.3f}s")
+            print(
+                f"{name:<16} import {t_import:6.2f}s | per training step (batch {bs}): data loading {load:.3f}s, "
+                f"forward+backward+step {step:.3f}s, total {load + step:.3f}s"
+            )
         (lf, sf), (ld, sd) = times.values()
-        print(f"speed-up with --max-side {args.max_side}: data loading {lf / ld:.1f}x, "
-              f"whole training step {(lf + sf) / (ld + sd):.1f}x")
+        print(
+            f"speed-up with --max-side {args.max_side}: data loading {lf / ld:.1f}x, "
+            f"whole training step {(lf + sf) / (ld + sd):.1f}x"
+        )
 
 
 if __name__ == "__main__":

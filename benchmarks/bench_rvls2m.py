@@ -29,11 +29,14 @@ def loop_reference(image_emb, seg_emb):
         sm = F.interpolate(sim.reshape(1, 1, side, side), (336, 336), mode="bilinear")
         up = F.interpolate(sm, SIZE, mode="bilinear")[0, 0]
         ch, cw = SIZE[0] // GRID, SIZE[1] // GRID
-        cells = [(up[i * ch:(i + 1) * ch, j * cw:(j + 1) * cw].mean().item(), i, j)
-                 for i in range(GRID) for j in range(GRID)]
+        cells = [
+            (up[i * ch : (i + 1) * ch, j * cw : (j + 1) * cw].mean().item(), i, j)
+            for i in range(GRID)
+            for j in range(GRID)
+        ]
         prompt = torch.zeros(256, 256)
         for _, i, j in sorted(cells, key=lambda c: c[0], reverse=True)[:TOPK]:
-            prompt[i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = 1.0
+            prompt[i * 16 : (i + 1) * 16, j * 16 : (j + 1) * 16] = 1.0
         prompts.append(prompt)
     return torch.stack(prompts)
 
@@ -49,16 +52,21 @@ def released_path(image_emb, seg_emb):
         sm = F.interpolate(sim.reshape(1, 1, side, side), (336, 336), mode="bilinear")
         up = F.interpolate(sm, SIZE, mode="bilinear")[0, 0].numpy()
         ch, cw = SIZE[0] // GRID, SIZE[1] // GRID
-        cells = [(float(np.mean(up[i * ch:(i + 1) * ch, j * cw:(j + 1) * cw])), i, j)
-                 for i in range(GRID) for j in range(GRID)]
+        cells = [
+            (float(np.mean(up[i * ch : (i + 1) * ch, j * cw : (j + 1) * cw])), i, j)
+            for i in range(GRID)
+            for j in range(GRID)
+        ]
         cells.sort(key=lambda c: c[0], reverse=True)
         cell_means = np.zeros_like(up)
         for i in range(GRID):
             for j in range(GRID):
-                cell_means[i * ch:(i + 1) * ch, j * cw:(j + 1) * cw] = next(v for v, r, c in cells if r == i and c == j)
+                cell_means[i * ch : (i + 1) * ch, j * cw : (j + 1) * cw] = next(
+                    v for v, r, c in cells if r == i and c == j
+                )
         prompt = torch.zeros(256, 256)
         for _, i, j in cells[:TOPK]:
-            prompt[i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = 1.0
+            prompt[i * 16 : (i + 1) * 16, j * 16 : (j + 1) * 16] = 1.0
         prompts.append(prompt)
     return torch.stack(prompts)
 
@@ -87,8 +95,15 @@ def model_share():
     model.eval()
     enc = ExampleEncoder.for_model(model, processor)
     rng = np.random.default_rng(0)
-    items = [enc.encode(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8), "Segment the lesion.", "It is [SEG].",
-                        rng.random((200, 300)) > 0.5) for _ in range(B)]
+    items = [
+        enc.encode(
+            rng.integers(0, 256, (200, 300, 3), dtype=np.uint8),
+            "Segment the lesion.",
+            "It is [SEG].",
+            rng.random((200, 300)) > 0.5,
+        )
+        for _ in range(B)
+    ]
     batch = Collator(processor.tokenizer.pad_token_id)(items)
     spent = {"rvls2m": 0.0}
     region = model.region
@@ -101,7 +116,7 @@ def model_share():
 
     model.region = timed_region
     with torch.no_grad():
-        model(**batch)                       # warm-up
+        model(**batch)  # warm-up
         spent["rvls2m"] = 0.0
         t = time.perf_counter()
         for _ in range(5):
@@ -115,19 +130,23 @@ def main() -> None:
     image_emb, seg_emb = torch.randn(B, N, D), torch.randn(B, D)
     t_loop, ref = best_of(loop_reference, image_emb, seg_emb, repeat=3)
     t_released, ref_released = best_of(released_path, image_emb, seg_emb, repeat=3)
-    batched(image_emb, seg_emb)              # warm-up
+    batched(image_emb, seg_emb)  # warm-up
     t_fast, out = best_of(batched, image_emb, seg_emb, calls=100)
     agree = float((ref == out).float().mean())
     print(f"RVLS2M, batch {B}, n={N}, grid {GRID}x{GRID}, top-{TOPK}, images {SIZE[0]}x{SIZE[1]}")
     print(f"  per-cell loop reference : {t_loop * 1e3:9.2f} ms")
-    print(f"  released training path  : {t_released * 1e3:9.2f} ms  (adds the cell-mean map with a linear search per cell)")
+    print(
+        f"  released training path  : {t_released * 1e3:9.2f} ms  (adds the cell-mean map with a linear search per cell)"
+    )
     print(f"  batched (this package)  : {t_fast * 1e3:9.2f} ms  (mean of 100 calls)")
     print(f"  speed-up vs minimal loop: {t_loop / t_fast:9.1f}x")
     print(f"  speed-up vs released    : {t_released / t_fast:9.1f}x   (goal >= 100x)")
     assert torch.equal(ref, ref_released)
     print(f"  prompt pixels agreeing with the reference: {agree * 100:.2f}% (it interpolates twice, via 336)")
     share, per_forward = model_share()
-    print(f"  tiny model forward (batch {B}, 200x300 images): {per_forward * 1e3:.1f} ms, RVLS2M share {share * 100:.1f}%")
+    print(
+        f"  tiny model forward (batch {B}, 200x300 images): {per_forward * 1e3:.1f} ms, RVLS2M share {share * 100:.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,17 @@ def quick_checkpoint(work: Path) -> Path:
     from sim4seg.train.recipe import load_config
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    cfg = load_config(recipe, [f"data.manifest={work / 'm3ds'}", "data.synthetic.n=200", f"train.output_dir={work / 'run'}",
-                               "train.max_steps=60", "train.progress=false", "optim.warmup_steps=5"])
+    cfg = load_config(
+        recipe,
+        [
+            f"data.manifest={work / 'm3ds'}",
+            "data.synthetic.n=200",
+            f"train.output_dir={work / 'run'}",
+            "train.max_steps=60",
+            "train.progress=false",
+            "optim.warmup_steps=5",
+        ],
+    )
     return train(cfg).final_dir
 
 
@@ -64,6 +73,7 @@ async def load(url: str, files: list[tuple[bytes, str]], clients: int, seconds: 
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+
         async def worker(i: int):
             nonlocal refused, errors
             k = i
@@ -72,8 +82,11 @@ async def load(url: str, files: list[tuple[bytes, str]], clients: int, seconds: 
                 k += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(f"{url}/v1/segment", files={"image": ("x.png", data, "image/png")},
-                                          data={"query": query, "png": "true"})
+                    r = await client.post(
+                        f"{url}/v1/segment",
+                        files={"image": ("x.png", data, "image/png")},
+                        data={"query": query, "png": "true"},
+                    )
                 except httpx.HTTPError as e:
                     errors += 1
                     kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + 1
@@ -82,7 +95,9 @@ async def load(url: str, files: list[tuple[bytes, str]], clients: int, seconds: 
                     lat.append(time.perf_counter() - t0)
                 elif r.status_code in (429, 503):
                     refused += 1
-                    await asyncio.sleep(min(float(r.headers.get("retry-after", 1)), max(0.0, stop - time.perf_counter())))
+                    await asyncio.sleep(
+                        min(float(r.headers.get("retry-after", 1)), max(0.0, stop - time.perf_counter()))
+                    )
                 else:
                     errors += 1
                     kinds[str(r.status_code)] = kinds.get(str(r.status_code), 0) + 1
@@ -107,8 +122,20 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        cmd = [sys.executable, "-m", "sim4seg", "serve", "--checkpoint", str(ckpt), "--port", str(port),
-               "--queue", str(args.queue), "--max-new-tokens", "32"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sim4seg",
+            "serve",
+            "--checkpoint",
+            str(ckpt),
+            "--port",
+            str(port),
+            "--queue",
+            str(args.queue),
+            "--max-new-tokens",
+            "32",
+        ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 300
@@ -123,15 +150,23 @@ def main() -> None:
                 time.sleep(0.5)
             # warm-up, then the baseline: one client, sequential
             for data, query in files:
-                httpx.post(f"{url}/v1/segment", files={"image": ("x.png", data, "image/png")}, data={"query": query},
-                           timeout=300).raise_for_status()
+                httpx.post(
+                    f"{url}/v1/segment",
+                    files={"image": ("x.png", data, "image/png")},
+                    data={"query": query},
+                    timeout=300,
+                ).raise_for_status()
             rss0 = rss_mib(proc.pid)
             seq, inner = [], []
             for i in range(10):
                 data, query = files[i % len(files)]
                 t0 = time.perf_counter()
-                r = httpx.post(f"{url}/v1/segment", files={"image": ("x.png", data, "image/png")},
-                               data={"query": query}, timeout=300)
+                r = httpx.post(
+                    f"{url}/v1/segment",
+                    files={"image": ("x.png", data, "image/png")},
+                    data={"query": query},
+                    timeout=300,
+                )
                 seq.append(time.perf_counter() - t0)
                 r.raise_for_status()
                 t = r.json()["timings"]
@@ -139,25 +174,36 @@ def main() -> None:
             res = asyncio.run(load(url, files, args.clients, args.seconds))
             rss1 = rss_mib(proc.pid)
             data, query = files[0]
-            one = httpx.post(f"{url}/v1/segment", files={"image": ("x.png", data, "image/png")},
-                             data={"query": query}, timeout=300).json()["timings"]
+            one = httpx.post(
+                f"{url}/v1/segment", files={"image": ("x.png", data, "image/png")}, data={"query": query}, timeout=300
+            ).json()["timings"]
         finally:
             proc.terminate()
             proc.wait(30)
     lat = res["lat"]
-    print(f"sim4seg serve load test: {args.clients} clients for {args.seconds:g} s on loopback, queue {args.queue}, "
-          f"one model worker, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, {os.cpu_count()} CPU(s)")
+    print(
+        f"sim4seg serve load test: {args.clients} clients for {args.seconds:g} s on loopback, queue {args.queue}, "
+        f"one model worker, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, {os.cpu_count()} CPU(s)"
+    )
     print(f"  answered {res['ok']} requests in {res['wall']:.1f} s: {res['ok'] / res['wall']:.2f} requests/s")
     if lat:
-        print(f"  latency (answered): p50 {1000 * pct(lat, 50):.0f} ms, p95 {1000 * pct(lat, 95):.0f} ms, "
-              f"p99 {1000 * pct(lat, 99):.0f} ms")
-    print(f"  refused with 503/429 + Retry-After (deliberate): {res['refused']}; errors: {res['errors']} {res['kinds'] or ''}")
+        print(
+            f"  latency (answered): p50 {1000 * pct(lat, 50):.0f} ms, p95 {1000 * pct(lat, 95):.0f} ms, "
+            f"p99 {1000 * pct(lat, 99):.0f} ms"
+        )
+    print(
+        f"  refused with 503/429 + Retry-After (deliberate): {res['refused']}; errors: {res['errors']} {res['kinds'] or ''}"
+    )
     print(f"  server RSS: {rss0:.0f} MiB at start, {rss1:.0f} MiB at end")
-    print(f"  baseline, one client at a time (10 requests): p50 {1000 * statistics.median(seq):.0f} ms; "
-          f"in-server decode+encode+predict p50 {1000 * statistics.median(inner):.0f} ms "
-          f"(HTTP + multipart + JSON overhead: {statistics.median(seq) / statistics.median(inner):.2f}x)")
-    print("  one request on the idle server, per stage (ms): " +
-          ", ".join(f"{k[:-2]} {1000 * v:.1f}" for k, v in one.items()))
+    print(
+        f"  baseline, one client at a time (10 requests): p50 {1000 * statistics.median(seq):.0f} ms; "
+        f"in-server decode+encode+predict p50 {1000 * statistics.median(inner):.0f} ms "
+        f"(HTTP + multipart + JSON overhead: {statistics.median(seq) / statistics.median(inner):.2f}x)"
+    )
+    print(
+        "  one request on the idle server, per stage (ms): "
+        + ", ".join(f"{k[:-2]} {1000 * v:.1f}" for k, v in one.items())
+    )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from sim4seg.train.recipe import load_config
 from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset
 from sim4seg.data.synthetic import synthesize
-from sim4seg.train.task import build_model
 from sim4seg.model import losses
 from sim4seg.model.sim4seg import ImageEncoding
+from sim4seg.train.recipe import load_config
+from sim4seg.train.task import build_model
 
 REPEATS = 15
 
@@ -87,8 +87,10 @@ def main() -> None:
         emb = model.sam.vision_encoder(b["sam_pixel_values"]).last_hidden_state[bi]
         low, _ = model.decode(emb, seg_phi, prompt)
         masks = model.postprocess(low, enc.image_sizes[bi])
-        loss = sum(2.0 * losses.bce_loss(m, b["masks"][i]) + 0.5 * losses.dice_loss(m, b["masks"][i])
-                   for m, i in zip(masks, bi.tolist()))
+        loss = sum(
+            2.0 * losses.bce_loss(m, b["masks"][i]) + 0.5 * losses.dice_loss(m, b["masks"][i])
+            for m, i in zip(masks, bi.tolist())
+        )
         loss.backward()
         opt.zero_grad(set_to_none=True)
 
@@ -116,8 +118,10 @@ def main() -> None:
     parts["optimizer"] = statistics.median(ts)
     total = sum(parts.values())
     n_params = sum(p.numel() for p in params)
-    print(f"tiny Sim4Seg (configs/demo.yaml, {n_params} trainable parameters), batch {cfg.optim.batch_size}, "
-          f"median of {REPEATS}:")
+    print(
+        f"tiny Sim4Seg (configs/demo.yaml, {n_params} trainable parameters), batch {cfg.optim.batch_size}, "
+        f"median of {REPEATS}:"
+    )
     print(f"  full step (forward + backward + AdamW): {1000 * t_full:7.1f} ms")
     for k, v in parts.items():
         print(f"  {k:<9} {1000 * v:7.1f} ms  share {100 * v / total:5.1f}%")

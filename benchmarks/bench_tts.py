@@ -20,20 +20,29 @@ from pathlib import Path
 
 import torch
 
+from sim4seg.data.schema import load_split
 from sim4seg.infer import tts
 from sim4seg.infer.predictor import Predictor
-from sim4seg.data.schema import load_split
 
 SETTINGS = ((1, 1), (4, 1), (8, 4))
 
 
 def quick_checkpoint(work: Path) -> Path:
-    from sim4seg.train.recipe import load_config
     from sim4seg.train.loop import train
+    from sim4seg.train.recipe import load_config
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    cfg = load_config(recipe, [f"data.manifest={work / 'm3ds'}", "data.synthetic.n=200", f"train.output_dir={work / 'run'}",
-                               "train.max_steps=60", "train.progress=false", "optim.warmup_steps=5"])
+    cfg = load_config(
+        recipe,
+        [
+            f"data.manifest={work / 'm3ds'}",
+            "data.synthetic.n=200",
+            f"train.output_dir={work / 'run'}",
+            "train.max_steps=60",
+            "train.progress=false",
+            "optim.warmup_steps=5",
+        ],
+    )
     return train(cfg).final_dir
 
 
@@ -89,10 +98,14 @@ def main() -> None:
     base = results[(1, 1)][0]
     print(f"tiny Sim4Seg, {len(samples)} test images, best of {args.repeats}; per image (encode + answer + masks):")
     for (m, n), (t, tok, c) in results.items():
-        print(f"  m×n = {m}×{n}: {1000 * t:7.1f} ms  = {t / base:4.2f}× 1×1   ({c:.0f} candidate masks, "
-              f"{tok:.1f} tokens per answer)")
-    print(f"  8×4 naive (re-encode, generate per answer, decode per mask): {1000 * min(naive):7.1f} ms = "
-          f"{min(naive) / base:4.2f}× 1×1")
+        print(
+            f"  m×n = {m}×{n}: {1000 * t:7.1f} ms  = {t / base:4.2f}× 1×1   ({c:.0f} candidate masks, "
+            f"{tok:.1f} tokens per answer)"
+        )
+    print(
+        f"  8×4 naive (re-encode, generate per answer, decode per mask): {1000 * min(naive):7.1f} ms = "
+        f"{min(naive) / base:4.2f}× 1×1"
+    )
     goal = results[(8, 4)][0] / base
     print(f"goal 8×4 within 2.5× of 1×1: {'met' if goal <= 2.5 else 'NOT met'} ({goal:.2f}×)")
 

@@ -32,8 +32,12 @@ from bench_gpu import FULL, build  # noqa: E402
 def per_gpu_gib(psi: int, psi_t: int, n: int) -> dict[str, float]:
     w, g, o = 2 * psi, 2 * psi_t, 12 * psi_t
     gib = 2**30
-    return {"DDP": (w + g + o) / gib, "ZeRO-1": (w + g + o / n) / gib, "ZeRO-2": (w + (g + o) / n) / gib,
-            "ZeRO-3": (w + g + o) / n / gib}
+    return {
+        "DDP": (w + g + o) / gib,
+        "ZeRO-1": (w + g + o / n) / gib,
+        "ZeRO-2": (w + (g + o) / n) / gib,
+        "ZeRO-3": (w + g + o) / n / gib,
+    }
 
 
 def main() -> None:

@@ -43,15 +43,20 @@ def provenance(summary: dict, results: str = "") -> str:
     resumed = t.get("synthesize_and_train_s", 0.0) < 5.0 and "total_s" in t  # a trained model was reused
     env = summary.get("environment", {})
     load = env.get("loadavg_start")
-    parts = [f"`total_s` {t['total_s']:.1f} s inside the command" if "total_s" in t else None,
-             f"{env['threads']} intra-op thread(s)" if "threads" in env else None,
-             f"{env['cpus']} CPU(s)" if "cpus" in env else None,
-             f"load average {load[0]:.1f} at the start" if load else None,
-             f"torch {env['torch']}" if "torch" in env else None]
+    parts = [
+        f"`total_s` {t['total_s']:.1f} s inside the command" if "total_s" in t else None,
+        f"{env['threads']} intra-op thread(s)" if "threads" in env else None,
+        f"{env['cpus']} CPU(s)" if "cpus" in env else None,
+        f"load average {load[0]:.1f} at the start" if load else None,
+        f"torch {env['torch']}" if "torch" in env else None,
+    ]
     if resumed:
         parts[0] += " (a rerun that reused the trained model: evaluation and sweeps only)"
-    text = "Pasted by `make docs-figures` from the demo's `results.md` and `summary.json` (" + \
-        ", ".join(p for p in parts if p) + ")."
+    text = (
+        "Pasted by `make docs-figures` from the demo's `results.md` and `summary.json` ("
+        + ", ".join(p for p in parts if p)
+        + ")."
+    )
     if results and "(trained without)" not in results:
         text += " Run with `--no-ablation`: no row for the model trained without RVLS2M."
     return text
@@ -79,7 +84,7 @@ def rewrite(text: str, new_region: str, path: Path) -> str:
     i, j = text.find(START), text.find(END)
     if i < 0 or j < i:
         raise Problem(f"{path}: no {START} ... {END} region")
-    return text[:i] + new_region + text[j + len(END):]
+    return text[:i] + new_region + text[j + len(END) :]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,8 +75,10 @@ def medical_reply(text: str, mode: str) -> str:
     if mode == "wrong_first" and not revising:
         return f"This is a {modality} image. A lesion is visible.\nDiagnosis: something else."
     tag = " (revised)" if revising else ""
-    return (f"This is a {modality} image{tag}. The region of interest shows a well-defined area "
-            f"with the typical appearance.\nThese findings support the diagnosis.\nDiagnosis: {diagnosis}.")
+    return (
+        f"This is a {modality} image{tag}. The region of interest shows a well-defined area "
+        f"with the typical appearance.\nThese findings support the diagnosis.\nDiagnosis: {diagnosis}."
+    )
 
 
 def critic_reply(text: str, mode: str) -> str:
@@ -179,9 +181,17 @@ def make_handler(script: Script, state: State, die):
                 reply = critic_reply(text, script.critic) if role == "critic" else medical_reply(text, script.medical)
                 with state.lock:
                     state.requests.append((role, body))
-                self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": reply}}]})
+                self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}
+                        ],
+                    },
+                )
             finally:
                 with state.lock:
                     state.in_flight -= 1
@@ -190,8 +200,11 @@ def make_handler(script: Script, state: State, die):
             if script.fail == "500":
                 self._send(500, {"error": {"message": "internal error"}})
             elif script.fail == "429":
-                self._send(429, {"error": {"message": "rate limited"}},
-                           {"Retry-After": script.retry_after} if script.retry_after else None)
+                self._send(
+                    429,
+                    {"error": {"message": "rate limited"}},
+                    {"Retry-After": script.retry_after} if script.retry_after else None,
+                )
             elif script.fail == "malformed":
                 self._send(200, b'{"choices": [{"message": ')
             elif script.fail == "stall":
@@ -221,7 +234,7 @@ class FakeServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         self._thread.start()
         return self
 

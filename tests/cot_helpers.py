@@ -12,9 +12,17 @@ FAST_RETRY = RetryPolicy(max_attempts=4, backoff=0.01, backoff_max=0.05)
 SUBSETS = ["kvasir_seg", "busi", "isic2017", "fracatlas"]
 
 
-def make_pipeline(url: str | list[str], root, *, timeout: float = 2.0, max_rounds: int = 3,
-                  api_key: str | None = None, retry: RetryPolicy = FAST_RETRY,
-                  pool: PoolPolicy = PoolPolicy()) -> CotPipeline:
+def make_pipeline(
+    url: str | list[str],
+    root,
+    *,
+    timeout: float = 2.0,
+    max_rounds: int = 3,
+    api_key: str | None = None,
+    retry: RetryPolicy = FAST_RETRY,
+    pool: PoolPolicy = PoolPolicy(),
+) -> CotPipeline:
     backend = OpenAIBackend(url, "tiny-med", api_key, timeout=timeout, retry=retry, pool=pool)
-    return CotPipeline(backend, backend, Prompts.load(), root, read_info(root).subsets,
-                       GenerationConfig(max_rounds=max_rounds))
+    return CotPipeline(
+        backend, backend, Prompts.load(), root, read_info(root).subsets, GenerationConfig(max_rounds=max_rounds)
+    )

@@ -15,8 +15,17 @@ import torch
 from sim4seg.data.dataset import Collator, ExampleEncoder, M3DSDataset
 
 _CACHE: dict[str, Path] = {}
-SPEC = dict(image_size=32, patch=8, vision_hidden=32, llm_hidden=64, llm_layers=2, heads=4, sam_image_size=32,
-            sam_patch=8, sam_hidden=32)
+SPEC = dict(
+    image_size=32,
+    patch=8,
+    vision_hidden=32,
+    llm_hidden=64,
+    llm_layers=2,
+    heads=4,
+    sam_image_size=32,
+    sam_patch=8,
+    sam_hidden=32,
+)
 
 
 def trained_checkpoint(root: Path, out: Path, steps: int = 60) -> Path:
@@ -27,8 +36,10 @@ def trained_checkpoint(root: Path, out: Path, steps: int = 60) -> Path:
     from sim4seg.model import checkpoint, tiny
     from sim4seg.model.config import Sim4SegConfig, TrainableConfig
 
-    cfg = Sim4SegConfig(max_length=128, trainable=TrainableConfig(lora=False, llm=True, vision_tower=True,
-                                                                  mm_projector=True, sam_encoder=True))
+    cfg = Sim4SegConfig(
+        max_length=128,
+        trainable=TrainableConfig(lora=False, llm=True, vision_tower=True, mm_projector=True, sam_encoder=True),
+    )
     model, processor = tiny.build_tiny(cfg, spec=tiny.TinySpec(**SPEC), seed=0)
     ds = M3DSDataset(root, "train", ExampleEncoder.for_model(model, processor), answer_format="diagnosis")
     collate = Collator(processor.tokenizer.pad_token_id)

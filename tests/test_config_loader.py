@@ -30,8 +30,13 @@ class Knobs:
 
 
 def test_yaml_12_booleans():
-    assert parse_yaml("a: no\nb: yes\nc: off\nd: false\ne: True") == {"a": "no", "b": "yes", "c": "off", "d": False,
-                                                                       "e": True}
+    assert parse_yaml("a: no\nb: yes\nc: off\nd: false\ne: True") == {
+        "a": "no",
+        "b": "yes",
+        "c": "off",
+        "d": False,
+        "e": True,
+    }
 
 
 def test_options_come_from_the_dataclass():

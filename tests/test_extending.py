@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
 def _blocks() -> list[str]:
-    text = DOC.read_text(encoding="utf-8").split("## Adding a backbone")[0]   # backbones: tests/model/test_backbones.py
+    text = DOC.read_text(encoding="utf-8").split("## Adding a backbone")[0]  # backbones: tests/model/test_backbones.py
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
@@ -38,8 +38,12 @@ def registered():
 def test_the_doc_has_the_four_examples():
     assert len(_blocks()) == 3
     text = DOC.read_text(encoding="utf-8")
-    for heading in ("Adding a dataset source", "Adding a test-time-scaling selector", "Adding a metric",
-                    "Adding a backbone"):
+    for heading in (
+        "Adding a dataset source",
+        "Adding a test-time-scaling selector",
+        "Adding a metric",
+        "Adding a backbone",
+    ):
         assert f"## {heading}" in text
 
 
@@ -54,7 +58,7 @@ def _wound_tree(root: Path) -> None:
             Image.fromarray(img).save(root / "wounds" / label / f"case{i}.png")
             mask = np.zeros((24, 32), np.uint8)
             mask[4:12, 6:20] = 255
-            if i != 3:                       # case3 has no mask: reported, not dropped silently
+            if i != 3:  # case3 has no mask: reported, not dropped silently
                 Image.fromarray(mask).save(root / "wounds" / label / f"case{i}_mask.png")
 
 
@@ -68,13 +72,16 @@ def test_a_new_source_builds_verifies_and_reports(registered, tmp_path):
     report = build(out, {"wounds": tmp_path / "src"}, workers=1, progress=False)
     info = json.loads((out / "dataset_info.json").read_text())
     assert info["subsets"]["wounds"]["short"] == "WND" and info["subsets"]["wounds"]["labels"] == ["infected", "clean"]
-    rows = [json.loads(line) for s in ("train", "val", "test") for line in (out / f"{s}.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for s in ("train", "val", "test") for line in (out / f"{s}.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 7 and {r["diagnosis"] for r in rows} == {"infected", "clean"}
     assert "case3" in json.dumps(report["sources"]["wounds"]) and "no mask" in json.dumps(report["sources"]["wounds"])
     checked, problems = verify(out)
     assert checked == 7 and not problems
-    assert ("wounds", "WND") in subset_columns([("m", {"per_subset": {"wounds": {}}})],
-                                              {"wounds": registered["wounds"].SUBSET_INFO})
+    assert ("wounds", "WND") in subset_columns(
+        [("m", {"per_subset": {"wounds": {}}})], {"wounds": registered["wounds"].SUBSET_INFO}
+    )
 
 
 def test_a_new_selector_and_metric_are_used(registered):
@@ -89,5 +96,5 @@ def test_a_new_selector_and_metric_are_used(registered):
     acc = MetricAccumulator()
     gt = np.zeros((4, 4), bool)
     gt[:2] = True
-    acc.add_masks("wounds", c[1], gt)                 # 4 of 8 ground-truth pixels found
+    acc.add_masks("wounds", c[1], gt)  # 4 of 8 ground-truth pixels found
     assert acc.summary()["overall"]["recall"] == pytest.approx(0.5)

@@ -54,8 +54,10 @@ def test_check_refuses_records_with_their_line(tmp_path):
 def test_concurrent_appends_stay_whole_lines(tmp_path):
     path = tmp_path / "log.jsonl"
     with AppendLog(path, fsync="close") as log:
-        threads = [threading.Thread(target=lambda k=k: [log.append({"id": f"{k}-{i}", "pad": "x" * 500})
-                                                         for i in range(50)]) for k in range(4)]
+        threads = [
+            threading.Thread(target=lambda k=k: [log.append({"id": f"{k}-{i}", "pad": "x" * 500}) for i in range(50)])
+            for k in range(4)
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -21,8 +21,9 @@ import re
 import reprlib
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -37,10 +38,13 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader whose booleans are YAML 1.2's: ``true`` / ``false`` only."""
 
 
-_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def parse_yaml(text: str) -> Any:
@@ -59,8 +63,9 @@ def load_yaml(cls: type[T], path: str | os.PathLike, overrides: Iterable[str] = 
         raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", path) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", path,
-                         None if mark is None else mark.line + 1) from None
+        raise InputError(
+            f"invalid YAML: {getattr(e, 'problem', None) or e}", path, None if mark is None else mark.line + 1
+        ) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -103,7 +108,7 @@ def apply_override(cls: type, raw: dict, item: str) -> None:
         tp = _strip_optional(hints[part])
         node_cls = tp if dataclasses.is_dataclass(tp) else None
         if node_cls is None and i < len(parts) - 1 and typing.get_origin(tp) is not dict:
-            raise InputError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a section")
+            raise InputError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
     try:
         value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError:
@@ -138,8 +143,13 @@ def field_docs(cls) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for a, b in zip(body, body[1:]):
-            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
-                    and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+            if (
+                isinstance(a, ast.AnnAssign)
+                and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)
+            ):
                 docs[a.target.id] = " ".join(b.value.value.split())
     return docs
 
@@ -147,9 +157,14 @@ def field_docs(cls) -> dict[str, str]:
 # ---------------------------------------------------------------------------- command-line options
 
 
-def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
-                only: Iterable[str] | None = None, exclude: Iterable[str] = (),
-                choices: dict[str, Iterable[str]] | None = None) -> list[str]:
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    only: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    choices: dict[str, Iterable[str]] | None = None,
+) -> list[str]:
     """Add ``--field-name`` options for the scalar fields of the flat dataclass ``cls``; return their dests.
 
     Defaults and help come from the dataclass (its field docstrings); booleans become flags
@@ -169,8 +184,14 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
             else:
                 parser.add_argument(flag, dest=f.name, action="store_true", help=help_)
         elif tp in (int, float, str):
-            parser.add_argument(flag, dest=f.name, type=tp, default=f.default, choices=choices.get(f.name),
-                                help=f"{help_} (default {f.default})".strip())
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=tp,
+                default=f.default,
+                choices=choices.get(f.name),
+                help=f"{help_} (default {f.default})".strip(),
+            )
         else:
             continue
         dests.append(f.name)

@@ -20,11 +20,13 @@ def check_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise InputError(f"device {str(device)!r} was requested but CUDA is not available ({why}); "
-                             "use device='cpu'")
+            raise InputError(
+                f"device {str(device)!r} was requested but CUDA is not available ({why}); use device='cpu'"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device {str(device)!r} was requested but only {torch.cuda.device_count()} "
-                             "CUDA device(s) are visible")
+            raise InputError(
+                f"device {str(device)!r} was requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise InputError(f"device {str(device)!r} was requested but MPS is not available; use device='cpu'")
     return dev

@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sim4seg.errors import InputError
 
@@ -24,12 +25,15 @@ def decode_line(raw: bytes | str, path: str | os.PathLike, lineno: int) -> str:
     if isinstance(raw, str):
         return raw[1:] if lineno == 1 and raw.startswith("\ufeff") else raw
     if lineno == 1 and raw.startswith(BOM):
-        raw = raw[len(BOM):]
+        raw = raw[len(BOM) :]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(f"not valid UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1} "
-                         "(save the file as UTF-8)", path, lineno) from None
+        raise InputError(
+            f"not valid UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start + 1} (save the file as UTF-8)",
+            path,
+            lineno,
+        ) from None
 
 
 def parse_line(line: str, path: str | os.PathLike, lineno: int) -> Any:
@@ -42,7 +46,6 @@ def parse_line(line: str, path: str | os.PathLike, lineno: int) -> Any:
         raise InputError("malformed JSON: nested too deeply", path, lineno) from None
     except ValueError as e:  # e.g. an integer past Python's digit limit
         raise InputError(f"malformed JSON: {e}", path, lineno) from None
-
 
 
 def iter_jsonl(path: str | os.PathLike, f=None) -> Iterator[tuple[int, Any]]:
@@ -82,8 +85,9 @@ class AppendLog:
     jobs whose records are cheap to redo). ``append`` is thread-safe.
     """
 
-    def __init__(self, path: str | os.PathLike, *, fsync: str = "each",
-                 check: Callable[[Any, Path, int], Any] | None = None):
+    def __init__(
+        self, path: str | os.PathLike, *, fsync: str = "each", check: Callable[[Any, Path, int], Any] | None = None
+    ):
         if fsync not in ("each", "close"):
             raise ValueError(f"fsync must be 'each' or 'close', got {fsync!r}")
         self.path = Path(path)
@@ -91,7 +95,9 @@ class AppendLog:
         if self.path.exists():
             _repair_tail(self.path)
         check = check or (lambda record, path, line: record)
-        self.records: list[Any] = [check(v, self.path, n) for n, v in iter_jsonl(self.path)] if self.path.exists() else []
+        self.records: list[Any] = (
+            [check(v, self.path, n) for n, v in iter_jsonl(self.path)] if self.path.exists() else []
+        )
         """The records found when the log was opened, in file order."""
         self._sync_each = fsync == "each"
         self._f = open(self.path, "a", encoding="utf-8")
@@ -113,7 +119,7 @@ class AppendLog:
                 os.fsync(self._f.fileno())
                 self._f.close()
 
-    def __enter__(self) -> "AppendLog":
+    def __enter__(self) -> AppendLog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -130,7 +136,7 @@ def _repair_tail(path: Path) -> None:
         if f.read(1) == b"\n":
             return
         pos, block, keep = size, 1 << 16, 0
-        while pos > 0:                      # walk back to the last newline
+        while pos > 0:  # walk back to the last newline
             start = max(0, pos - block)
             f.seek(start)
             data = f.read(pos - start)

@@ -23,8 +23,19 @@ LEAVES = dict(_leaves(cli.build_parser()))
 
 
 def test_the_table_has_every_command():
-    assert {"data synth", "data build", "data verify", "cot generate", "model presets", "convert lisa",
-            "train", "predict", "evaluate", "sweep", "demo"} <= set(LEAVES)
+    assert {
+        "data synth",
+        "data build",
+        "data verify",
+        "cot generate",
+        "model presets",
+        "convert lisa",
+        "train",
+        "predict",
+        "evaluate",
+        "sweep",
+        "demo",
+    } <= set(LEAVES)
 
 
 @pytest.mark.parametrize("command", sorted(LEAVES))
@@ -35,8 +46,10 @@ def test_options_are_the_handlers_parameters(command):
     assert (handler.__doc__ or "").strip(), f"{command}: the handler has no docstring (it is the help text)"
     dests = {a.dest for a in parser._actions if a.dest not in ("help", "handler") and a.default != argparse.SUPPRESS}
     params = inspect.signature(handler).parameters
-    assert dests == set(params), f"{command}: options {sorted(dests - set(params))} have no parameter, " \
-                                 f"parameters {sorted(set(params) - dests)} have no option"
+    assert dests == set(params), (
+        f"{command}: options {sorted(dests - set(params))} have no parameter, "
+        f"parameters {sorted(set(params) - dests)} have no option"
+    )
 
 
 def test_a_mismatch_is_reported_not_dropped():

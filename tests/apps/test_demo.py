@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from helpers import trained_checkpoint  # noqa: E402
 from sim4seg.apps.cli import build_parser, main  # noqa: E402
-from sim4seg.train.recipe import load_config  # noqa: E402
 from sim4seg.apps.demo import DEFAULT_RECIPE  # noqa: E402
+from sim4seg.train.recipe import load_config  # noqa: E402
 
-SMALL = ["data.synthetic.n=30", "data.subsets=[kvasir_seg,busi]", "data.synthetic.min_size=40",
-         "data.synthetic.max_size=56", "optim.epochs=1", "train.max_steps=3", "optim.batch_size=4",
-         "optim.warmup_steps=1", "model.tiny.image_size=32", "model.tiny.sam_image_size=32",
-         "model.max_length=128"]
+SMALL = [
+    "data.synthetic.n=30",
+    "data.subsets=[kvasir_seg,busi]",
+    "data.synthetic.min_size=40",
+    "data.synthetic.max_size=56",
+    "optim.epochs=1",
+    "train.max_steps=3",
+    "optim.batch_size=4",
+    "optim.warmup_steps=1",
+    "model.tiny.image_size=32",
+    "model.tiny.sam_image_size=32",
+    "model.max_length=128",
+]
 
 
 def test_the_demo_recipe_validates_and_trains_every_part():
@@ -34,15 +41,30 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert rc == (0 if summary["passed"] else 1)
     assert ("LEARNED" if summary["passed"] else "BELOW THE BAR") in printed
-    for row in ("baseline: empty mask", "baseline: full mask", "baseline: majority label",
-                "Sim4Seg w/o RVLS2M (trained without)", "Sim4Seg w/o RVLS2M (off at inference)", "| Sim4Seg |",
-                "Sim4Seg +TTS 2×2 consensus", "UPPER BOUND"):
+    for row in (
+        "baseline: empty mask",
+        "baseline: full mask",
+        "baseline: majority label",
+        "Sim4Seg w/o RVLS2M (trained without)",
+        "Sim4Seg w/o RVLS2M (off at inference)",
+        "| Sim4Seg |",
+        "Sim4Seg +TTS 2×2 consensus",
+        "UPPER BOUND",
+    ):
         assert row in printed
     assert (out / "train" / "final" / "sim4seg_config.json").is_file()
     assert (out / "train-no-rvls2m" / "final" / "sim4seg_config.json").is_file()
     evals = sorted(p.name for p in (out / "eval").iterdir())
-    assert evals == ["baseline-empty", "baseline-full", "baseline-majority", "no-rvls2m", "no-rvls2m-trained",
-                     "sim4seg", "tts-2x2-consensus", "tts-2x2-oracle"]
+    assert evals == [
+        "baseline-empty",
+        "baseline-full",
+        "baseline-majority",
+        "no-rvls2m",
+        "no-rvls2m-trained",
+        "sim4seg",
+        "tts-2x2-consensus",
+        "tts-2x2-oracle",
+    ]
     main_metrics = json.loads((out / "eval" / "sim4seg" / "metrics.json").read_text())
     assert main_metrics["overall"] == summary["model"]
     assert set(main_metrics["per_subset"]) == {"kvasir_seg", "busi"}
@@ -59,8 +81,13 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     with Image.open(out / "examples" / "examples.png") as sheet:  # 4 labelled rows of 3 panels >= 192 px
         assert sheet.width >= 3 * 192 and sheet.height >= 4 * 192
     main_eval = out / "eval" / "sim4seg"
-    for name in ("per_subset.png", "confusion_busi.png", "confusion_kvasir_seg.png", "overlays/busi_worst.png",
-                 "overlays/kvasir_seg_worst.png"):
+    for name in (
+        "per_subset.png",
+        "confusion_busi.png",
+        "confusion_kvasir_seg.png",
+        "overlays/busi_worst.png",
+        "overlays/kvasir_seg_worst.png",
+    ):
         assert (main_eval / name).stat().st_size > 0, name
     assert (out / "train" / "learning_curve.png").is_file()
     assert "LEARNED" in (out / "results.md").read_text() or "BELOW THE BAR" in (out / "results.md").read_text()
@@ -77,9 +104,19 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert (out / "eval" / "sim4seg" / "predictions" / "predictions.jsonl").read_bytes() == preds
 
 
-LEARN = ["data.synthetic.n=60", "data.subsets=[kvasir_seg,busi]", "data.synthetic.min_size=40",
-         "data.synthetic.max_size=56", "optim.epochs=100", "train.max_steps=80", "optim.batch_size=8",
-         "optim.warmup_steps=5", "model.tiny.image_size=32", "model.tiny.sam_image_size=32", "model.max_length=128"]
+LEARN = [
+    "data.synthetic.n=60",
+    "data.subsets=[kvasir_seg,busi]",
+    "data.synthetic.min_size=40",
+    "data.synthetic.max_size=56",
+    "optim.epochs=100",
+    "train.max_steps=80",
+    "optim.batch_size=8",
+    "optim.warmup_steps=5",
+    "model.tiny.image_size=32",
+    "model.tiny.sam_image_size=32",
+    "model.max_length=128",
+]
 """The smallest setting at which the tiny model learns to segment (80 steps of batch 8)."""
 
 
@@ -89,25 +126,68 @@ def test_demo_learns_at_a_small_size(tmp_path):
     # 16.7 % (empty mask) and 6.9 % (full mask); Acc stays at the majority's level (too few steps for
     # the labels), so only the masks are held to a bar, with a margin of > 10 points below every seed.
     out = tmp_path / "learn"
-    rc = main(["demo", "--out", str(out), "--tts-m", "1", "--tts-n", "1", "--no-sweeps", "--no-ablation",
-               "--set", *LEARN])
+    rc = main(
+        ["demo", "--out", str(out), "--tts-m", "1", "--tts-n", "1", "--no-sweeps", "--no-ablation", "--set", *LEARN]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert rc == (0 if summary["passed"] else 1)
-    base = {k: json.loads((out / "eval" / f"baseline-{k}" / "metrics.json").read_text())["overall"]["giou"]
-            for k in ("empty", "full")}
+    base = {
+        k: json.loads((out / "eval" / f"baseline-{k}" / "metrics.json").read_text())["overall"]["giou"]
+        for k in ("empty", "full")
+    }
     giou = summary["model"]["giou"]
     assert giou >= 0.30 and giou >= max(base.values()) + 0.15, (giou, base)
 
 
 def test_sweep_commands(synth_m3ds, tmp_path, capsys):
     ckpt = trained_checkpoint(synth_m3ds, tmp_path / "ckpt")
-    assert main(["sweep", "tau", "--checkpoint", str(ckpt), "--manifest", str(synth_m3ds), "--out",
-                 str(tmp_path / "tau"), "--limit", "3"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "tau",
+                "--checkpoint",
+                str(ckpt),
+                "--manifest",
+                str(synth_m3ds),
+                "--out",
+                str(tmp_path / "tau"),
+                "--limit",
+                "3",
+            ]
+        )
+        == 0
+    )
     rows = (tmp_path / "tau" / "tau_sweep.csv").read_text().splitlines()
-    assert [r.split(",")[:2] for r in rows[1:]] == [["grid", "8"], ["grid", "16"], ["grid", "32"], ["grid", "64"],
-                                                   ["topk", "12"], ["topk", "24"], ["topk", "36"], ["topk", "48"]]
-    assert main(["sweep", "tts", "--checkpoint", str(ckpt), "--manifest", str(synth_m3ds), "--out",
-                 str(tmp_path / "tts"), "--limit", "3", "--selector", "oracle"]) == 0
+    assert [r.split(",")[:2] for r in rows[1:]] == [
+        ["grid", "8"],
+        ["grid", "16"],
+        ["grid", "32"],
+        ["grid", "64"],
+        ["topk", "12"],
+        ["topk", "24"],
+        ["topk", "36"],
+        ["topk", "48"],
+    ]
+    assert (
+        main(
+            [
+                "sweep",
+                "tts",
+                "--checkpoint",
+                str(ckpt),
+                "--manifest",
+                str(synth_m3ds),
+                "--out",
+                str(tmp_path / "tts"),
+                "--limit",
+                "3",
+                "--selector",
+                "oracle",
+            ]
+        )
+        == 0
+    )
     assert "UPPER BOUND" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "tts" / "tts_sweep_metrics.json").read_text())
     assert set(metrics) == {f"{p}={v}" for p in "mn" for v in (1, 2, 4, 8)}
@@ -128,7 +208,10 @@ def test_cli_lists_the_inference_commands():
 def test_sweep_seeds_smallest(tmp_path, capsys):
     out = tmp_path / "seeds"
     small = [s for s in SMALL if not s.startswith("train.max_steps")] + [
-        "train.max_steps=2", f"data.manifest={tmp_path / 'm3ds'}", "data.synthetic.n=16"]
+        "train.max_steps=2",
+        f"data.manifest={tmp_path / 'm3ds'}",
+        "data.synthetic.n=16",
+    ]
     assert main(["sweep", "seeds", "--out", str(out), "--seeds", "2", "--set", *small]) == 0
     printed = capsys.readouterr().out
     assert "RVLS2M on vs off over 2 training seeds" in printed and "| gIoU |" in printed

@@ -39,8 +39,10 @@ Sim4Seg (RVLS2M, greedy) on the synthetic test split: gIoU 70.79%, cIoU 73.49%, 
 
 def test_regions_are_pasted_from_results_md(tmp_path):
     mod = load()
-    summary = {"timings": {"total_s": 150.0}, "environment": {"threads": 1, "cpus": 2, "loadavg_start": [3.0, 2, 1],
-                                                               "torch": "2.x"}}
+    summary = {
+        "timings": {"total_s": 150.0},
+        "environment": {"threads": 1, "cpus": 2, "loadavg_start": [3.0, 2, 1], "torch": "2.x"},
+    }
     readme = mod.region("README.md", RESULTS, summary)
     assert "| Sim4Seg | 70.79 | 73.49 | 90.68 |" in readme and "Table 3" not in readme
     assert readme.rstrip().endswith("LEARNED\n" + mod.END) and "load average 3.0" in readme

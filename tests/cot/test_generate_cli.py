@@ -22,8 +22,24 @@ FAST = ["--backoff", "0.01", "--max-attempts", "3", "--timeout", "2"]
 
 
 def _generate(manifest, out, url, *extra):
-    return main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(out),
-                 "--base-url", url, "--model", "tiny-med", *FAST, *extra])
+    return main(
+        [
+            "cot",
+            "generate",
+            "--manifest",
+            str(manifest),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            "--base-url",
+            url,
+            "--model",
+            "tiny-med",
+            *FAST,
+            *extra,
+        ]
+    )
 
 
 def test_generate_end_to_end_writes_results_run_and_summary(manifest, train, tmp_path, capsys):
@@ -51,9 +67,27 @@ def test_killed_run_resumes_with_every_sample_exactly_once(manifest, train, tmp_
     out = tmp_path / "out"
     results = out / "results.jsonl"
     with FakeServer(Script(delay=0.05)) as srv:
-        cmd = [sys.executable, "-m", "sim4seg", "cot", "generate", "--manifest", str(manifest), "--split", "train",
-               "--out", str(out), "--base-url", srv.url, "--model", "tiny-med", "--concurrency", "2",
-               "--no-progress", *FAST]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sim4seg",
+            "cot",
+            "generate",
+            "--manifest",
+            str(manifest),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            "--base-url",
+            srv.url,
+            "--model",
+            "tiny-med",
+            "--concurrency",
+            "2",
+            "--no-progress",
+            *FAST,
+        ]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120  # a bound, not a timing: the CLI imports torch, slow on a busy machine
@@ -93,8 +127,29 @@ def test_api_key_never_logged_or_written(manifest, train, tmp_path, capsys, capl
     out = tmp_path / "out"
     caplog.set_level(logging.DEBUG)
     with FakeServer(Script(api_key=secret, fail="500", fail_times=1)) as srv:
-        assert main(["-v", "cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(out),
-                     "--base-url", srv.url, "--model", "tiny-med", "--limit", "3", *FAST]) == 0
+        assert (
+            main(
+                [
+                    "-v",
+                    "cot",
+                    "generate",
+                    "--manifest",
+                    str(manifest),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(out),
+                    "--base-url",
+                    srv.url,
+                    "--model",
+                    "tiny-med",
+                    "--limit",
+                    "3",
+                    *FAST,
+                ]
+            )
+            == 0
+        )
         assert srv.state.auth_headers[-1] == f"Bearer {secret}"
     captured = capsys.readouterr()
     texts = [captured.out, captured.err, caplog.text] + [p.read_text() for p in out.iterdir()]
@@ -107,8 +162,26 @@ def test_bad_server_is_one_clear_error_before_the_run(manifest, tmp_path, capsys
     monkeypatch.delenv("SIM4SEG_COT_API_KEY", raising=False)
     out = tmp_path / "out"
     with FakeServer() as srv:
-        assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(out),
-                     "--base-url", srv.url, "--model", "nope", *FAST]) == 2
+        assert (
+            main(
+                [
+                    "cot",
+                    "generate",
+                    "--manifest",
+                    str(manifest),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(out),
+                    "--base-url",
+                    srv.url,
+                    "--model",
+                    "nope",
+                    *FAST,
+                ]
+            )
+            == 2
+        )
         assert srv.roles() == []
     assert "error: model 'nope' is not served" in capsys.readouterr().err
     assert not out.exists()
@@ -122,16 +195,48 @@ def test_base_url_and_model_from_environment(manifest, train, tmp_path, monkeypa
     with FakeServer() as srv:
         monkeypatch.setenv("SIM4SEG_COT_BASE_URL", srv.url)
         monkeypatch.setenv("SIM4SEG_COT_MODEL", "tiny-med")
-        assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(out),
-                     "--limit", "2", "--no-progress", *FAST]) == 0
+        assert (
+            main(
+                [
+                    "cot",
+                    "generate",
+                    "--manifest",
+                    str(manifest),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(out),
+                    "--limit",
+                    "2",
+                    "--no-progress",
+                    *FAST,
+                ]
+            )
+            == 0
+        )
     assert len(list(read_records(out / "results.jsonl"))) == 2
 
 
 def test_missing_base_url_is_an_input_error(manifest, tmp_path, capsys, monkeypatch):
     for name in ("SIM4SEG_COT_BASE_URL", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(tmp_path / "o"),
-                 "--model", "m"]) == 2
+    assert (
+        main(
+            [
+                "cot",
+                "generate",
+                "--manifest",
+                str(manifest),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "o"),
+                "--model",
+                "m",
+            ]
+        )
+        == 2
+    )
     assert "--base-url" in capsys.readouterr().err
 
 
@@ -151,8 +256,7 @@ def test_retry_failed_redoes_failed_samples_only(manifest, train, tmp_path):
 def test_another_model_as_critic(manifest, train, tmp_path):
     out = tmp_path / "out"
     with FakeServer(Script(models=("tiny-med", "tiny-critic"))) as srv:
-        assert _generate(manifest, out, srv.url, "--critic-model", "tiny-critic", "--limit", "2",
-                         "--no-progress") == 0
+        assert _generate(manifest, out, srv.url, "--critic-model", "tiny-critic", "--limit", "2", "--no-progress") == 0
         used = {(role, body["model"]) for role, body in srv.state.requests}
     assert used == {("medical", "tiny-med"), ("critic", "tiny-critic")}
     assert {r["critic_model"] for r in read_records(out / "results.jsonl")} == {"tiny-critic"}
@@ -169,7 +273,8 @@ def test_help_and_prompts_command(tmp_path, capsys):
         assert name in text
     assert main(["cot", "prompts", "--out", str(tmp_path / "p")]) == 0
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == sorted(
-        ["medical_system.txt", "medical.txt", "revision.txt", "critic_system.txt", "critic.txt"])
+        ["medical_system.txt", "medical.txt", "revision.txt", "critic_system.txt", "critic.txt"]
+    )
     assert main(["cot", "prompts", "--out", str(tmp_path / "p")]) == 2  # would overwrite
 
 
@@ -178,6 +283,27 @@ def test_resuming_with_other_settings_warns(manifest, tmp_path, caplog):
     with FakeServer(Script(models=("tiny-med", "other"))) as srv:
         assert _generate(manifest, out, srv.url, "--limit", "1", "--no-progress") == 0
         assert "this output was started with" not in caplog.text
-        assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(out),
-                     "--base-url", srv.url, "--model", "other", "--limit", "1", "--no-progress", *FAST]) == 0
+        assert (
+            main(
+                [
+                    "cot",
+                    "generate",
+                    "--manifest",
+                    str(manifest),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(out),
+                    "--base-url",
+                    srv.url,
+                    "--model",
+                    "other",
+                    "--limit",
+                    "1",
+                    "--no-progress",
+                    *FAST,
+                ]
+            )
+            == 0
+        )
     assert "this output was started with model='tiny-med', this run uses 'other'" in caplog.text

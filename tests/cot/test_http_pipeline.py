@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cot_helpers import FAST_RETRY, make_pipeline
 from cot_fake_server import FakeServer, Script
+from cot_helpers import FAST_RETRY, make_pipeline
 from sim4seg.cot.backends.base import BackendError, PreflightError
 from sim4seg.cot.backends.openai import OpenAIBackend, RetryPolicy
 from sim4seg.cot.images import ImageInput

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import write_dicom
 from sim4seg.cot.images import ImageInput, load_image, shrink
 from sim4seg.data.io import read_image, write_image
 from sim4seg.errors import ImageReadError
-
-from helpers import write_dicom
 
 
 def _decode(url: str) -> tuple[str, np.ndarray]:

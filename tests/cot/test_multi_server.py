@@ -47,8 +47,12 @@ def test_a_server_that_comes_back_is_used_again_after_its_cooldown(manifest, tra
         b = FakeServer(Script(delay=0.05, die_after=2))
         port = int(b.url.rsplit(":", 1)[1].split("/")[0])
         with b:
-            pipeline = make_pipeline([a.url, b.url], manifest, retry=FAST_RETRY,
-                                     pool=PoolPolicy(fail_threshold=1, cooldown=0.1, cooldown_max=0.2))
+            pipeline = make_pipeline(
+                [a.url, b.url],
+                manifest,
+                retry=FAST_RETRY,
+                pool=PoolPolicy(fail_threshold=1, cooldown=0.1, cooldown_max=0.2),
+            )
             out = {}
 
             def work():
@@ -84,9 +88,32 @@ def test_cli_takes_several_base_urls_and_a_file_of_them(manifest, train, tmp_pat
     url_file = tmp_path / "servers.txt"
     with FakeServer() as a, FakeServer() as b, FakeServer() as c:
         url_file.write_text(f"# two more\n{b.url}\n\n{c.url}  # the third\n")
-        assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(tmp_path / "o"),
-                     "--base-url", a.url, "--base-urls-file", str(url_file), "--model", "tiny-med",
-                     "--concurrency", "6", "--max-per-server", "2", *FAST]) == 0
+        assert (
+            main(
+                [
+                    "cot",
+                    "generate",
+                    "--manifest",
+                    str(manifest),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--base-url",
+                    a.url,
+                    "--base-urls-file",
+                    str(url_file),
+                    "--model",
+                    "tiny-med",
+                    "--concurrency",
+                    "6",
+                    "--max-per-server",
+                    "2",
+                    *FAST,
+                ]
+            )
+            == 0
+        )
         answered = [_answered(s) for s in (a, b, c)]
     stdout = capsys.readouterr().out
     assert sum(answered) == 2 * len(train) and min(answered) > 0
@@ -107,20 +134,81 @@ def test_cli_starts_without_an_unreachable_server_but_not_without_all(manifest, 
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     with FakeServer() as a:
-        assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(tmp_path / "o"),
-                     "--base-url", dead, "--base-url", a.url, "--model", "tiny-med", "--limit", "3",
-                     "--cooldown", "300", *FAST]) == 0
+        assert (
+            main(
+                [
+                    "cot",
+                    "generate",
+                    "--manifest",
+                    str(manifest),
+                    "--split",
+                    "train",
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--base-url",
+                    dead,
+                    "--base-url",
+                    a.url,
+                    "--model",
+                    "tiny-med",
+                    "--limit",
+                    "3",
+                    "--cooldown",
+                    "300",
+                    *FAST,
+                ]
+            )
+            == 0
+        )
         assert _answered(a) == 6
     assert "taken out 1 time(s)" in capsys.readouterr().out
-    assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(tmp_path / "p"),
-                 "--base-url", dead, "--base-url", dead.replace("/v1", "/v2"), "--model", "tiny-med", *FAST]) == 2
+    assert (
+        main(
+            [
+                "cot",
+                "generate",
+                "--manifest",
+                str(manifest),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "p"),
+                "--base-url",
+                dead,
+                "--base-url",
+                dead.replace("/v1", "/v2"),
+                "--model",
+                "tiny-med",
+                *FAST,
+            ]
+        )
+        == 2
+    )
     assert "no server answered" in capsys.readouterr().err
 
 
 def test_bad_server_list_names_the_file_and_line(manifest, tmp_path, capsys):
     url_file = tmp_path / "servers.txt"
     url_file.write_text("http://127.0.0.1:1/v1\nlocalhost:8000\n")
-    assert main(["cot", "generate", "--manifest", str(manifest), "--split", "train", "--out", str(tmp_path / "o"),
-                 "--base-urls-file", str(url_file), "--model", "tiny-med", *FAST]) == 2
+    assert (
+        main(
+            [
+                "cot",
+                "generate",
+                "--manifest",
+                str(manifest),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "o"),
+                "--base-urls-file",
+                str(url_file),
+                "--model",
+                "tiny-med",
+                *FAST,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{url_file}:2" in err and "not a server URL: 'localhost:8000'" in err

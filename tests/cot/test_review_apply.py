@@ -54,8 +54,23 @@ def test_apply_writes_accepted_chains_atomically_and_valid(manifest, train, mixe
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_review_roundtrip(manifest, train, mixed, tmp_path, suffix):
     sheet = tmp_path / f"review{suffix}"
-    assert main(["cot", "review-export", "--manifest", str(manifest), "--results", str(mixed), "--out", str(sheet),
-                 "--spot-check", "2"]) == 0
+    assert (
+        main(
+            [
+                "cot",
+                "review-export",
+                "--manifest",
+                str(manifest),
+                "--results",
+                str(mixed),
+                "--out",
+                str(sheet),
+                "--spot-check",
+                "2",
+            ]
+        )
+        == 0
+    )
     if suffix == ".csv":
         with open(sheet, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))

@@ -9,45 +9,68 @@ from sim4seg.cot.verdict import extract_chain, label_matches, parse_verdict
 from sim4seg.errors import InputError
 
 
-@pytest.mark.parametrize("reply", [
-    "VERDICT: ACCEPT\nREASONS:\n- none",
-    "**Verdict:** Accepted",
-    "verdict = accept",
-    "```\nVERDICT: ACCEPT\n```",
-    "Accept. The reasoning is sound.",
-    '{"verdict": "accept", "reasons": []}',
-    'Here is my review: {"Verdict": "ACCEPT", "reasons": "none"}',
-    "Final verdict: APPROVED",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "VERDICT: ACCEPT\nREASONS:\n- none",
+        "**Verdict:** Accepted",
+        "verdict = accept",
+        "```\nVERDICT: ACCEPT\n```",
+        "Accept. The reasoning is sound.",
+        '{"verdict": "accept", "reasons": []}',
+        'Here is my review: {"Verdict": "ACCEPT", "reasons": "none"}',
+        "Final verdict: APPROVED",
+    ],
+)
 def test_accepting_replies(reply):
     v = parse_verdict(reply)
     assert v.accepted and v.parsed and v.reasons == []
 
 
-@pytest.mark.parametrize("reply, reasons", [
-    ("VERDICT: REJECT\nREASONS:\n- invents a fracture line\n- wrong modality", ["invents a fracture line", "wrong modality"]),
-    ("**VERDICT**: **REJECT**\nREASONS:\n1. no modality\n2) diagnosis missing", ["no modality", "diagnosis missing"]),
-    ("Reject.\nThe chain describes a mass that is not visible.", ["The chain describes a mass that is not visible."]),
-    ('{"verdict": "reject", "reasons": ["too short"]}', ["too short"]),
-    ("VERDICT: REJECTED", ["rejected without reasons"]),
-    ("VERDICT: REJECT\nREASONS: the structure is not followed", ["the structure is not followed"]),
-])
+@pytest.mark.parametrize(
+    "reply, reasons",
+    [
+        (
+            "VERDICT: REJECT\nREASONS:\n- invents a fracture line\n- wrong modality",
+            ["invents a fracture line", "wrong modality"],
+        ),
+        (
+            "**VERDICT**: **REJECT**\nREASONS:\n1. no modality\n2) diagnosis missing",
+            ["no modality", "diagnosis missing"],
+        ),
+        (
+            "Reject.\nThe chain describes a mass that is not visible.",
+            ["The chain describes a mass that is not visible."],
+        ),
+        ('{"verdict": "reject", "reasons": ["too short"]}', ["too short"]),
+        ("VERDICT: REJECTED", ["rejected without reasons"]),
+        ("VERDICT: REJECT\nREASONS: the structure is not followed", ["the structure is not followed"]),
+    ],
+)
 def test_rejecting_replies(reply, reasons):
     v = parse_verdict(reply)
     assert not v.accepted and v.parsed and v.reasons == reasons
 
 
-@pytest.mark.parametrize("reply", [
-    "", "I think this might be fine but I cannot accept the modality.", "Yes", "The verdict is unclear.",
-    '{"verdict": "maybe"}',
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        "I think this might be fine but I cannot accept the modality.",
+        "Yes",
+        "The verdict is unclear.",
+        '{"verdict": "maybe"}',
+    ],
+)
 def test_unreadable_replies_are_rejections_never_acceptances(reply):
     v = parse_verdict(reply)
     assert not v.accepted and not v.parsed and v.reasons
 
 
 def test_extract_chain_strips_seg_and_diagnosis_line():
-    reply = "It is [SEG]. This is an X-ray of the wrist.\nA lucent line crosses the radius.\n\nDiagnosis: Wrist Fracture."
+    reply = (
+        "It is [SEG]. This is an X-ray of the wrist.\nA lucent line crosses the radius.\n\nDiagnosis: Wrist Fracture."
+    )
     chain = extract_chain(reply, "wrist positive", ("wrist fracture",))
     assert chain.problems == []
     assert chain.text == "This is an X-ray of the wrist.\nA lucent line crosses the radius."

@@ -42,14 +42,15 @@ def test_build_all_ten_verify_and_stats(all_sources, tmp_path, capsys):
     out = tmp_path / "m3ds"
     status = main(["data", "build", *_specs(all_sources), "--out", str(out), "--workers", "2"])
     text = capsys.readouterr().out
-    assert status == 1                                   # the fixtures hold bad files on purpose
+    assert status == 1  # the fixtures hold bad files on purpose
     report = json.loads((out / REPORT_FILE).read_text())
     assert list(report["sources"]) == list(SUBSETS)
     assert report["totals"] == {"train": 32, "val": 13, "test": 14}
     assert report["sources"]["busi"]["counts"] == {"train": {"benign": 2, "malignant": 1, "normal": 1}}
     assert report["skipped"] == 13 and report["excluded"] == 1
-    assert {"file": "malignant/malignant (2).png", "reason": "no mask malignant (2)_mask.png beside it"} \
-        in report["sources"]["busi"]["skipped"]
+    assert {"file": "malignant/malignant (2).png", "reason": "no mask malignant (2)_mask.png beside it"} in report[
+        "sources"
+    ]["busi"]["skipped"]
     assert "total: 59 samples (train 32, val 13, test 14); 13 skipped, 1 excluded" in text
     checked, problems = verify(out)
     assert checked == 59 and problems == []
@@ -72,9 +73,9 @@ def test_resume_reuses_finished_and_redoes_missing(all_sources, tmp_path):
     src = all_sources["kvasir_seg"] / "Kvasir-SEG" / "images" / "cju0000xyz.jpg"
     assert img.stat().st_ino != src.stat().st_ino and first["sources"]["kvasir_seg"]["images"] == {"encoded": 10}
     (out / "masks" / "kvasir_seg" / "cju0003xyz.png").unlink()
-    (out / "masks" / "kvasir_seg" / ".cju0004xyz.png.abc.tmp").write_bytes(b"half")   # left by a killed run
+    (out / "masks" / "kvasir_seg" / ".cju0004xyz.png.abc.tmp").write_bytes(b"half")  # left by a killed run
     with open(out / STATE_DIR / "busi.jsonl", "a") as f:
-        f.write('{"id": "busi-torn", "fing')                                         # torn last line
+        f.write('{"id": "busi-torn", "fing')  # torn last line
     again = build(out, sources, workers=1)
     k = again["sources"]["kvasir_seg"]
     assert (k["converted"], k["reused"]) == (1, 9) and again["sources"]["busi"]["converted"] == 0
@@ -103,8 +104,21 @@ def test_interrupted_build_loses_nothing_finished(all_sources, tmp_path, monkeyp
 
 
 def test_exit_zero_without_skips_and_two_workers_match_one(all_sources, tmp_path):
-    assert main(["data", "build", "--source", f"kvasir_seg={all_sources['kvasir_seg']}",
-                 "--out", str(tmp_path / "a"), "--workers", "2"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--source",
+                f"kvasir_seg={all_sources['kvasir_seg']}",
+                "--out",
+                str(tmp_path / "a"),
+                "--workers",
+                "2",
+            ]
+        )
+        == 0
+    )
     build(tmp_path / "b", {"kvasir_seg": all_sources["kvasir_seg"]}, workers=1)
     for split in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{split}.jsonl").read_text() == (tmp_path / "b" / f"{split}.jsonl").read_text()
@@ -113,20 +127,24 @@ def test_exit_zero_without_skips_and_two_workers_match_one(all_sources, tmp_path
 def test_missing_folder_fails_before_any_work(all_sources, tmp_path, capsys):
     out = tmp_path / "m3ds"
     missing = tmp_path / "nowhere"
-    status = main(["data", "build", "--source", f"busi={all_sources['busi']}",
-                   "--source", f"fives={missing}", "--out", str(out)])
+    status = main(
+        ["data", "build", "--source", f"busi={all_sources['busi']}", "--source", f"fives={missing}", "--out", str(out)]
+    )
     assert status == 2 and str(missing) in capsys.readouterr().err
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name, remove, expected", [
-    ("fracatlas", "FracAtlas/Annotations/COCO JSON/COCO_fracture_masks.json", "COCO_fracture_masks.json"),
-    ("fracatlas", "FracAtlas/Utilities/Fracture Split/valid.csv", "valid.csv"),
-    ("isic2017", "ISIC-2017_Validation_Part3_GroundTruth.csv", "ISIC-2017_Validation_Part3_GroundTruth.csv"),
-    ("tn3k", "tn3k-trainval-fold0.json", "tn3k-trainval-fold0.json"),
-    ("fives", "FIVES A Fundus Image Dataset/test/Groud truth", "test/Ground truth"),
-    ("bfd", "BoneFractureYolo8/valid/labels", "valid/labels"),
-])
+@pytest.mark.parametrize(
+    "name, remove, expected",
+    [
+        ("fracatlas", "FracAtlas/Annotations/COCO JSON/COCO_fracture_masks.json", "COCO_fracture_masks.json"),
+        ("fracatlas", "FracAtlas/Utilities/Fracture Split/valid.csv", "valid.csv"),
+        ("isic2017", "ISIC-2017_Validation_Part3_GroundTruth.csv", "ISIC-2017_Validation_Part3_GroundTruth.csv"),
+        ("tn3k", "tn3k-trainval-fold0.json", "tn3k-trainval-fold0.json"),
+        ("fives", "FIVES A Fundus Image Dataset/test/Groud truth", "test/Ground truth"),
+        ("bfd", "BoneFractureYolo8/valid/labels", "valid/labels"),
+    ],
+)
 def test_missing_annotation_names_what_and_where(tmp_path, name, remove, expected):
     import shutil
 
@@ -152,6 +170,9 @@ def test_paper_sizes_keeps_findings_first(all_sources, tmp_path, monkeypatch):
     report = build(tmp_path / "m3ds", {"fracatlas": all_sources["fracatlas"]}, paper_sizes=True)
     r = report["sources"]["fracatlas"]
     assert r["dropped_by_paper_sizes"] == {"train": 4, "val": 1, "test": 1}  # IMG6 tried, failed, replaced
-    assert r["counts"] == {"train": {"hand fracture": 1, "multi-region fracture": 1, "shoulder fracture": 1},
-                           "val": {"hip fracture": 1}, "test": {"hand fracture": 1}}
+    assert r["counts"] == {
+        "train": {"hand fracture": 1, "multi-region fracture": 1, "shoulder fracture": 1},
+        "val": {"hip fracture": 1},
+        "test": {"hand fracture": 1},
+    }
     assert verify(tmp_path / "m3ds")[1] == []

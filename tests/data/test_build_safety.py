@@ -44,10 +44,9 @@ def _all_bytes(root: Path) -> bytes:
 
 def test_dicom_sources_become_pngs_without_patient_fields(tmp_path):
     base, root = _kvasir(tmp_path)
-    raw = (np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 2)  # 12-bit values
+    raw = np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 2  # 12-bit values
     (root / "images" / "cju0000xyz.jpg").unlink()
-    dicom(root / "images" / "cju0000xyz.dcm", raw, WindowCenter=1536, WindowWidth=3072,
-          PatientBirthDate="19700101")
+    dicom(root / "images" / "cju0000xyz.dcm", raw, WindowCenter=1536, WindowWidth=3072, PatientBirthDate="19700101")
     rgb = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     (root / "images" / "cju0001xyz.jpg").unlink()
     dicom(root / "images" / "cju0001xyz.dcm", rgb, "RGB")
@@ -131,10 +130,10 @@ def test_symlinks_are_followed_only_within_the_root(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     shutil.move(root / "images" / "cju0003xyz.jpg", outside / "x.jpg")
-    os.symlink(outside / "x.jpg", root / "images" / "cju0003xyz.jpg")     # leads outside: refused
+    os.symlink(outside / "x.jpg", root / "images" / "cju0003xyz.jpg")  # leads outside: refused
     shutil.copy(root / "images" / "cju0004xyz.jpg", root / "spare.jpg")
     (root / "images" / "cju0004xyz.jpg").unlink()
-    os.symlink(root / "spare.jpg", root / "images" / "cju0004xyz.jpg")    # stays inside: followed
+    os.symlink(root / "spare.jpg", root / "images" / "cju0004xyz.jpg")  # stays inside: followed
     report = build(tmp_path / "m3ds", {"kvasir_seg": base})
     r = report["sources"]["kvasir_seg"]
     skipped = {s["file"]: s["reason"] for s in r["skipped"]}

@@ -26,7 +26,10 @@ def test_help_lists_subcommands(capsys):
 
 def test_synth_stats_verify(tmp_path, capsys):
     out = tmp_path / "x"
-    assert main(["data", "synth", "--out", str(out), "--n", "30", "--seed", "2", "--min-size", "40", "--max-size", "60"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(out), "--n", "30", "--seed", "2", "--min-size", "40", "--max-size", "60"])
+        == 0
+    )
     assert main(["data", "stats", str(out)]) == 0
     text = capsys.readouterr().out
     lines = text.splitlines()
@@ -79,8 +82,31 @@ def test_synth_bad_subset(tmp_path, capsys):
 
 def test_synth_clutter_options(tmp_path, capsys):
     out = tmp_path / "c"
-    assert main(["data", "synth", "--out", str(out), "--n", "4", "--subsets", "fracatlas", "--min-size", "40",
-                 "--max-size", "40", "--lesion-scale", "0.06", "0.09", "--distractors", "2", "5"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--n",
+                "4",
+                "--subsets",
+                "fracatlas",
+                "--min-size",
+                "40",
+                "--max-size",
+                "40",
+                "--lesion-scale",
+                "0.06",
+                "0.09",
+                "--distractors",
+                "2",
+                "5",
+            ]
+        )
+        == 0
+    )
     build = json.loads((out / "dataset_info.json").read_text())["build"]
     assert build["lesion_scale"] == [0.06, 0.09] and build["distractors"] == [2, 5]
     assert main(["data", "synth", "--out", str(out), "--n", "4", "--lesion-scale", "0.3", "0.1"]) == 2
@@ -138,6 +164,7 @@ def test_export_row_groups_are_bounded(synth_m3ds, tmp_path):
 
 def test_export_loads_with_hf_datasets_also_streaming(synth_m3ds, tmp_path):
     import datasets  # in the dev extra
+
     out = tmp_path / "pq"
     assert main(["data", "export", str(synth_m3ds), "--out", str(out), "--max-shard-size", "40KB"]) == 0
     ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
@@ -188,7 +215,7 @@ def test_killed_export_leaves_no_final_file_and_the_next_one_cleans_up(synth_m3d
 def test_export_bad_size_and_missing_image(m3ds, tmp_path, capsys):
     from sim4seg.data.export import parse_size
 
-    assert parse_size("500MB") == 500_000_000 and parse_size("2GiB") == 2 * 1024 ** 3 and parse_size("1000") == 1000
+    assert parse_size("500MB") == 500_000_000 and parse_size("2GiB") == 2 * 1024**3 and parse_size("1000") == 1000
     assert main(["data", "export", str(m3ds), "--out", str(tmp_path / "o"), "--max-shard-size", "lots"]) == 2
     assert "not a size: 'lots'" in capsys.readouterr().err
     first = json.loads((m3ds / "test.jsonl").read_text().splitlines()[0])

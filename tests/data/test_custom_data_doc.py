@@ -67,7 +67,18 @@ def _make_folder(tmp: Path) -> None:
 def test_custom_data_doc_runs_as_written(tmp_path, monkeypatch, capsys):
     commands = doc_commands()
     assert [c.split()[1] for c in commands if c.startswith("sim4seg")] == [
-        "data", "data", "data", "cot", "cot", "cot", "cot", "train", "model", "evaluate", "predict"]
+        "data",
+        "data",
+        "data",
+        "cot",
+        "cot",
+        "cot",
+        "cot",
+        "train",
+        "model",
+        "evaluate",
+        "predict",
+    ]
     _make_folder(tmp_path)
     (tmp_path / "configs").symlink_to(REPO / "configs")
     monkeypatch.chdir(tmp_path)
@@ -94,8 +105,12 @@ def test_custom_data_doc_runs_as_written(tmp_path, monkeypatch, capsys):
     # --max-side: 4 images stored downscaled, masks with them, the original size kept
     info, samples = load_split(tmp_path / "m3ds-mine", "train")
     assert set(info.subsets["wrist_xr"].labels) == {"no fracture", "wrist fracture"}
-    big = [s for split in ("train", "val", "test") for s in load_split(tmp_path / "m3ds-mine", split)[1]
-           if s.source.original_size]
+    big = [
+        s
+        for split in ("train", "val", "test")
+        for s in load_split(tmp_path / "m3ds-mine", split)[1]
+        if s.source.original_size
+    ]
     assert len(big) == 4 and all(s.source.original_size == [1024, 1280] for s in big)
     for s in big:
         assert Image.open(tmp_path / "m3ds-mine" / s.image).size == (1024, 819)

@@ -37,7 +37,11 @@ def test_examples_hold_prompt_answer_labels_frames_and_mask(synth_m3ds, tiny_mod
     assert item["seg_count"] == 1
     h, w = item["image_size"].tolist()
     assert item["mask"].shape == (h, w) and item["mask"].dtype == torch.bool
-    assert item["pixel_values"].shape == (3, 64, 64) and item["sam_pixel_values"].shape == (3, model.sam_size, model.sam_size)
+    assert item["pixel_values"].shape == (3, 64, 64) and item["sam_pixel_values"].shape == (
+        3,
+        model.sam_size,
+        model.sam_size,
+    )
     assert item["meta"]["id"] == s.id
 
 

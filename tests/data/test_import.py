@@ -13,12 +13,11 @@ from PIL import Image
 
 from sim4seg.apps.cli import main
 from sim4seg.data.build import build
-from sim4seg.data.io import read_image, read_mask
 from sim4seg.data.importer import import_folder
+from sim4seg.data.io import read_image, read_mask
 from sim4seg.data.schema import Sample, load_split, read_info, read_split
 from sim4seg.data.verify import verify
 from sim4seg.errors import InputError
-
 
 
 def _trees():
@@ -56,19 +55,40 @@ def _folder(tmp: Path, n: int = 12) -> Path:
 
 def test_import_matches_reports_and_splits(tmp_path, capsys):
     d = _folder(tmp_path)
-    (d / "imgs" / "lonely.png").write_bytes((d / "imgs" / "c01.png").read_bytes())      # no label, no mask
+    (d / "imgs" / "lonely.png").write_bytes((d / "imgs" / "c01.png").read_bytes())  # no label, no mask
     (d / "msks" / "orphan.png").write_bytes((d / "msks" / "c01_mask.png").read_bytes())  # no image
-    (d / "labels.csv").write_text((d / "labels.csv").read_text() + "ghost,a\nc01,b\n")   # no image; a second row
-    Image.new("L", (7, 7)).save(d / "msks" / "c02_mask.png")                             # wrong size
+    (d / "labels.csv").write_text((d / "labels.csv").read_text() + "ghost,a\nc01,b\n")  # no image; a second row
+    Image.new("L", (7, 7)).save(d / "msks" / "c02_mask.png")  # wrong size
     out = tmp_path / "m3ds"
-    args = ["data", "import", "--images", str(d / "imgs"), "--masks", str(d / "msks"), "--labels",
-            str(d / "labels.csv"), "--no-finding", "none", "--subset", "mine", "--modality", "dermoscopy",
-            "--target", "skin lesion", "--out", str(out)]
+    args = [
+        "data",
+        "import",
+        "--images",
+        str(d / "imgs"),
+        "--masks",
+        str(d / "msks"),
+        "--labels",
+        str(d / "labels.csv"),
+        "--no-finding",
+        "none",
+        "--subset",
+        "mine",
+        "--modality",
+        "dermoscopy",
+        "--target",
+        "skin lesion",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 1  # files were left out
     text = capsys.readouterr().out
-    for what in ("skipped imgs/lonely.png: no row in the labels CSV", "skipped msks/orphan.png: mask without an image",
-                 "labels CSV: ghost: a row without an image", "labels.csv:15: a second row for 'c01'",
-                 "mask is 7x7 but the image is 50x42"):
+    for what in (
+        "skipped imgs/lonely.png: no row in the labels CSV",
+        "skipped msks/orphan.png: mask without an image",
+        "labels CSV: ghost: a row without an image",
+        "labels.csv:15: a second row for 'c01'",
+        "mask is 7x7 but the image is 50x42",
+    ):
         assert what in text, what
     assert "checked 11 record(s) of" in text and ": OK;" in text
     info = read_info(out)
@@ -85,8 +105,9 @@ def test_import_matches_reports_and_splits(tmp_path, capsys):
     # a re-run resumes; the splits are a pure function of the seed
     assert main(args) == 1
     assert json.loads((out / "import_mine_report.json").read_text())["reused"] == 11
-    assert {s.id: s.split for split in ("train", "val", "test") for s in read_split(out, split)} == \
-        {s.id: s.split for s in samples}
+    assert {s.id: s.split for split in ("train", "val", "test") for s in read_split(out, split)} == {
+        s.id: s.split for s in samples
+    }
 
 
 def test_import_beside_an_existing_m3ds_with_csv_splits(synth_m3ds, tmp_path):
@@ -97,8 +118,9 @@ def test_import_beside_an_existing_m3ds_with_csv_splits(synth_m3ds, tmp_path):
     rows = (d / "labels.csv").read_text().splitlines()
     splits = ["train", "train", "train", "val", "test", "test"]
     (d / "labels.csv").write_text("\n".join([rows[0] + ",split"] + [f"{r},{s}" for r, s in zip(rows[1:], splits)]))
-    rep = import_folder(out, d / "imgs", d / "msks", labels_csv=d / "labels.csv", subset="mine", modality="xray",
-                        no_finding="none")
+    rep = import_folder(
+        out, d / "imgs", d / "msks", labels_csv=d / "labels.csv", subset="mine", modality="xray", no_finding="none"
+    )
     assert rep["settings"]["splits"] == "csv"
     info = read_info(out)
     assert "mine" in info.subsets and "busi" in info.subsets
@@ -107,8 +129,9 @@ def test_import_beside_an_existing_m3ds_with_csv_splits(synth_m3ds, tmp_path):
         assert sum(s.subset == "mine" for s in rows) == n and len(rows) == before[split] + n
     assert verify(out, decode=False)[1] == []
     # importing again replaces the subset, the others stay
-    import_folder(out, d / "imgs", d / "msks", labels_csv=d / "labels.csv", subset="mine", modality="xray",
-                  no_finding="none")
+    import_folder(
+        out, d / "imgs", d / "msks", labels_csv=d / "labels.csv", subset="mine", modality="xray", no_finding="none"
+    )
     assert sum(len(read_split(out, s)) for s in ("train", "val", "test")) == sum(before.values()) + 6
 
 
@@ -135,8 +158,16 @@ def test_import_errors(tmp_path):
 def test_import_max_side_keeps_the_original_size(tmp_path):
     d = _folder(tmp_path, 4)
     out = tmp_path / "m3ds"
-    import_folder(out, d / "imgs", d / "msks", labels_csv=d / "labels.csv", subset="mine", modality="xray",
-                  no_finding="none", max_side=25)
+    import_folder(
+        out,
+        d / "imgs",
+        d / "msks",
+        labels_csv=d / "labels.csv",
+        subset="mine",
+        modality="xray",
+        no_finding="none",
+        max_side=25,
+    )
     samples = [s for split in ("train", "val", "test") for s in read_split(out, split)]
     for s in samples:
         i = int(s.id[-2:])
@@ -159,21 +190,38 @@ def test_build_max_side_downscales_and_resumes(tmp_path, capsys):
     src = _trees().write_kvasir_seg(tmp_path / "src")
     out = tmp_path / "m3ds"
     rep = build(out, {"kvasir_seg": src}, max_side=24)
-    assert rep["max_side"] == 24 and rep["sources"]["kvasir_seg"]["images"] == {"resized": rep["totals"]["train"]
-                                                                               + rep["totals"]["val"]
-                                                                               + rep["totals"]["test"]}
+    assert rep["max_side"] == 24 and rep["sources"]["kvasir_seg"]["images"] == {
+        "resized": rep["totals"]["train"] + rep["totals"]["val"] + rep["totals"]["test"]
+    }
     info, samples = load_split(out, "train")
     assert info.build["max_side"] == 24
     for s in samples:
         h, w = s.source.original_size
-        assert max(read_image(out / s.image).shape[:2]) == 24 and read_mask(out / s.mask).shape == \
-            (round(h * 24 / max(h, w)), round(w * 24 / max(h, w)))
+        assert max(read_image(out / s.image).shape[:2]) == 24 and read_mask(out / s.mask).shape == (
+            round(h * 24 / max(h, w)),
+            round(w * 24 / max(h, w)),
+        )
         assert s.image.endswith(".jpg")
-    assert build(out, {"kvasir_seg": src}, max_side=24)["sources"]["kvasir_seg"]["reused"] == rep["sources"]["kvasir_seg"]["converted"]
+    assert (
+        build(out, {"kvasir_seg": src}, max_side=24)["sources"]["kvasir_seg"]["reused"]
+        == rep["sources"]["kvasir_seg"]["converted"]
+    )
     # a different --max-side redoes the images; none: hard links at full size again, no original_size
     again = build(out, {"kvasir_seg": src})
     assert again["sources"]["kvasir_seg"]["reused"] == 0
     assert all(s.source.original_size is None for s in load_split(out, "train")[1])
-    assert main(["data", "build", "--source", f"kvasir_seg={src}", "--out", str(tmp_path / "cli"), "--max-side", "20",
-                 "--workers", "1"]) in (0, 1)
+    assert main(
+        [
+            "data",
+            "build",
+            "--source",
+            f"kvasir_seg={src}",
+            "--out",
+            str(tmp_path / "cli"),
+            "--max-side",
+            "20",
+            "--workers",
+            "1",
+        ]
+    ) in (0, 1)
     assert read_info(tmp_path / "cli").build["max_side"] == 20

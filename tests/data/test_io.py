@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import write_dicom
 from sim4seg.data.io import image_size, is_dicom, read_image, read_mask, read_mask_raw, write_mask
 from sim4seg.errors import ImageReadError
-
-from helpers import write_dicom
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
@@ -49,8 +48,10 @@ def test_rgba_and_palette(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "p.png"), np.asarray(pal.convert("RGB")))
 
 
-@pytest.mark.parametrize("orientation, rotate", [(6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1)),
-                                                  (3, lambda a: np.rot90(a, 2))])
+@pytest.mark.parametrize(
+    "orientation, rotate",
+    [(6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1)), (3, lambda a: np.rot90(a, 2))],
+)
 def test_exif_orientation_applied(tmp_path, orientation, rotate):
     img = Image.fromarray(RGB)
     exif = img.getexif()
@@ -61,13 +62,14 @@ def test_exif_orientation_applied(tmp_path, orientation, rotate):
     assert image_size(tmp_path / "e.png") == out.shape[:2]
 
 
-_dicom = write_dicom      # the shared writer (tests/helpers.py)
+_dicom = write_dicom  # the shared writer (tests/helpers.py)
 
 
 def test_dicom_rescale_window_monochrome1(tmp_path, caplog):
     raw = np.array([[0, 100], [200, 400]], np.uint16)
-    p = _dicom(tmp_path / "x.dcm", raw, "MONOCHROME1", RescaleSlope=2, RescaleIntercept=-100,
-               WindowCenter=300, WindowWidth=401)
+    p = _dicom(
+        tmp_path / "x.dcm", raw, "MONOCHROME1", RescaleSlope=2, RescaleIntercept=-100, WindowCenter=300, WindowWidth=401
+    )
     with caplog.at_level(logging.DEBUG):
         out = read_image(p)
     values = raw * 2.0 - 100  # modality LUT

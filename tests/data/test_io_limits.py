@@ -150,7 +150,7 @@ def test_jpeg2000_dicom_decodes_with_the_dicom_extra(tmp_path):
     import pydicom
     from pydicom.uid import JPEG2000Lossless
 
-    raw = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    raw = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
     p = dicom(tmp_path / "j.dcm", raw)
     ds = pydicom.dcmread(p)
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import nibabel as nib  # noqa: E402  (the serve extra)
 import numpy as np
 import pytest
 
 from sim4seg.data.io import frame_count, read_image, read_nifti_slices
 from sim4seg.errors import ImageReadError
 from tests_dicom import multiframe
-
-import nibabel as nib  # noqa: E402  (the serve extra)
 
 
 def _nifti(path, data, affine=None):

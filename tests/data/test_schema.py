@@ -4,7 +4,14 @@ import pytest
 
 from sim4seg.data import prompts
 from sim4seg.data.schema import (
-    Answers, DatasetInfo, Sample, Source, iter_split, read_info, read_split, write_manifest,
+    Answers,
+    DatasetInfo,
+    Sample,
+    Source,
+    iter_split,
+    read_info,
+    read_split,
+    write_manifest,
 )
 from sim4seg.data.subsets import SUBSETS
 from sim4seg.errors import ManifestError
@@ -13,9 +20,14 @@ from sim4seg.errors import ManifestError
 def make(i=0, split="train", subset="busi", label="benign", **kw):
     sid = f"{subset}-{i}"
     d = dict(
-        id=sid, subset=subset, modality=SUBSETS[subset].modality, split=split,
-        image=f"images/{sid}.png", mask=f"masks/{sid}.png",
-        query=prompts.make_query(SUBSETS[subset], 0, sid), diagnosis=label,
+        id=sid,
+        subset=subset,
+        modality=SUBSETS[subset].modality,
+        split=split,
+        image=f"images/{sid}.png",
+        mask=f"masks/{sid}.png",
+        query=prompts.make_query(SUBSETS[subset], 0, sid),
+        diagnosis=label,
         answers=Answers(**prompts.make_answers(label, 0, sid, cot="The lesion is oval.")),
         source=Source(dataset="busi", files=[f"benign ({i}).png"], annotation_ids=[], mask_from="pixel", instances=1),
     )
@@ -42,17 +54,20 @@ def test_no_temp_files_left(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_info.json", "test.jsonl", "train.jsonl", "val.jsonl"]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(diagnosis="cancer"), "not in the label set"),
-    (lambda d: d.pop("query"), "missing field(s): query"),
-    (lambda d: d.update(split="dev"), "split must be one of"),
-    (lambda d: d.update(modality="ultrasound", subset="fives"), "subset 'fives' is fundus"),
-    (lambda d: d.update(image="/abs/x.png"), "must be relative"),
-    (lambda d: d.update(mask="../x.png"), "must be relative"),
-    (lambda d: d.update(extra=1), "unknown field(s): extra"),
-    (lambda d: d["source"].update(mask_from="magic"), "source.mask_from"),
-    (lambda d: d["answers"].update(plain="It is."), "must contain [SEG]"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(diagnosis="cancer"), "not in the label set"),
+        (lambda d: d.pop("query"), "missing field(s): query"),
+        (lambda d: d.update(split="dev"), "split must be one of"),
+        (lambda d: d.update(modality="ultrasound", subset="fives"), "subset 'fives' is fundus"),
+        (lambda d: d.update(image="/abs/x.png"), "must be relative"),
+        (lambda d: d.update(mask="../x.png"), "must be relative"),
+        (lambda d: d.update(extra=1), "unknown field(s): extra"),
+        (lambda d: d["source"].update(mask_from="magic"), "source.mask_from"),
+        (lambda d: d["answers"].update(plain="It is."), "must contain [SEG]"),
+    ],
+)
 def test_bad_record_names_file_and_line(tmp_path, mutate, message):
     write_manifest(tmp_path, [make(0), make(1)], DatasetInfo(subsets=dict(SUBSETS)))
     lines = (tmp_path / "train.jsonl").read_text().splitlines()
@@ -123,4 +138,6 @@ def test_prompt_choice_is_deterministic_and_varied():
     assert len(qs) == len(prompts.QUERY_TEMPLATES)
     assert all("polyp" in q and "endoscopy" in q for q in qs)
     assert prompts.make_query(info, 0, "a") == prompts.make_query(info, 0, "a")
-    assert [prompts.make_query(info, 1, f"id{i}") for i in range(10)] != [prompts.make_query(info, 2, f"id{i}") for i in range(10)]
+    assert [prompts.make_query(info, 1, f"id{i}") for i in range(10)] != [
+        prompts.make_query(info, 2, f"id{i}") for i in range(10)
+    ]

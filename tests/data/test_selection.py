@@ -50,24 +50,60 @@ def test_evaluate_only_some_subsets(synth_m3ds, tmp_path, capsys):
     samples = read_split(synth_m3ds, "test")
     pred_dir = tmp_path / "p"
     pred_dir.mkdir()
-    rows = [{"id": s.id, "mask": os.path.relpath(synth_m3ds / s.mask, pred_dir), "answer": s.answers.diagnosis}
-            for s in samples]
+    rows = [
+        {"id": s.id, "mask": os.path.relpath(synth_m3ds / s.mask, pred_dir), "answer": s.answers.diagnosis}
+        for s in samples
+    ]
     preds = pred_dir / "preds.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out"
-    rc = main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(preds), "--out", str(out),
-               "--modalities", "ultrasound"])
+    rc = main(
+        [
+            "evaluate",
+            "--manifest",
+            str(synth_m3ds),
+            "--predictions",
+            str(preds),
+            "--out",
+            str(out),
+            "--modalities",
+            "ultrasound",
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["per_subset"]) == {"busi", "tn3k"}
     assert m["overall"]["n"] == sum(s.subset in ("busi", "tn3k") for s in samples)
     # predictions of only the selected subsets are enough
-    (pred_dir / "few.jsonl").write_text("".join(json.dumps(r) + "\n" for r, s in zip(rows, samples)
-                                                if s.subset == "fives"), encoding="utf-8")
-    rc = main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(pred_dir / "few.jsonl"),
-               "--out", str(tmp_path / "o2"), "--subsets", "fives"])
+    (pred_dir / "few.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r, s in zip(rows, samples) if s.subset == "fives"), encoding="utf-8"
+    )
+    rc = main(
+        [
+            "evaluate",
+            "--manifest",
+            str(synth_m3ds),
+            "--predictions",
+            str(pred_dir / "few.jsonl"),
+            "--out",
+            str(tmp_path / "o2"),
+            "--subsets",
+            "fives",
+        ]
+    )
     assert rc == 0 and json.loads((tmp_path / "o2" / "metrics.json").read_text())["overall"]["giou"] == 1.0
-    rc = main(["evaluate", "--manifest", str(synth_m3ds), "--baseline", "empty", "--out", str(tmp_path / "o3"),
-               "--subsets", "isic"])
+    rc = main(
+        [
+            "evaluate",
+            "--manifest",
+            str(synth_m3ds),
+            "--baseline",
+            "empty",
+            "--out",
+            str(tmp_path / "o3"),
+            "--subsets",
+            "isic",
+        ]
+    )
     assert rc == 2
     assert "unknown subset(s) isic; the manifest has" in capsys.readouterr().err

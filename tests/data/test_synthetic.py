@@ -90,13 +90,18 @@ def _components(mask):
 
 def _hull_area(points):
     pts = sorted(set(map(tuple, points)))
+
     def half(seq):
         h = []
         for p in seq:
-            while len(h) >= 2 and (h[-1][0] - h[-2][0]) * (p[1] - h[-2][1]) - (h[-1][1] - h[-2][1]) * (p[0] - h[-2][0]) <= 0:
+            while (
+                len(h) >= 2
+                and (h[-1][0] - h[-2][0]) * (p[1] - h[-2][1]) - (h[-1][1] - h[-2][1]) * (p[0] - h[-2][0]) <= 0
+            ):
                 h.pop()
             h.append(p)
         return h
+
     hull = half(pts)[:-1] + half(pts[::-1])[:-1]
     xs, ys = np.array([p[0] for p in hull], float), np.array([p[1] for p in hull], float)
     return 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
@@ -113,9 +118,12 @@ def _shape(component):
 def _autocorr(gray, mask, dy, dx):
     """Correlation of the pixels of ``mask`` with those ``(dy, dx)`` away (both inside)."""
     h, w = gray.shape
-    a = gray[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-    b = gray[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
-    m = mask[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] & mask[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+    a = gray[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    b = gray[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+    m = (
+        mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+        & mask[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+    )
     if m.sum() < 10:
         return 0.0
     x, y = a[m] - a[m].mean(), b[m] - b[m].mean()
@@ -135,11 +143,20 @@ def features(img, mask, modality):
     gray = img.mean(2)
     core = mask & np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
     patterned = float(gray[core].std() > 12) if core.sum() > 10 else 0.0
-    corr = [_autocorr(gray, core, dy, dx) for dy, dx in ((0, 3), (3, 0), (2, 2), (2, -2), (1, 3), (3, 1), (3, -1), (1, -3))]
+    corr = [
+        _autocorr(gray, core, dy, dx) for dy, dx in ((0, 3), (3, 0), (2, 2), (2, -2), (1, 3), (3, 1), (3, -1), (1, -3))
+    ]
     shapes = np.array([_shape(c) for c in _components(mask) if c.sum() >= 20] or [(1.0, 1.0)])
     solidity, elongation = shapes.mean(0)
-    return np.array([np.sign(gray[mask].mean() - gray[~mask].mean()) * 2, patterned * 2, patterned * (max(corr) > 0.5) * 2,
-                     (solidity < 0.8) * 2, (elongation > 1.8) * 2])
+    return np.array(
+        [
+            np.sign(gray[mask].mean() - gray[~mask].mean()) * 2,
+            patterned * 2,
+            patterned * (max(corr) > 0.5) * 2,
+            (solidity < 0.8) * 2,
+            (elongation > 1.8) * 2,
+        ]
+    )
 
 
 @pytest.mark.parametrize("subset", list(SUBSETS))
@@ -152,8 +169,10 @@ def test_label_is_decided_by_pixels(subset):
         label = info.labels[int(rng.integers(len(info.labels)))]
         img, mask, _ = draw_sample(info, label, rng, (96, 128))
         data.append((features(img, mask, info.modality), label))
-    train, test = data[: len(data) // 2], data[len(data) // 2:]
-    centroids = {lb: np.mean([f for f, y in train if y == lb], axis=0) for lb in info.labels if any(y == lb for _, y in train)}
+    train, test = data[: len(data) // 2], data[len(data) // 2 :]
+    centroids = {
+        lb: np.mean([f for f, y in train if y == lb], axis=0) for lb in info.labels if any(y == lb for _, y in train)
+    }
     correct = sum(min(centroids, key=lambda lb: np.linalg.norm(f - centroids[lb])) == y for f, y in test)
     assert correct / len(test) >= 0.9, f"{subset}: {correct}/{len(test)}"
 
@@ -191,8 +210,10 @@ def _arrays_digest(**knobs):
 
 def test_default_knobs_reproduce_the_data_drawn_before_them():
     assert _arrays_digest() == DEFAULT_ARRAYS_SHA256
-    assert _arrays_digest(lesion_scale=(0.10, 0.22), distractors=(0, 0),
-                          distractor_rng=np.random.default_rng(1)) == DEFAULT_ARRAYS_SHA256
+    assert (
+        _arrays_digest(lesion_scale=(0.10, 0.22), distractors=(0, 0), distractor_rng=np.random.default_rng(1))
+        == DEFAULT_ARRAYS_SHA256
+    )
 
 
 def test_distractors_change_pixels_not_masks_and_lesion_scale_sizes_lesions(tmp_path):

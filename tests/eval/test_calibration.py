@@ -30,8 +30,11 @@ def test_ece_on_a_hand_computed_example():
 
 def test_correlation_pearson_and_spearman():
     x = [0.0, 0.1, 0.2, 0.3, 0.4]
-    assert correlation(x, [v ** 3 for v in x]) == {"n": 5, "pearson": pytest.approx(np.corrcoef(x, [v ** 3 for v in x])[0, 1]),
-                                                   "spearman": pytest.approx(1.0)}
+    assert correlation(x, [v**3 for v in x]) == {
+        "n": 5,
+        "pearson": pytest.approx(np.corrcoef(x, [v**3 for v in x])[0, 1]),
+        "spearman": pytest.approx(1.0),
+    }
     assert correlation(x, [1.0] * 5)["pearson"] is None  # constant: undefined, not 0
     rep = uncertainty_report([{"confidence": None, "correct": True, "uncertainty_mean": None, "iou": 0.5}])
     assert rep["calibration"] is None and rep["uncertainty_vs_error"] is None
@@ -54,13 +57,21 @@ def test_evaluate_reports_calibration_and_uncertainty_vs_error(synth_m3ds, tmp_p
         errors.append(err)
         uncs.append(u)
         right = i % 3 != 0
-        rows.append({"id": s.id, "mask": f"masks/{s.id}.png",
-                     "answer": s.answers.diagnosis if right else "It is [SEG].\nDiagnosis: nonsense.",
-                     "confidence": 0.9 if right else 0.6, "uncertainty_mean": u})
+        rows.append(
+            {
+                "id": s.id,
+                "mask": f"masks/{s.id}.png",
+                "answer": s.answers.diagnosis if right else "It is [SEG].\nDiagnosis: nonsense.",
+                "confidence": 0.9 if right else 0.6,
+                "uncertainty_mean": u,
+            }
+        )
     (pdir / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(pdir / "p.jsonl"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(pdir / "p.jsonl"), "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     rep = json.loads((out / "uncertainty.json").read_text())
     cal = rep["calibration"]
@@ -74,6 +85,8 @@ def test_evaluate_reports_calibration_and_uncertainty_vs_error(synth_m3ds, tmp_p
     # a value out of [0, 1] is named with its file and line
     rows[1]["confidence"] = 1.7
     (pdir / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(pdir / "p.jsonl"),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(pdir / "p.jsonl"), "--out", str(out)])
+        == 2
+    )
     assert "p.jsonl:2" in capsys.readouterr().err

@@ -31,15 +31,17 @@ def write_preds(path: Path, rows: list[dict]) -> Path:
 
 
 def perfect_rows(root: Path, samples, pred_dir: Path) -> list[dict]:
-    return [{"id": s.id, "mask": os.path.relpath(root / s.mask, pred_dir), "answer": s.answers.diagnosis}
-            for s in samples]
+    return [
+        {"id": s.id, "mask": os.path.relpath(root / s.mask, pred_dir), "answer": s.answers.diagnosis} for s in samples
+    ]
 
 
 def test_perfect_predictions_via_cli(synth_m3ds, test_samples, tmp_path, capsys):
     preds = write_preds(tmp_path / "p" / "preds.jsonl", perfect_rows(synth_m3ds, test_samples, tmp_path / "p"))
     out = tmp_path / "out"
-    rc = main(["evaluate", "--manifest", str(synth_m3ds), "--split", "test", "--predictions", str(preds),
-               "--out", str(out)])
+    rc = main(
+        ["evaluate", "--manifest", str(synth_m3ds), "--split", "test", "--predictions", str(preds), "--out", str(out)]
+    )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     o = metrics["overall"]
@@ -95,7 +97,9 @@ def test_evaluate_triples_api(synth_m3ds, test_samples):
 
 
 def run_bad(synth_m3ds, preds: Path, capsys) -> str:
-    rc = main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(preds), "--out", str(preds.parent / "o")])
+    rc = main(
+        ["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(preds), "--out", str(preds.parent / "o")]
+    )
     err = capsys.readouterr().err
     assert rc == 2, err
     assert not (preds.parent / "o" / "metrics.json").exists()
@@ -142,12 +146,15 @@ def test_unreadable_and_missing_mask(synth_m3ds, test_samples, tmp_path, capsys)
     assert "p.jsonl:2" in err and "file not found" in err
 
 
-@pytest.mark.parametrize("line,message", [
-    ('{"id": "a", "mask": "m.png", "answer": "x"', "malformed JSON"),
-    ('[1, 2]', "must be a JSON object"),
-    ('{"mask": "m.png", "answer": "x"}', "'id' must be a non-empty string"),
-    ('{"id": "a", "mask": 3, "answer": "x"}', "'mask' must be a string or null"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ('{"id": "a", "mask": "m.png", "answer": "x"', "malformed JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"mask": "m.png", "answer": "x"}', "'id' must be a non-empty string"),
+        ('{"id": "a", "mask": 3, "answer": "x"}', "'mask' must be a string or null"),
+    ],
+)
 def test_malformed_lines(synth_m3ds, test_samples, tmp_path, capsys, line, message):
     rows = perfect_rows(synth_m3ds, test_samples, tmp_path)
     path = tmp_path / "p.jsonl"

@@ -24,10 +24,12 @@ def test_pick_worst_best_is_disjoint_and_ordered():
 
 def test_confusion_counts():
     labels = {"busi": ["normal", "benign", "malignant"]}
-    rows = [{"subset": "busi", "label": "benign", "parsed": "benign", "correct": True},
-            {"subset": "busi", "label": "benign", "parsed": "malignant", "correct": False},
-            {"subset": "busi", "label": "normal", "parsed": None, "correct": False},
-            {"subset": "busi", "label": "malignant", "parsed": None, "correct": None}]  # no answer: left out
+    rows = [
+        {"subset": "busi", "label": "benign", "parsed": "benign", "correct": True},
+        {"subset": "busi", "label": "benign", "parsed": "malignant", "correct": False},
+        {"subset": "busi", "label": "normal", "parsed": None, "correct": False},
+        {"subset": "busi", "label": "malignant", "parsed": None, "correct": None},
+    ]  # no answer: left out
     c = confusion_counts(rows, labels)["busi"]
     assert c["columns"] == ["normal", "benign", "malignant", UNPARSED]
     assert c["counts"] == [[0, 0, 0, 1], [0, 1, 1, 0], [0, 0, 0, 0]]
@@ -42,13 +44,32 @@ def test_evaluate_writes_labelled_pictures(synth_m3ds, tmp_path, capsys):
         gt = read_mask(synth_m3ds / s.mask)
         mask = gt if i % 2 == 0 else np.zeros_like(gt)
         write_mask(pred_dir / "masks" / f"{s.id}.png", mask)
-        rows.append({"id": s.id, "mask": os.path.relpath(pred_dir / "masks" / f"{s.id}.png", pred_dir),
-                     "answer": s.answers.diagnosis if i % 2 == 0 else "It is [SEG]."})
+        rows.append(
+            {
+                "id": s.id,
+                "mask": os.path.relpath(pred_dir / "masks" / f"{s.id}.png", pred_dir),
+                "answer": s.answers.diagnosis if i % 2 == 0 else "It is [SEG].",
+            }
+        )
     preds = pred_dir / "preds.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert main(["evaluate", "--manifest", str(synth_m3ds), "--predictions", str(preds), "--out", str(out),
-                 "--overlays", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--manifest",
+                str(synth_m3ds),
+                "--predictions",
+                str(preds),
+                "--out",
+                str(out),
+                "--overlays",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "pictures (" in capsys.readouterr().out
     subsets = sorted({s.subset for s in samples})
     for name in subsets:
@@ -71,16 +92,22 @@ def test_evaluate_writes_labelled_pictures(synth_m3ds, tmp_path, capsys):
 
 def test_evaluate_baseline_has_bars_but_no_overlays(synth_m3ds, tmp_path):
     out = tmp_path / "o"
-    assert main(["evaluate", "--manifest", str(synth_m3ds), "--baseline", "majority", "--out", str(out),
-                 "--overlays", "2"]) == 0
+    assert (
+        main(
+            ["evaluate", "--manifest", str(synth_m3ds), "--baseline", "majority", "--out", str(out), "--overlays", "2"]
+        )
+        == 0
+    )
     assert (out / "per_subset.png").is_file() and (out / "confusion.json").is_file()
     assert not (out / "overlays").exists()
 
 
 def test_learning_curve(tmp_path):
     log = tmp_path / "log.jsonl"
-    rows = [{"kind": "train", "step": s, "loss": 2.0 / s, "loss_txt": 1.0 / s, "loss_bce": 0.5, "loss_dice": 0.4}
-            for s in range(1, 6)] + [{"kind": "val", "step": 5, "val/loss": 1.0}]
+    rows = [
+        {"kind": "train", "step": s, "loss": 2.0 / s, "loss_txt": 1.0 / s, "loss_bce": 0.5, "loss_dice": 0.4}
+        for s in range(1, 6)
+    ] + [{"kind": "val", "step": 5, "val/loss": 1.0}]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"kind": "tra')  # a line cut by a kill
     png = learning_curve(log, tmp_path / "lc.png")
     assert png is not None and Image.open(png).width > 300

@@ -13,8 +13,8 @@ def m(rows: list[str]) -> np.ndarray:
 
 
 def test_mask_stats_hand_computed():
-    pred = m(["##..", "##..", "....", "...."])   # 4 px
-    gt = m([".##.", ".##.", ".##.", "...."])     # 6 px
+    pred = m(["##..", "##..", "....", "...."])  # 4 px
+    gt = m([".##.", ".##.", ".##.", "...."])  # 6 px
     s = M.mask_stats(pred, gt)
     assert (s.intersection, s.union, s.pred_area, s.gt_area) == (2, 8, 4, 6)
     assert s.iou == pytest.approx(2 / 8)
@@ -50,12 +50,12 @@ def test_giou_differs_from_ciou():
 
 def test_accumulator_per_subset_and_overall():
     acc = M.MetricAccumulator()
-    a_pred, a_gt = np.ones((1, 1), bool), np.ones((1, 1), bool)          # I=1 U=1
+    a_pred, a_gt = np.ones((1, 1), bool), np.ones((1, 1), bool)  # I=1 U=1
     b_gt = np.zeros((10, 10), bool)
-    b_gt[:, :5] = True                                                    # 50 px
+    b_gt[:, :5] = True  # 50 px
     b_pred = np.zeros((10, 10), bool)
-    b_pred[:, :] = True                                                   # I=50 U=100
-    e = np.zeros((4, 4), bool)                                            # both empty
+    b_pred[:, :] = True  # I=50 U=100
+    e = np.zeros((4, 4), bool)  # both empty
     acc.add_masks("x", a_pred, a_gt, correct=True)
     acc.add_masks("x", b_pred, b_gt, correct=False, unparseable=True)
     acc.add_masks("y", e, e, correct=True)
@@ -94,9 +94,9 @@ def test_a_registered_metric_is_averaged_into_every_summary():
     try:
         acc = metrics.MetricAccumulator()
         gt = np.zeros((4, 4), bool)
-        gt[:2] = True                                     # 8 pixels
-        acc.add_masks("a", gt[:, :] & (np.arange(4) < 2)[None, :], gt)   # 4 of 8 found
-        acc.add_masks("a", gt, gt)                        # all found
+        gt[:2] = True  # 8 pixels
+        acc.add_masks("a", gt[:, :] & (np.arange(4) < 2)[None, :], gt)  # 4 of 8 found
+        acc.add_masks("a", gt, gt)  # all found
         out = acc.summary()
         assert out["overall"]["recall"] == pytest.approx(0.75)
         assert out["per_subset"]["a"]["recall"] == pytest.approx(0.75)

@@ -90,8 +90,10 @@ def test_sweep_rows_validated(tmp_path):
 
 
 def test_sweep_error_bars_and_full_axis(tmp_path):
-    rows = [{"param": "topk", "value": k, "giou": 0.7, "ciou": 0.72, "giou_ci": (0.65, 0.75), "ciou_ci": (0.66, 0.78)}
-            for k in (12, 24)]
+    rows = [
+        {"param": "topk", "value": k, "giou": 0.7, "ciou": 0.72, "giou_ci": (0.65, 0.75), "ciou_ci": (0.66, 0.78)}
+        for k in (12, 24)
+    ]
     rows += [{"param": "grid", "value": 16, "giou": 0.7, "ciou": 0.72, "giou_ci": None, "ciou_ci": None}]
     _, png = report.write_tau_sweep(tmp_path, rows)
     assert png.stat().st_size > 1000

@@ -26,8 +26,10 @@ def test_paired_permutation_exact_against_enumeration():
 
 
 def test_bootstrap_ci_brackets_the_metric():
-    rows = [{"iou": v, "intersection": i, "union": u, "correct": c}
-            for v, i, u, c in [(0.2, 2, 10, True), (0.9, 9, 10, False), (0.5, 5, 10, True), (0.7, 14, 20, True)]]
+    rows = [
+        {"iou": v, "intersection": i, "union": u, "correct": c}
+        for v, i, u, c in [(0.2, 2, 10, True), (0.9, 9, 10, False), (0.5, 5, 10, True), (0.7, 14, 20, True)]
+    ]
     lo, hi = bootstrap_ci(rows, "giou")
     assert lo <= np.mean([0.2, 0.9, 0.5, 0.7]) <= hi and 0.2 <= lo < hi <= 0.9
     lo, hi = bootstrap_ci(rows, "ciou")

@@ -17,11 +17,18 @@ from hypothesis import HealthCheck, settings
 
 # The per-example bound ("never a hang"): generous against a loaded CI machine, where one
 # example takes well under a second; each test also has a pytest timeout for the whole run.
-_COMMON = dict(deadline=timedelta(seconds=20), print_blob=True,
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                      HealthCheck.data_too_large, HealthCheck.filter_too_much])
+_COMMON = dict(
+    deadline=timedelta(seconds=20),
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 settings.register_profile("ci", max_examples=300, derandomize=True, **_COMMON)
-settings.register_profile("fuzz", max_examples=int(os.environ.get("SIM4SEG_FUZZ_EXAMPLES", "5000")),
-                          derandomize=False, **_COMMON)
+settings.register_profile(
+    "fuzz", max_examples=int(os.environ.get("SIM4SEG_FUZZ_EXAMPLES", "5000")), derandomize=False, **_COMMON
+)
 settings.load_profile(os.environ.get("SIM4SEG_FUZZ_PROFILE", "ci"))
-

@@ -4,11 +4,10 @@ paths), YAML recipes. Each example is written to a file and read the way the com
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import os
 
 import pytest
 from hypothesis import given, settings
@@ -19,16 +18,18 @@ from sim4seg.errors import InputError
 from sim4seg.eval.evaluate import evaluate_predictions, read_predictions
 from sim4seg.train.recipe import Config, load_config  # imported here: not inside the first example's deadline
 
+
 def scaled(n: int) -> int:
     """``n`` examples under the ``ci`` profile (these write files); the profile's count under ``fuzz``."""
     return max(n, settings.default.max_examples) if settings.default.max_examples > 300 else n
+
 
 # The whole test's bound: the ci profile finishes in seconds; `make fuzz` runs far more examples.
 TIMEOUT = 3600 if os.environ.get("SIM4SEG_FUZZ_PROFILE") == "fuzz" else 300
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
@@ -38,7 +39,8 @@ def _mutated(record: dict):
     """A valid record with some fields replaced, removed or added."""
     keys = sorted(record) + ["cot", "extra", "answers.plain", "source.files", "source.instances"]
     return st.lists(st.tuples(st.sampled_from(keys), st.one_of(JSON, st.just("__delete__"))), max_size=4).map(
-        lambda edits: _apply(record, edits))
+        lambda edits: _apply(record, edits)
+    )
 
 
 def _apply(record: dict, edits) -> dict:
@@ -68,9 +70,9 @@ def _apply_damage(body: bytes, how: str, junk: bytes, cut: int) -> bytes:
     if how == "bom":
         return b"\xef\xbb\xbf" + body
     if how == "bad-utf8":
-        return body[:cut % (len(body) + 1)] + b"\xff\xfe\x80" + body[cut % (len(body) + 1):]
+        return body[: cut % (len(body) + 1)] + b"\xff\xfe\x80" + body[cut % (len(body) + 1) :]
     if how == "truncate":
-        return body[:cut % (len(body) + 1)]
+        return body[: cut % (len(body) + 1)]
     if how == "junk":
         return body + junk + b"\n"
     if how == "deep":
@@ -91,17 +93,29 @@ def manifest(synth_m3ds):
 def _valid_record() -> dict:
     from sim4seg.data.prompts import make_answers
 
-    return {"id": "busi-00001", "subset": "busi", "modality": "ultrasound", "split": "val",
-            "image": "images/busi/busi-00001.png", "mask": "masks/busi/busi-00001.png",
-            "query": "Segment the lesion.", "diagnosis": "benign", "answers": make_answers("benign", 0, "k"),
-            "cot": "", "source": {"dataset": "busi", "files": ["a.png"], "annotation_ids": [], "mask_from": "pixel",
-                                  "instances": 1}}
+    return {
+        "id": "busi-00001",
+        "subset": "busi",
+        "modality": "ultrasound",
+        "split": "val",
+        "image": "images/busi/busi-00001.png",
+        "mask": "masks/busi/busi-00001.png",
+        "query": "Segment the lesion.",
+        "diagnosis": "benign",
+        "answers": make_answers("benign", 0, "k"),
+        "cot": "",
+        "source": {"dataset": "busi", "files": ["a.png"], "annotation_ids": [], "mask_from": "pixel", "instances": 1},
+    }
 
 
 @pytest.mark.timeout(TIMEOUT)
 @settings(max_examples=scaled(120))
-@given(recs=st.lists(_mutated(_valid_record()), min_size=1, max_size=3), how=_damage(), junk=st.binary(max_size=40),
-       cut=st.integers(0, 10_000))
+@given(
+    recs=st.lists(_mutated(_valid_record()), min_size=1, max_size=3),
+    how=_damage(),
+    junk=st.binary(max_size=40),
+    cut=st.integers(0, 10_000),
+)
 def test_manifest_records(manifest, recs, how, junk, cut):
     root, _ = manifest
     body = b"".join(json.dumps(r, allow_nan=True).encode() + b"\n" for r in recs)
@@ -128,21 +142,45 @@ def pred_dir():
 
 
 PATHS = st.one_of(
-    st.text(max_size=40), st.sampled_from(["../../etc/passwd", "/dev/zero", "/dev/null", "masks", ".", "",
-                                           "a\x00b", "x" * 5000, "/proc/self/mem", "~/m.png", "m.png/"]),
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "../../etc/passwd",
+            "/dev/zero",
+            "/dev/null",
+            "masks",
+            ".",
+            "",
+            "a\x00b",
+            "x" * 5000,
+            "/proc/self/mem",
+            "~/m.png",
+            "m.png/",
+        ]
+    ),
 )
 
 
-ROW = st.fixed_dictionaries({}, optional={
-    "id": st.sampled_from(["busi-00001", "busi-00002", "kvasir_seg-00003"]) | st.text(max_size=10) | JSON,
-    "mask": st.none() | PATHS | JSON, "answer": st.none() | st.text(max_size=200) | JSON,
-    "failed": st.none() | st.text(max_size=20) | JSON, "tts": JSON})
+ROW = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["busi-00001", "busi-00002", "kvasir_seg-00003"]) | st.text(max_size=10) | JSON,
+        "mask": st.none() | PATHS | JSON,
+        "answer": st.none() | st.text(max_size=200) | JSON,
+        "failed": st.none() | st.text(max_size=20) | JSON,
+        "tts": JSON,
+    },
+)
 
 
 @pytest.mark.timeout(TIMEOUT)
 @settings(max_examples=scaled(120))
-@given(rows=st.lists(ROW | JSON, min_size=0, max_size=6), how=_damage(), junk=st.binary(max_size=40),
-       cut=st.integers(0, 10_000))
+@given(
+    rows=st.lists(ROW | JSON, min_size=0, max_size=6),
+    how=_damage(),
+    junk=st.binary(max_size=40),
+    cut=st.integers(0, 10_000),
+)
 def test_predictions_files(pred_dir, rows, how, junk, cut):
     path = pred_dir / "p.jsonl"
     body = b"".join(json.dumps(r, allow_nan=True).encode("utf-8", "surrogatepass") + b"\n" for r in rows)
@@ -165,8 +203,9 @@ def test_prediction_mask_paths_are_scored_or_refused(pred_dir, synth_m3ds, paths
     _, samples = load_split(synth_m3ds, "test")
     samples = samples[:3]
     good = {s.id: str(synth_m3ds / s.mask) for s in samples}
-    rows = [{"id": s.id, "mask": good[s.id] if k else p, "answer": "Diagnosis: x."}
-            for s, p, k in zip(samples, paths, keep)]
+    rows = [
+        {"id": s.id, "mask": good[s.id] if k else p, "answer": "Diagnosis: x."} for s, p, k in zip(samples, paths, keep)
+    ]
     path = pred_dir / "e.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     try:
@@ -192,13 +231,14 @@ def _subset_root(root: Path, samples, work: Path) -> Path:
 
 import yaml  # noqa: E402
 
-RECIPES = [p.read_text(encoding="utf-8") for p in sorted((Path(__file__).resolve().parents[2] / "configs")
-                                                         .rglob("*.yaml"))][:4]
+RECIPES = [
+    p.read_text(encoding="utf-8") for p in sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+][:4]
 
 
 def _yaml_texts():
     recipes = RECIPES
-    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats() | st.text(max_size=12)
+    scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=12)
 
     def mutate(text: str, edits) -> str:
         try:
@@ -213,13 +253,26 @@ def _yaml_texts():
         return yaml.safe_dump(d)
 
     texts = st.one_of(
-        st.builds(mutate, st.sampled_from(recipes),
-                  st.lists(st.tuples(st.sampled_from(["model", "data", "optim", "train", "loss", "zzz"]),
-                                     st.sampled_from(["", "lr", "batch_size", "epochs", "output_dir", "zzz"]),
-                                     scalars | JSON), max_size=3)),
-        st.builds(lambda t, i, s: t[:i % (len(t) + 1)] + s + t[i % (len(t) + 1):], st.sampled_from(recipes),
-                  st.integers(0, 5000), st.sampled_from(["\t", ": :", "- [", "&a [*a]", "!!python/object:os.system",
-                                                         "{", "'", "\x00", "\ufeff", "? ", "*x"])),
+        st.builds(
+            mutate,
+            st.sampled_from(recipes),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["model", "data", "optim", "train", "loss", "zzz"]),
+                    st.sampled_from(["", "lr", "batch_size", "epochs", "output_dir", "zzz"]),
+                    scalars | JSON,
+                ),
+                max_size=3,
+            ),
+        ),
+        st.builds(
+            lambda t, i, s: t[: i % (len(t) + 1)] + s + t[i % (len(t) + 1) :],
+            st.sampled_from(recipes),
+            st.integers(0, 5000),
+            st.sampled_from(
+                ["\t", ": :", "- [", "&a [*a]", "!!python/object:os.system", "{", "'", "\x00", "\ufeff", "? ", "*x"]
+            ),
+        ),
         st.text(max_size=200),
     )
     return texts

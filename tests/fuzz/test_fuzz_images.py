@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import os
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -75,17 +74,40 @@ def _dicom_bytes(frames: int = 1, rgb: bool = False) -> bytes:
 
 
 SEEDS = {
-    "png": _pil_bytes("PNG", "RGB"), "png16": _pil_bytes("PNG", "I;16"), "pngp": _pil_bytes("PNG", "P"),
-    "jpg": _pil_bytes("JPEG", "RGB"), "tif": _pil_bytes("TIFF", "RGB"), "tif16": _pil_bytes("TIFF", "I;16"),
-    "tiff": _pil_bytes("TIFF", "F"), "bmp": _pil_bytes("BMP", "RGB"), "gif": _pil_bytes("GIF", "P"),
-    "dcm": _dicom_bytes(), "dcm3": _dicom_bytes(frames=3), "dcmrgb": _dicom_bytes(rgb=True),
+    "png": _pil_bytes("PNG", "RGB"),
+    "png16": _pil_bytes("PNG", "I;16"),
+    "pngp": _pil_bytes("PNG", "P"),
+    "jpg": _pil_bytes("JPEG", "RGB"),
+    "tif": _pil_bytes("TIFF", "RGB"),
+    "tif16": _pil_bytes("TIFF", "I;16"),
+    "tiff": _pil_bytes("TIFF", "F"),
+    "bmp": _pil_bytes("BMP", "RGB"),
+    "gif": _pil_bytes("GIF", "P"),
+    "dcm": _dicom_bytes(),
+    "dcm3": _dicom_bytes(frames=3),
+    "dcmrgb": _dicom_bytes(rgb=True),
 }
-SUFFIX = {"png": ".png", "png16": ".png", "pngp": ".png", "jpg": ".jpg", "tif": ".tif", "tif16": ".tif",
-          "tiff": ".tiff", "bmp": ".bmp", "gif": ".png", "dcm": ".dcm", "dcm3": ".dcm", "dcmrgb": ""}
+SUFFIX = {
+    "png": ".png",
+    "png16": ".png",
+    "pngp": ".png",
+    "jpg": ".jpg",
+    "tif": ".tif",
+    "tif16": ".tif",
+    "tiff": ".tiff",
+    "bmp": ".bmp",
+    "gif": ".png",
+    "dcm": ".dcm",
+    "dcm3": ".dcm",
+    "dcmrgb": "",
+}
 
 # A mutation: (kind, position, value). Header bytes (the first 600) are hit far more often.
-MUTATION = st.tuples(st.sampled_from(["set", "insert", "delete", "truncate", "u32"]),
-                     st.one_of(st.integers(0, 600), st.integers(0, 20_000)), st.integers(0, 2**32 - 1))
+MUTATION = st.tuples(
+    st.sampled_from(["set", "insert", "delete", "truncate", "u32"]),
+    st.one_of(st.integers(0, 600), st.integers(0, 20_000)),
+    st.integers(0, 2**32 - 1),
+)
 
 
 def _mutate(data: bytes, mutations) -> bytes:
@@ -97,11 +119,11 @@ def _mutate(data: bytes, mutations) -> bytes:
         elif kind == "insert":
             b[pos:pos] = bytes([value & 0xFF]) * (1 + (value >> 8) % 8)
         elif kind == "delete":
-            del b[pos:pos + 1 + (value >> 8) % 16]
+            del b[pos : pos + 1 + (value >> 8) % 16]
         elif kind == "truncate":
-            del b[max(pos, 1):]
+            del b[max(pos, 1) :]
         elif kind == "u32":  # sizes and lengths in headers are 32-bit fields: big values probe the limits
-            b[pos:pos + 4] = value.to_bytes(4, "little" if value & 1 else "big")
+            b[pos : pos + 4] = value.to_bytes(4, "little" if value & 1 else "big")
     return bytes(b)
 
 
@@ -131,7 +153,7 @@ def _read_all(path: Path, seed: str) -> None:
     except InputError as e:
         assert e.path is not None and "Doe" not in str(e)
     try:
-        img = read_image(path, max_pixels=4_000_000, frame=0)   # frame: a multi-frame DICOM needs one
+        img = read_image(path, max_pixels=4_000_000, frame=0)  # frame: a multi-frame DICOM needs one
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 2
     except InputError as e:
         assert e.path is not None and "Doe" not in str(e)

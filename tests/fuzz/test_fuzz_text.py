@@ -12,20 +12,65 @@ from sim4seg.cot.verdict import Chain, Verdict, extract_chain, parse_verdict
 from sim4seg.data.prompts import parse_diagnosis_line
 from sim4seg.data.subsets import SUBSETS
 from sim4seg.errors import InputError
-from sim4seg.eval.diagnosis import FROM_LINE, FROM_TEXT, AMBIGUOUS, NOT_FOUND, DiagnosisParser
+from sim4seg.eval.diagnosis import AMBIGUOUS, FROM_LINE, FROM_TEXT, NOT_FOUND, DiagnosisParser
 
 PARSER = DiagnosisParser()
-WORDS = ["Diagnosis:", "diagnosis :", "VERDICT:", "verdict=", "REASONS:", "Decision -", "accept", "reject",
-         "ACCEPTED", "no", "yes", "[SEG]", "It is", ".", "\n", "\r\n", " ", "  ", "\t", "**", "```", "```json",
-         "{", "}", "[", "]", '"verdict"', '"reasons"', ":", ",", "- ", "1.", "•", "no fracture", "fracture",
-         "hand fracture", "benign", "malignant", "normal", "polyp", "Effusion", "_", "-", "\u00a0", "\u2028",
-         "\ufeff", "É", "ß", "İ"]
+WORDS = [
+    "Diagnosis:",
+    "diagnosis :",
+    "VERDICT:",
+    "verdict=",
+    "REASONS:",
+    "Decision -",
+    "accept",
+    "reject",
+    "ACCEPTED",
+    "no",
+    "yes",
+    "[SEG]",
+    "It is",
+    ".",
+    "\n",
+    "\r\n",
+    " ",
+    "  ",
+    "\t",
+    "**",
+    "```",
+    "```json",
+    "{",
+    "}",
+    "[",
+    "]",
+    '"verdict"',
+    '"reasons"',
+    ":",
+    ",",
+    "- ",
+    "1.",
+    "•",
+    "no fracture",
+    "fracture",
+    "hand fracture",
+    "benign",
+    "malignant",
+    "normal",
+    "polyp",
+    "Effusion",
+    "_",
+    "-",
+    "\u00a0",
+    "\u2028",
+    "\ufeff",
+    "É",
+    "ß",
+    "İ",
+]
 # Texts built from the parsers' own vocabulary reach their branches far more often than random text.
 texts = st.one_of(
     st.text(max_size=400),
     st.lists(st.sampled_from(WORDS) | st.text(max_size=8), max_size=60).map("".join),
-    st.builds(lambda w, n, tail: w + " " * n + tail, st.sampled_from(WORDS), st.integers(0, 5000),
-              st.text(max_size=5)),
+    st.builds(lambda w, n, tail: w + " " * n + tail, st.sampled_from(WORDS), st.integers(0, 5000), st.text(max_size=5)),
 )
 
 # The whole test's bound: the ci profile finishes in seconds; `make fuzz` runs far more examples.

@@ -48,8 +48,10 @@ def test_unreadable_image_is_recorded_as_failed_and_the_run_goes_on(synth_m3ds, 
 
 def test_failed_rows_in_a_predictions_file(tmp_path):
     p = tmp_path / "p.jsonl"
-    rows = [{"id": "a", "mask": "m/a.png", "answer": "Diagnosis: benign."},
-            {"id": "b", "failed": "images/b.png: cannot decode image"}]
+    rows = [
+        {"id": "a", "mask": "m/a.png", "answer": "Diagnosis: benign."},
+        {"id": "b", "failed": "images/b.png: cannot decode image"},
+    ]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     preds = read_predictions(p)
     assert preds["b"].failed == "images/b.png: cannot decode image" and preds["b"].mask is None

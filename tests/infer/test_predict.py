@@ -21,12 +21,12 @@ from helpers import trained_checkpoint  # noqa: E402
 from sim4seg.apps.cli import main  # noqa: E402
 from sim4seg.data.dataset import ExampleEncoder  # noqa: E402
 from sim4seg.data.io import read_image, read_mask  # noqa: E402
+from sim4seg.data.schema import load_split  # noqa: E402
+from sim4seg.errors import ImageReadError, InputError  # noqa: E402
+from sim4seg.eval.evaluate import evaluate_predictions  # noqa: E402
 from sim4seg.infer.batch import open_predictions, predict_split  # noqa: E402
 from sim4seg.infer.predictor import Predictor, load_model, write_result  # noqa: E402
 from sim4seg.infer.tts import TTSConfig  # noqa: E402
-from sim4seg.errors import ImageReadError, InputError  # noqa: E402
-from sim4seg.data.schema import load_split  # noqa: E402
-from sim4seg.eval.evaluate import evaluate_predictions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,8 +123,25 @@ def test_bad_inputs_are_named(predictor, ckpt, tmp_path):
 def test_predict_cli_single_image_and_errors(ckpt, synth_m3ds, tmp_path, capsys):
     s = _sample(synth_m3ds)
     out = tmp_path / "out"
-    rc = main(["predict", "--checkpoint", str(ckpt), "--image", str(synth_m3ds / s.image), "--query", s.query,
-               "--query", "What is the diagnosis?", "--subset", s.subset, "--max-new-tokens", "24", "--out", str(out)])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--image",
+            str(synth_m3ds / s.image),
+            "--query",
+            s.query,
+            "--query",
+            "What is the diagnosis?",
+            "--subset",
+            s.subset,
+            "--max-new-tokens",
+            "24",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     stem = Path(s.image).stem
     for q in (0, 1):
@@ -134,19 +151,64 @@ def test_predict_cli_single_image_and_errors(ckpt, synth_m3ds, tmp_path, capsys)
     assert json.loads((out / f"{stem}_q0.json").read_text())["confidence"] is None
     assert not (out / f"{stem}_q0_uncertainty.png").exists()  # one candidate: no map
     # with TTS the uncertainty map is written beside the mask, and the agreement printed
-    rc = main(["predict", "--checkpoint", str(ckpt), "--image", str(synth_m3ds / s.image), "--query", s.query,
-               "--m", "2", "--n", "3", "--max-new-tokens", "24", "--out", str(out / "tts")])
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--image",
+            str(synth_m3ds / s.image),
+            "--query",
+            s.query,
+            "--m",
+            "2",
+            "--n",
+            "3",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            str(out / "tts"),
+        ]
+    )
     assert rc == 0 and re.search(r"agreement [01]\.\d\d", capsys.readouterr().out)
     rec = json.loads((out / "tts" / f"{stem}.json").read_text())
     unc = np.asarray(Image.open(out / "tts" / f"{stem}_uncertainty.png"))
     assert unc.shape == read_mask(out / "tts" / f"{stem}_mask.png").shape and unc.dtype == np.uint8
     assert rec["uncertainty"] == f"{stem}_uncertainty.png" and 0.0 <= rec["confidence"] <= 1.0
     assert rec["uncertainty_mean"] == pytest.approx(unc.mean() / 255.0, abs=2e-3)
-    assert main(["predict", "--checkpoint", str(tmp_path), "--image", str(synth_m3ds / s.image), "--query", "x",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(tmp_path),
+                "--image",
+                str(synth_m3ds / s.image),
+                "--query",
+                "x",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "not a Sim4Seg checkpoint" in capsys.readouterr().err
-    assert main(["predict", "--checkpoint", str(ckpt), "--image", str(tmp_path / "nope.png"), "--query", "x",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--image",
+                str(tmp_path / "nope.png"),
+                "--query",
+                "x",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "nope.png" in capsys.readouterr().err
 
 
@@ -158,8 +220,24 @@ def test_batch_prediction_resumes_after_a_kill_without_loss_or_duplicates(ckpt, 
     _, samples = load_split(synth_m3ds, "test")
     out = tmp_path / "preds"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "sim4seg", "predict", "--checkpoint", str(ckpt), "--manifest", str(synth_m3ds),
-           "--out", str(out), "--max-new-tokens", "24", "--m", "2", "--n", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sim4seg",
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        "--manifest",
+        str(synth_m3ds),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "24",
+        "--m",
+        "2",
+        "--n",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = out / "predictions.jsonl"
     deadline = time.time() + 120
@@ -172,7 +250,7 @@ def test_batch_prediction_resumes_after_a_kill_without_loss_or_duplicates(ckpt, 
     before = path.read_bytes()
     n_before = before.count(b"\n")
     assert 2 <= n_before < len(samples), "the run should have been killed part-way"
-    with open(path, "ab") as f:                  # as if killed in the middle of writing a line
+    with open(path, "ab") as f:  # as if killed in the middle of writing a line
         f.write(b'{"id": "half-writ')
     p = Predictor.from_checkpoint(ckpt, tts=TTSConfig(m=2, n=2, max_new_tokens=24))
     predict_split(p, synth_m3ds, "test", out, progress=False)
@@ -180,9 +258,9 @@ def test_batch_prediction_resumes_after_a_kill_without_loss_or_duplicates(ckpt, 
     assert path.read_bytes().startswith(before)  # finished lines kept as they were
     assert sorted(r["id"] for r in rows) == sorted(s.id for s in samples)  # each id exactly once
     assert all((out / r["mask"]).is_file() and r["tts"]["m"] == 2 for r in rows)
-    predict_split(p, synth_m3ds, "test", out, progress=False)      # a finished run: nothing added
+    predict_split(p, synth_m3ds, "test", out, progress=False)  # a finished run: nothing added
     assert len(_lines(path)) == len(samples)
-    ev = evaluate_predictions(synth_m3ds, "test", path)          # exactly the format evaluate reads
+    ev = evaluate_predictions(synth_m3ds, "test", path)  # exactly the format evaluate reads
     assert ev.summary()["overall"]["n"] == len(samples)
 
 
@@ -209,9 +287,36 @@ def test_evaluate_with_checkpoint(ckpt, synth_m3ds, tmp_path, capsys):
     assert metrics["overall"]["acc"] is not None
     assert len(_lines(out / "predictions" / "predictions.jsonl")) == len(samples)
     assert "| Sim4Seg |" in capsys.readouterr().out
-    rc = main(["evaluate", "--manifest", str(synth_m3ds), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
-               "--m", "2", "--n", "2", "--selector", "oracle"])
+    rc = main(
+        [
+            "evaluate",
+            "--manifest",
+            str(synth_m3ds),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "o"),
+            "--m",
+            "2",
+            "--n",
+            "2",
+            "--selector",
+            "oracle",
+        ]
+    )
     assert rc == 0
     assert "UPPER BOUND" in (tmp_path / "o" / "metrics.md").read_text()
-    assert main(["evaluate", "--manifest", str(synth_m3ds), "--checkpoint", str(tmp_path / "none"),
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--manifest",
+                str(synth_m3ds),
+                "--checkpoint",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )

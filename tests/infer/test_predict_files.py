@@ -8,11 +8,11 @@ import logging
 import shutil
 from pathlib import Path
 
+import nibabel as nib  # noqa: E402  (the serve extra)
 import numpy as np
 import pytest
 
 from helpers import trained_checkpoint  # noqa: E402
-from tests_dicom import multiframe  # noqa: E402
 from sim4seg.apps.cli import main  # noqa: E402
 from sim4seg.data.io import read_image, read_mask  # noqa: E402
 from sim4seg.data.schema import load_split  # noqa: E402
@@ -21,8 +21,7 @@ from sim4seg.errors import InputError  # noqa: E402
 from sim4seg.infer.files import collect, expand  # noqa: E402
 from sim4seg.infer.predictor import Predictor  # noqa: E402
 from sim4seg.infer.tts import TTSConfig  # noqa: E402
-
-import nibabel as nib  # noqa: E402  (the serve extra)
+from tests_dicom import multiframe  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +51,25 @@ def _lines(path: Path) -> list[dict]:
 
 def test_folder_of_images_volumes_and_a_broken_file_resumes(ckpt, folder, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["predict", "--checkpoint", str(ckpt), "--images", str(folder), "--query", "What is the diagnosis?",
-            "--nifti-index", "all", "--frame", "all", "--overlays", "1", "--max-new-tokens", "24", "--out", str(out)]
+    args = [
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        "--images",
+        str(folder),
+        "--query",
+        "What is the diagnosis?",
+        "--nifti-index",
+        "all",
+        "--frame",
+        "all",
+        "--overlays",
+        "1",
+        "--max-new-tokens",
+        "24",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     rows = _lines(out / "predictions.jsonl")
     ids = [r["id"] for r in rows]
@@ -80,16 +96,50 @@ def test_folder_of_images_volumes_and_a_broken_file_resumes(ckpt, folder, tmp_pa
 
 def test_volume_without_a_chosen_slice_is_recorded_with_the_reason(ckpt, folder, tmp_path):
     out = tmp_path / "out"
-    assert main(["predict", "--checkpoint", str(ckpt), "--images", str(folder / "sub"), "--query", "x",
-                 "--max-new-tokens", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(folder / "sub"),
+                "--query",
+                "x",
+                "--max-new-tokens",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {r["id"]: r for r in _lines(out / "predictions.jsonl")}
     assert rows["ct.nii.gz"]["status"] == "failed" and "3 slices" in rows["ct.nii.gz"]["error"]
     assert "--nifti-index" in rows["ct.nii.gz"]["error"]
     assert rows["cine.dcm"]["status"] == "failed" and "2 frames" in rows["cine.dcm"]["error"]
     # one chosen slice of one volume: the single-image outputs
     out1 = tmp_path / "one"
-    assert main(["predict", "--checkpoint", str(ckpt), "--image", str(folder / "sub" / "ct.nii.gz"), "--nifti-index",
-                 "1", "--query", "x", "--max-new-tokens", "8", "--out", str(out1)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--image",
+                str(folder / "sub" / "ct.nii.gz"),
+                "--nifti-index",
+                "1",
+                "--query",
+                "x",
+                "--max-new-tokens",
+                "8",
+                "--out",
+                str(out1),
+            ]
+        )
+        == 0
+    )
     assert (out1 / "ct_axis_2_slice_1_mask.png").is_file()
 
 
@@ -121,8 +171,9 @@ def test_subset_maps_to_the_checkpoint_label_set_and_warns_when_unseen(ckpt, syn
     plain.set_image(synth_m3ds / s.image)
     said = plain.predict(s.query).diagnosis  # the Diagnosis line as written
     assert said
-    mine = SubsetInfo("mine", "Mine", s.modality, ("my label", "other"), target="lesion",
-                      synonyms={"my label": (said,)})
+    mine = SubsetInfo(
+        "mine", "Mine", s.modality, ("my label", "other"), target="lesion", synonyms={"my label": (said,)}
+    )
     p = Predictor(plain.model, plain.processor, plain.tts, subsets={"mine": mine})
     p.set_image(synth_m3ds / s.image)
     assert p.predict(s.query, subset="mine").diagnosis == "my label"  # no parser= needed

@@ -40,8 +40,9 @@ def _iou_of(row: dict) -> float | None:
 
 
 def _without_time_and_iou(row: dict) -> dict:
-    tts = dict(row["tts"], chosen=row["tts"]["chosen"] and {k: v for k, v in row["tts"]["chosen"].items()
-                                                            if k != "pred_iou"})
+    tts = dict(
+        row["tts"], chosen=row["tts"]["chosen"] and {k: v for k, v in row["tts"]["chosen"].items() if k != "pred_iou"}
+    )
     return {k: v for k, v in row.items() if k != "time_s"} | {"tts": tts}
 
 
@@ -68,10 +69,14 @@ def test_batched_prediction_equals_batch_size_one(ckpt, synth_m3ds, tmp_path):
     _, samples = load_split(synth_m3ds, "test")
     assert len(rows) == len(samples) > 4 and sum(r["seg"] for r in rows) > len(rows) // 2
     # the prompts differ in length, so the batch really is left-padded
-    lengths = {len(predictor.prompt_ids(s.query, predictor.encode([synth_m3ds / s.image])[1].lvlm_features.shape[1])[0])
-               for s in samples[:4]}
-    print(f"batch 4 vs batch 1: {len(rows)} predictions identical (answers, diagnoses, masks pixel for pixel); "
-          f"SAM's predicted IoU differs by at most {iou_diff:.2g}; prompt lengths in the first batch: {sorted(lengths)}")
+    lengths = {
+        len(predictor.prompt_ids(s.query, predictor.encode([synth_m3ds / s.image])[1].lvlm_features.shape[1])[0])
+        for s in samples[:4]
+    }
+    print(
+        f"batch 4 vs batch 1: {len(rows)} predictions identical (answers, diagnoses, masks pixel for pixel); "
+        f"SAM's predicted IoU differs by at most {iou_diff:.2g}; prompt lengths in the first batch: {sorted(lengths)}"
+    )
     with pytest.raises(InputError, match="batch-size"):
         predict_split(predictor, synth_m3ds, "test", tmp_path / "b0", progress=False, batch_size=0)
 
@@ -99,12 +104,31 @@ def test_two_process_evaluate_equals_one_process_and_resumes_a_killed_rank(ckpt,
         shutil.copy(one / "predictions" / r["mask"], pred / r["mask"])
     (pred / "predictions.rank-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in done) + '{"id": "half')
 
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(REPO / "configs/accelerate/cpu-2proc.yaml"), "--main_process_port", str(_free_port()),
-           "-m", "sim4seg", "evaluate", "--manifest", str(synth_m3ds), "--checkpoint", str(ckpt),
-           "--out", str(two), "--batch-size", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "configs/accelerate/cpu-2proc.yaml"),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "sim4seg",
+        "evaluate",
+        "--manifest",
+        str(synth_m3ds),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(two),
+        "--batch-size",
+        "2",
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("scored") == 1  # rank 0 alone scores and prints
@@ -116,6 +140,8 @@ def test_two_process_evaluate_equals_one_process_and_resumes_a_killed_rank(ckpt,
     assert not list(pred.glob("predictions.rank-*.jsonl"))
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert m1 == m2 and m1["overall"]["n"] == n
-    print(f"2 processes (batch 2) vs 1 process (batch 1): {n} predictions identical (SAM's predicted IoU within "
-          f"{iou_diff:.2g}), metrics.json identical "
-          f"(gIoU {m1['overall']['giou']:.4f}, cIoU {m1['overall']['ciou']:.4f}, Acc {m1['overall']['acc']:.4f})")
+    print(
+        f"2 processes (batch 2) vs 1 process (batch 1): {n} predictions identical (SAM's predicted IoU within "
+        f"{iou_diff:.2g}), metrics.json identical "
+        f"(gIoU {m1['overall']['giou']:.4f}, cIoU {m1['overall']['ciou']:.4f}, Acc {m1['overall']['acc']:.4f})"
+    )

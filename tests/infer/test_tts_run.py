@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from helpers import trained_checkpoint  # noqa: E402
 from sim4seg.data.io import read_mask  # noqa: E402
+from sim4seg.data.schema import load_split  # noqa: E402
 from sim4seg.infer import tts  # noqa: E402
 from sim4seg.infer.predictor import Predictor  # noqa: E402
-from sim4seg.data.schema import load_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +49,14 @@ def test_m_answers_come_from_one_generate_call_and_the_image_is_not_re_encoded(s
     # the prompt is prefilled once (batch 1, all but its last token); every later LLM call runs one new token
     widths = [(k["inputs_embeds"].shape[0], k["inputs_embeds"].shape[1]) for _, k in llm_calls]
     assert widths[0] == (1, ids.shape[1] - 1) and all(w == (4, 1) for w in widths[1:])
-    assert sam_calls == [] and clip_calls == []                      # the cached encodings are reused
+    assert sam_calls == [] and clip_calls == []  # the cached encodings are reused
     assert len(res.answers) == 4 and res.seg
     c = res.candidates
     with_seg = sorted(set(c.path))
     assert len(c.path) == 3 * len(with_seg) == len(c.masks) == len(c.pred_iou)
     assert sorted(set(c.perturbation)) == [0, 1, 2]
-    n_seg = sum(a.count("[SEG]") for a in res.answers)                # every [SEG] of every answer is decoded
-    assert len(decode_calls) == -(-3 * n_seg // 5)                    # in batches of 5
+    n_seg = sum(a.count("[SEG]") for a in res.answers)  # every [SEG] of every answer is decoded
+    assert len(decode_calls) == -(-3 * n_seg // 5)  # in batches of 5
     h, w = p.image.shape[:2]
     assert tuple(c.masks.shape[1:]) == (h, w) and res.mask.shape == (h, w)
     # the k-jitter perturbation (j = 1) selects a different number of cells than j = 0
@@ -80,8 +77,9 @@ def test_shared_prefill_gives_the_same_answers_and_states(setup, caplog):
     # the KV cache goes to generate() the transformers-v5 way (``cache``): no deprecation warning, no log line
     with warnings.catch_warnings(), caplog.at_level("WARNING"):
         warnings.simplefilter("error", FutureWarning)
-        shared = p.model.generate(ids, torch.ones_like(ids), p.encoding, max_new_tokens=24, num_return_sequences=3,
-                                  share_prefill=True)
+        shared = p.model.generate(
+            ids, torch.ones_like(ids), p.encoding, max_new_tokens=24, num_return_sequences=3, share_prefill=True
+        )
     assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
     assert all(torch.equal(row, ref.sequences[0]) for row in shared.sequences)
     assert torch.allclose(shared.image_hidden, ref.image_hidden, atol=1e-5)
@@ -117,7 +115,7 @@ def test_oracle_picks_the_candidate_closest_to_the_ground_truth_and_is_labelled(
 def test_no_seg_token_gives_an_explicit_empty_mask(setup):
     p, s, _ = setup
     ids = p.prompt_ids(s.query)
-    cfg = tts.TTSConfig(max_new_tokens=1)     # the answer stops before "It is [SEG]"
+    cfg = tts.TTSConfig(max_new_tokens=1)  # the answer stops before "It is [SEG]"
     res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, cfg)
     assert not res.seg and res.candidates is None and res.chosen is None
     assert res.mask.shape == tuple(p.image.shape[:2]) and not res.mask.any()
@@ -182,7 +180,7 @@ def test_every_seg_of_an_answer_is_segmented_and_the_masks_are_united(setup):
     other = tts.candidate_masks(p.model, p.encoding, dataclasses.replace(gen, seg_hidden=[h2]), 1)
     both = tts.candidate_masks(p.model, p.encoding, dataclasses.replace(gen, seg_hidden=[torch.cat([h1, h2])]), 1)
     assert len(both.path) == 1 and both.path == [0]
-    assert torch.equal(both.masks[0], one.masks[0] | other.masks[0])            # the answer's mask: the union
+    assert torch.equal(both.masks[0], one.masks[0] | other.masks[0])  # the answer's mask: the union
     assert both.region_cells[0] == one.region_cells[0] + other.region_cells[0]
     assert torch.isclose(both.pred_iou[0], (one.pred_iou[0] + other.pred_iou[0]) / 2)
     # with n perturbations: one union candidate per (perturbation, answer)
@@ -194,7 +192,7 @@ def test_the_default_budget_fits_a_chain_of_thought_and_truncation_is_reported(s
     from sim4seg.cot.pipeline import GenerationConfig
     from sim4seg.infer.batch import predict_split
 
-    assert tts.TTSConfig().max_new_tokens >= GenerationConfig().max_tokens     # the CoT writer's own budget
+    assert tts.TTSConfig().max_new_tokens >= GenerationConfig().max_tokens  # the CoT writer's own budget
     p, s, root = setup
     ids = p.prompt_ids(s.query)
     res = tts.run(p.model, p.tokenizer, ids, torch.ones_like(ids), p.encoding, tts.TTSConfig(max_new_tokens=2))
@@ -206,6 +204,6 @@ def test_the_default_budget_fits_a_chain_of_thought_and_truncation_is_reported(s
     rows = [__import__("json").loads(line) for line in path.read_text().splitlines()]
     assert [r["truncated"] for r in rows] == [True, True, True]
     assert any("3 of 3 answer(s) reached max_new_tokens=2" in r.getMessage() for r in caplog.records)
-    q.tts = tts.TTSConfig(max_new_tokens=24)                     # the trained answers end in EOS well before
+    q.tts = tts.TTSConfig(max_new_tokens=24)  # the trained answers end in EOS well before
     path = predict_split(q, root, "test", tmp_path / "full", limit=3, progress=False)
     assert not any(__import__("json").loads(line)["truncated"] for line in path.read_text().splitlines())

@@ -50,7 +50,7 @@ def test_k_jitter_is_topk_of_k_plus_delta():
         for b in range(4):
             kk = int(p[b].sum())
             assert 27 <= kk <= 45 and kk != 36
-            assert torch.equal(p[b], region_mask(s[b:b + 1], k=kk)[0])  # the top-kk cells
+            assert torch.equal(p[b], region_mask(s[b : b + 1], k=kk)[0])  # the top-kk cells
 
 
 def test_shift_moves_by_exactly_one_cell():
@@ -58,8 +58,11 @@ def test_shift_moves_by_exactly_one_cell():
     s = scores_for(m)
     for j, out in enumerate(tts.perturb(s, m, 6, k=9, seed=0, kinds=("shift",))[1:], 1):
         for b in range(5):
-            moved = [(dy, dx) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))
-                     if torch.equal(out[b], torch.roll(m[b], (dy, dx), (0, 1)))]
+            moved = [
+                (dy, dx)
+                for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))
+                if torch.equal(out[b], torch.roll(m[b], (dy, dx), (0, 1)))
+            ]
             assert len(moved) == 1, (j, b)
 
 
@@ -112,10 +115,10 @@ def cands_and_gt():
     gt = np.zeros((10, 10), bool)
     gt[2:8, 2:8] = True
     c = np.zeros((4, 10, 10), bool)
-    c[0, 2:8, 2:6] = True      # IoU 24/36
-    c[1, 2:8, 2:7] = True      # IoU 30/36  <- best
-    c[2, 0:3, 0:3] = True      # IoU 1/44
-    c[3, 2:8, 3:8] = True      # IoU 30/36 too (ties: first wins)
+    c[0, 2:8, 2:6] = True  # IoU 24/36
+    c[1, 2:8, 2:7] = True  # IoU 30/36  <- best
+    c[2, 0:3, 0:3] = True  # IoU 1/44
+    c[3, 2:8, 3:8] = True  # IoU 30/36 too (ties: first wins)
     return c, gt
 
 

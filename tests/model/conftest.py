@@ -51,16 +51,25 @@ def _official_sam_name(hf: str) -> str:
     """HF SamModel key → the official segment_anything key (written out here, independently of keymaps)."""
     table = [
         ("vision_encoder.patch_embed.projection.", "image_encoder.patch_embed.proj."),
-        ("vision_encoder.neck.conv1.", "image_encoder.neck.0."), ("vision_encoder.neck.layer_norm1.", "image_encoder.neck.1."),
-        ("vision_encoder.neck.conv2.", "image_encoder.neck.2."), ("vision_encoder.neck.layer_norm2.", "image_encoder.neck.3."),
+        ("vision_encoder.neck.conv1.", "image_encoder.neck.0."),
+        ("vision_encoder.neck.layer_norm1.", "image_encoder.neck.1."),
+        ("vision_encoder.neck.conv2.", "image_encoder.neck.2."),
+        ("vision_encoder.neck.layer_norm2.", "image_encoder.neck.3."),
         ("vision_encoder.", "image_encoder."),
-        ("prompt_encoder.shared_embedding.positional_embedding", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"),
+        (
+            "prompt_encoder.shared_embedding.positional_embedding",
+            "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+        ),
         ("prompt_encoder.point_embed.", "prompt_encoder.point_embeddings."),
-        ("mask_embed.conv1.", "mask_downscaling.0."), ("mask_embed.layer_norm1.", "mask_downscaling.1."),
-        ("mask_embed.conv2.", "mask_downscaling.3."), ("mask_embed.layer_norm2.", "mask_downscaling.4."),
+        ("mask_embed.conv1.", "mask_downscaling.0."),
+        ("mask_embed.layer_norm1.", "mask_downscaling.1."),
+        ("mask_embed.conv2.", "mask_downscaling.3."),
+        ("mask_embed.layer_norm2.", "mask_downscaling.4."),
         ("mask_embed.conv3.", "mask_downscaling.6."),
-        ("upscale_conv1.", "output_upscaling.0."), ("upscale_layer_norm.", "output_upscaling.1."),
-        ("upscale_conv2.", "output_upscaling.3."), ("layer_norm_final_attn.", "norm_final_attn."),
+        ("upscale_conv1.", "output_upscaling.0."),
+        ("upscale_layer_norm.", "output_upscaling.1."),
+        ("upscale_conv2.", "output_upscaling.3."),
+        ("layer_norm_final_attn.", "norm_final_attn."),
     ]
     for a, b in table:
         if a in hf:
@@ -76,14 +85,17 @@ def _official_sam_state_dict(sam) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in sam.state_dict().items():
         if k.startswith("shared_image_embedding."):
-            continue          # tied to the prompt encoder's matrix; not in official files
+            continue  # tied to the prompt encoder's matrix; not in official files
         name = k
-        m = re.match(r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.(proj_in|layers\.0|proj_out)\.(.*)$", k)
+        m = re.match(
+            r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.(proj_in|layers\.0|proj_out)\.(.*)$",
+            k,
+        )
         if m:
             name = f"mask_decoder.{m.group(1)}.layers.{ {'proj_in': 0, 'layers.0': 1, 'proj_out': 2}[m.group(2)] }.{m.group(3)}"
         else:
             name = _official_sam_name(k)
-        out[name] = v.clone() + 0.5       # distinct values, to see they land in the right place
+        out[name] = v.clone() + 0.5  # distinct values, to see they land in the right place
     return out
 
 

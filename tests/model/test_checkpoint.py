@@ -16,11 +16,19 @@ def test_official_sam_keys_round_trip(tiny, official_sam_state_dict):
     model, _ = tiny
     official = official_sam_state_dict(model.sam)
     # spot-check that these are the official names
-    for key in ("image_encoder.blocks.0.norm1.weight", "image_encoder.blocks.1.attn.rel_pos_h", "image_encoder.neck.0.weight",
-                "prompt_encoder.mask_downscaling.6.bias", "prompt_encoder.point_embeddings.3.weight",
-                "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", "mask_decoder.output_upscaling.3.weight",
-                "mask_decoder.iou_prediction_head.layers.2.bias", "mask_decoder.transformer.layers.1.norm4.weight",
-                "mask_decoder.transformer.norm_final_attn.weight", "mask_decoder.output_hypernetworks_mlps.3.layers.1.weight"):
+    for key in (
+        "image_encoder.blocks.0.norm1.weight",
+        "image_encoder.blocks.1.attn.rel_pos_h",
+        "image_encoder.neck.0.weight",
+        "prompt_encoder.mask_downscaling.6.bias",
+        "prompt_encoder.point_embeddings.3.weight",
+        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+        "mask_decoder.output_upscaling.3.weight",
+        "mask_decoder.iou_prediction_head.layers.2.bias",
+        "mask_decoder.transformer.layers.1.norm4.weight",
+        "mask_decoder.transformer.norm_final_attn.weight",
+        "mask_decoder.output_hypernetworks_mlps.3.layers.1.weight",
+    ):
         assert key in official, key
     converted, unexpected = keymaps.convert_sam(official)
     target = model.sam.state_dict()
@@ -57,16 +65,16 @@ def lisa_state_dict(model, peft: bool, official_sam_state_dict) -> dict[str, tor
     out = {}
     for k, v in sd.items():
         if k.startswith("lvlm.model.language_model."):
-            out["model." + k[len("lvlm.model.language_model."):]] = v
+            out["model." + k[len("lvlm.model.language_model.") :]] = v
         elif k == "lvlm.lm_head.weight":
             out["lm_head.weight"] = v
         elif k.startswith("lvlm.model.multi_modal_projector.linear_"):
             i = {"1": 0, "2": 2}[k.split("linear_")[1][0]]
             out[f"model.mm_projector.{i}.{k.rsplit('.', 1)[1]}"] = v
         elif k.startswith("lvlm.model.vision_tower."):
-            out["model.vision_tower.vision_tower." + k[len("lvlm.model.vision_tower."):]] = v
+            out["model.vision_tower.vision_tower." + k[len("lvlm.model.vision_tower.") :]] = v
         elif k.startswith("phi."):
-            out["model.text_hidden_fcs.0." + k[len("phi."):]] = v
+            out["model.text_hidden_fcs.0." + k[len("phi.") :]] = v
     for k, v in official_sam_state_dict(model.sam).items():
         out["model.visual_model." + k] = v - 0.5
     if peft:
@@ -107,7 +115,7 @@ def test_vocab_rows_are_matched_by_token():
 
 def test_save_load_reproduces_outputs_and_merge_keeps_them(tiny, batch_of, tmp_path):
     model, processor = tiny
-    with torch.no_grad():                           # make LoRA matter
+    with torch.no_grad():  # make LoRA matter
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.05)

@@ -12,7 +12,9 @@ def test_cli_convert_sam_merge_and_errors(tiny, tmp_path, capsys, official_sam_s
     model, processor = tiny
     torch.save(official_sam_state_dict(model.sam), tmp_path / "sam.pth")
     model.sam.config.save_pretrained(tmp_path / "base")
-    assert main(["convert", "sam", str(tmp_path / "sam.pth"), str(tmp_path / "hf"), "--base", str(tmp_path / "base")]) == 0
+    assert (
+        main(["convert", "sam", str(tmp_path / "sam.pth"), str(tmp_path / "hf"), "--base", str(tmp_path / "base")]) == 0
+    )
     assert (tmp_path / "hf" / "config.json").is_file()
     checkpoint.save(model, processor, tmp_path / "ckpt")
     assert main(["model", "merge", str(tmp_path / "ckpt"), str(tmp_path / "merged")]) == 0

@@ -16,7 +16,7 @@ from sim4seg.model.checkpoint import TRAINING_FILE, trained_subsets
 @pytest.fixture(scope="module")
 def saved(_tiny_template, tmp_path_factory):
     d = tmp_path_factory.mktemp("ck") / "ckpt"
-    checkpoint.save(*_tiny_template, d)   # read-only use of the shared model
+    checkpoint.save(*_tiny_template, d)  # read-only use of the shared model
     return d
 
 
@@ -34,16 +34,32 @@ def test_info_with_a_training_record(saved, tmp_path, capsys):
 
     d = tmp_path / "ck"
     shutil.copytree(saved, d)
-    record = {"format": 1, "trained_at": "2026-01-02T03:04:05+00:00", "sim4seg_version": "0.1.0",
-              "model": {"preset": "tiny"}, "steps": 40, "epochs_completed": 2, "samples_seen": 320,
-              "data": {"manifest": "/data/m3ds", "train_split": "train", "val_split": "val", "answer_format": "cot",
-                       "build": {"command": "import"}, "n_train": 160, "n_val": 20,
-                       "train_counts": {"busi": {"benign": 70, "malignant": 50, "normal": 40}}},
-              "subsets": {"busi": SUBSETS["busi"].to_json()},
-              "metrics": {"train": {"step": 40, "loss": 0.5}, "validations": [{"step": 40, "val/loss": 0.75}]}}
+    record = {
+        "format": 1,
+        "trained_at": "2026-01-02T03:04:05+00:00",
+        "sim4seg_version": "0.1.0",
+        "model": {"preset": "tiny"},
+        "steps": 40,
+        "epochs_completed": 2,
+        "samples_seen": 320,
+        "data": {
+            "manifest": "/data/m3ds",
+            "train_split": "train",
+            "val_split": "val",
+            "answer_format": "cot",
+            "build": {"command": "import"},
+            "n_train": 160,
+            "n_val": 20,
+            "train_counts": {"busi": {"benign": 70, "malignant": 50, "normal": 40}},
+        },
+        "subsets": {"busi": SUBSETS["busi"].to_json()},
+        "metrics": {"train": {"step": 40, "loss": 0.5}, "validations": [{"step": 40, "val/loss": 0.75}]},
+    }
     (d / TRAINING_FILE).write_text(json.dumps(record))
-    (d / "config.yaml").write_text("optim: {lr: 0.001, epochs: 2, batch_size: 8, grad_accum: 1, schedule: cosine}\n"
-                                   "train: {seed: 0, precision: 'no'}\n")
+    (d / "config.yaml").write_text(
+        "optim: {lr: 0.001, epochs: 2, batch_size: 8, grad_accum: 1, schedule: cosine}\n"
+        "train: {seed: 0, precision: 'no'}\n"
+    )
     assert main(["model", "info", str(d)]) == 0
     out = capsys.readouterr().out
     assert "training: 2026-01-02T03:04:05+00:00 with sim4seg 0.1.0; 40 steps, 2 epoch(s) completed" in out

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from sim4seg.errors import InputError
 from sim4seg.model import checkpoint, lisa
-from sim4seg.model.tiny import tiny_sam
 from sim4seg.model.config import TinySpec
+from sim4seg.model.tiny import tiny_sam
 
 HIDDEN, VISION, OUT_DIM, LAYERS = 64, 32, 32, 2
 
@@ -35,11 +35,16 @@ def _tokenizer():
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(["USER: Segment the polyp. ASSISTANT: It is [SEG]. A chat between a human"], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
     fast.add_tokens(["[SEG]"])
     fast.add_tokens(["<im_start>", "<im_end>"], special_tokens=True)
     return fast
@@ -54,8 +59,17 @@ def _clip_repo(path):
     except ImportError:
         from transformers import CLIPImageProcessor
     torch.manual_seed(1)
-    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=VISION, intermediate_size=2 * VISION, num_hidden_layers=3,
-                                            num_attention_heads=2, image_size=32, patch_size=8, projection_dim=VISION))
+    clip = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=VISION,
+            intermediate_size=2 * VISION,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=VISION,
+        )
+    )
     clip.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
     return clip
@@ -67,11 +81,17 @@ def _lisa_weights(vocab, sam_official, clip, with_tower):
     def rnd(*shape):
         return torch.randn(*shape, generator=g) * 0.1
 
-    sd = {"model.embed_tokens.weight": rnd(vocab, HIDDEN), "lm_head.weight": rnd(vocab, HIDDEN),
-          "model.norm.weight": 1 + rnd(HIDDEN),
-          "model.mm_projector.weight": rnd(HIDDEN, VISION), "model.mm_projector.bias": rnd(HIDDEN),
-          "model.text_hidden_fcs.0.0.weight": rnd(HIDDEN, HIDDEN), "model.text_hidden_fcs.0.0.bias": rnd(HIDDEN),
-          "model.text_hidden_fcs.0.2.weight": rnd(OUT_DIM, HIDDEN), "model.text_hidden_fcs.0.2.bias": rnd(OUT_DIM)}
+    sd = {
+        "model.embed_tokens.weight": rnd(vocab, HIDDEN),
+        "lm_head.weight": rnd(vocab, HIDDEN),
+        "model.norm.weight": 1 + rnd(HIDDEN),
+        "model.mm_projector.weight": rnd(HIDDEN, VISION),
+        "model.mm_projector.bias": rnd(HIDDEN),
+        "model.text_hidden_fcs.0.0.weight": rnd(HIDDEN, HIDDEN),
+        "model.text_hidden_fcs.0.0.bias": rnd(HIDDEN),
+        "model.text_hidden_fcs.0.2.weight": rnd(OUT_DIM, HIDDEN),
+        "model.text_hidden_fcs.0.2.bias": rnd(OUT_DIM),
+    }
     for i in range(LAYERS):
         p = f"model.layers.{i}."
         for proj in ("q", "k", "v", "o"):
@@ -80,7 +100,7 @@ def _lisa_weights(vocab, sam_official, clip, with_tower):
         sd[p + "mlp.down_proj.weight"] = rnd(HIDDEN, 2 * HIDDEN)
         sd[p + "input_layernorm.weight"], sd[p + "post_attention_layernorm.weight"] = 1 + rnd(HIDDEN), 1 + rnd(HIDDEN)
     sd.update({"model.visual_model." + k: v for k, v in sam_official.items()})
-    if with_tower:   # LISA's names (transformers 4 CLIPVisionModel: vision_model.*); differs from the CLIP repo
+    if with_tower:  # LISA's names (transformers 4 CLIPVisionModel: vision_model.*); differs from the CLIP repo
         sd.update({"model.vision_tower.vision_tower.vision_model." + k: v + 0.01 for k, v in clip.state_dict().items()})
     return sd
 
@@ -112,21 +132,45 @@ def write_lisa(root, official_sam_state_dict, *, with_tower=False, peft=False):
     sd = _lisa_weights(len(tok), {k: v - 0.5 for k, v in official_sam_state_dict(sam).items()}, clip, with_tower)
     stored = _peft_wrap(sd) if peft else sd
     keys = sorted(stored)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     for name, part in shards.items():
         save_file({k: stored[k].contiguous() for k in part}, d / name)
-    (d / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}))
-    torch.save({"not": "weights"}, d / "training_args.bin")       # must not be read as weights
-    (d / "config.json").write_text(json.dumps({
-        "architectures": ["LISAForCausalLM"], "model_type": "llava", "hidden_size": HIDDEN,
-        "intermediate_size": 2 * HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": 4,
-        "num_key_value_heads": 4, "vocab_size": len(tok), "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
-        "hidden_act": "silu", "mm_vision_tower": str(root / "clip"), "vision_tower": str(root / "clip"),
-        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_hidden_size": VISION,
-        "mm_use_im_start_end": True, "use_mm_proj": True, "out_dim": OUT_DIM, "train_mask_decoder": True,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}))
+    (d / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}})
+    )
+    torch.save({"not": "weights"}, d / "training_args.bin")  # must not be read as weights
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LISAForCausalLM"],
+                "model_type": "llava",
+                "hidden_size": HIDDEN,
+                "intermediate_size": 2 * HIDDEN,
+                "num_hidden_layers": LAYERS,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 4,
+                "vocab_size": len(tok),
+                "max_position_embeddings": 512,
+                "rms_norm_eps": 1e-6,
+                "hidden_act": "silu",
+                "mm_vision_tower": str(root / "clip"),
+                "vision_tower": str(root / "clip"),
+                "mm_vision_select_layer": -2,
+                "mm_vision_select_feature": "patch",
+                "mm_hidden_size": VISION,
+                "mm_use_im_start_end": True,
+                "use_mm_proj": True,
+                "out_dim": OUT_DIM,
+                "train_mask_decoder": True,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "pad_token_id": 0,
+            }
+        )
+    )
     return d, root / "sam", sd, tok
 
 
@@ -141,17 +185,34 @@ def test_load_lisa_computes_what_lisa_computes(tmp_path, official_sam_state_dict
 
     d, sam_dir, sd, tok = write_lisa(tmp_path, official_sam_state_dict, with_tower=with_tower, peft=peft)
     model, processor = lisa.load_lisa(d, sam=sam_dir, trainable=False)
-    if peft:   # LISA's LoRA (alpha 16, r 8) folded into q/v
+    if peft:  # LISA's LoRA (alpha 16, r 8) folded into q/v
         for i in range(LAYERS):
             for proj in ("q", "v"):
-                sd[f"model.layers.{i}.self_attn.{proj}_proj.weight"] = _merged(sd, f"model.layers.{i}.self_attn.{proj}_proj.weight")
+                sd[f"model.layers.{i}.self_attn.{proj}_proj.weight"] = _merged(
+                    sd, f"model.layers.{i}.self_attn.{proj}_proj.weight"
+                )
 
     # the language model: a plain LLaMA with LISA's weights gives the same logits on the same ids
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
-                                         num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=4,
-                                         rms_norm_eps=1e-6, max_position_embeddings=512, tie_word_embeddings=False))
-    llama.load_state_dict({k: v for k, v in sd.items() if not k.startswith(("model.mm_", "model.visual_model.",
-                                                                            "model.text_hidden", "model.vision_tower."))})
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=HIDDEN,
+            intermediate_size=2 * HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            rms_norm_eps=1e-6,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+        )
+    )
+    llama.load_state_dict(
+        {
+            k: v
+            for k, v in sd.items()
+            if not k.startswith(("model.mm_", "model.visual_model.", "model.text_hidden", "model.vision_tower."))
+        }
+    )
     ids = torch.tensor([tok("USER: Segment the polyp. ASSISTANT: It is [SEG].")["input_ids"]])
     assert processor.tokenizer.convert_tokens_to_ids("[SEG]") == tok.convert_tokens_to_ids("[SEG]")
     with torch.no_grad():
@@ -162,11 +223,14 @@ def test_load_lisa_computes_what_lisa_computes(tmp_path, official_sam_state_dict
     clip = CLIPVisionModel.from_pretrained(tmp_path / "clip")
     if with_tower:
         prefix = "model.vision_tower.vision_tower.vision_model."
-        clip.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        clip.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        want = F.linear(clip(pixels, output_hidden_states=True).hidden_states[-2][:, 1:],
-                        sd["model.mm_projector.weight"], sd["model.mm_projector.bias"])
+        want = F.linear(
+            clip(pixels, output_hidden_states=True).hidden_states[-2][:, 1:],
+            sd["model.mm_projector.weight"],
+            sd["model.mm_projector.bias"],
+        )
         got = model.lvlm.model.get_image_features(pixel_values=pixels)
         got = got.pooler_output if hasattr(got, "pooler_output") else got
         got = torch.cat(list(got)) if isinstance(got, (list, tuple)) else got
@@ -174,8 +238,9 @@ def test_load_lisa_computes_what_lisa_computes(tmp_path, official_sam_state_dict
 
     # ϕ and SAM's decoder carry LISA's weights; the token grid is CLIP's
     torch.testing.assert_close(model.phi[2].weight, sd["model.text_hidden_fcs.0.2.weight"])
-    torch.testing.assert_close(model.sam.mask_decoder.iou_token.weight,
-                               sd["model.visual_model.mask_decoder.iou_token.weight"])
+    torch.testing.assert_close(
+        model.sam.mask_decoder.iou_token.weight, sd["model.visual_model.mask_decoder.iou_token.weight"]
+    )
     assert model.config.token_grid == [4, 4]
 
 
@@ -184,20 +249,27 @@ def test_lisa_prompt_format_and_a_forward_pass(tmp_path, official_sam_state_dict
 
     d, sam_dir, _, _ = write_lisa(tmp_path, official_sam_state_dict)
     model, processor = lisa.load_lisa(d, sam=sam_dir, trainable=True)
-    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}],
-                                         add_generation_prompt=True, tokenize=False)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
     assert text == lisa.SYSTEM + " USER: <im_start><image><im_end>\nQ? ASSISTANT:"
     enc = ExampleEncoder.for_model(model, processor)
     rng = np.random.default_rng(0)
-    item = enc.encode(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8), "Segment the polyp.", "It is [SEG].",
-                      rng.random((40, 64)) > 0.5)
+    item = enc.encode(
+        rng.integers(0, 256, (40, 64, 3), dtype=np.uint8),
+        "Segment the polyp.",
+        "It is [SEG].",
+        rng.random((40, 64)) > 0.5,
+    )
     assert int((item["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()) == 16
     out = model(**Collator(processor.tokenizer.pad_token_id)([item]))
     assert torch.isfinite(out.loss) and out.masks[0].shape == (1, 40, 64)
     out.loss.backward()
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora and all(p.grad is not None for p in lora)
-    assert all(p.grad is None for p in model.lvlm.model.vision_tower.parameters())      # frozen, as in LISA
+    assert all(p.grad is None for p in model.lvlm.model.vision_tower.parameters())  # frozen, as in LISA
 
 
 def test_convert_lisa_cli_then_load_reproduces(tmp_path, official_sam_state_dict, monkeypatch):
@@ -241,7 +313,7 @@ def test_lisa_bad_inputs_name_the_cause(tmp_path, official_sam_state_dict):
     with pytest.raises(InputError, match="not a LISA config") as e:
         lisa.load_lisa(d, sam=sam_dir)
     assert "config.json" in str(e.value)
-    (d / "config.json").write_text(json.dumps(cfg | {"hidden_size": 48}))      # weights are 64 wide
+    (d / "config.json").write_text(json.dumps(cfg | {"hidden_size": 48}))  # weights are 64 wide
     with pytest.raises(InputError, match="mis-shaped key lvlm.model.language_model"):
         lisa.load_lisa(d, sam=sam_dir)
     (d / "config.json").write_text(json.dumps(cfg))

@@ -77,7 +77,7 @@ def test_geometry_is_the_presets(shrunk):
     assert bool(getattr(ip, "do_pad", False)) == (frame_kind == "pad")
     medsam = name == "llava-med+medsam"
     assert model.sam_frame.do_normalize is not medsam and model.sam_frame.resample == (3 if medsam else 2)
-    if name == "lisa-7b":      # LISA's added tokens are single tokens and frame the image
+    if name == "lisa-7b":  # LISA's added tokens are single tokens and frame the image
         tok = processor.tokenizer
         for t in ("<im_start>", "<im_end>", "[SEG]"):
             assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1
@@ -92,34 +92,34 @@ def test_encoding_non_square_images(shrunk, size):
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     enc = ExampleEncoder.for_model(model, processor)
     ex = enc.encode(image, QUERY, cot_answer(processor.tokenizer), np.zeros((h, w), bool), name="x.png")
-    assert len(ex["input_ids"]) <= model.max_length      # a 400-token CoT fits the derived max_length
+    assert len(ex["input_ids"]) <= model.max_length  # a 400-token CoT fits the derived max_length
     assert int((ex["input_ids"] == model.image_token_id).sum()) == n
     assert ex["pixel_values"].shape == (3, side, side)
     sam = ex["sam_pixel_values"]
     assert sam.shape == (3, 1024, 1024)
     rh, rw = round(h * 1024 / max(h, w)), round(w * 1024 / max(h, w))
-    assert float(sam[:, rh:].abs().sum() + sam[:, :, rw:].abs().sum()) == 0.0   # padded bottom-right
+    assert float(sam[:, rh:].abs().sum() + sam[:, :, rw:].abs().sum()) == 0.0  # padded bottom-right
     inside = sam[:, :rh, :rw]
-    if name == "llava-med+medsam":        # MedSAM's own preprocessing: [0, 1], no normalisation
+    if name == "llava-med+medsam":  # MedSAM's own preprocessing: [0, 1], no normalisation
         assert float(inside.min()) >= 0.0 and float(inside.max()) <= 1.0
-    else:                                  # SAM's: ImageNet-normalised
+    else:  # SAM's: ImageNet-normalised
         assert float(inside.min()) < -1.0
     box = ex["token_box"].tolist()
     short, long_ = min(h, w), max(h, w)
-    if frame_kind == "crop":    # the centred square of side min(h, w)
+    if frame_kind == "crop":  # the centred square of side min(h, w)
         off = (long_ - short) // 2
         want = [off, 0, off + short, h] if w > h else [0, off, w, off + short]
-    else:                       # padded to a square around the image
+    else:  # padded to a square around the image
         off = (long_ - short) / 2
         want = [0, -off, w, h + off] if w > h else [-off, 0, w + off, h]
-    assert box == pytest.approx(want, abs=1.5 * long_ / side)     # within the processor's integer rounding
+    assert box == pytest.approx(want, abs=1.5 * long_ / side)  # within the processor's integer rounding
 
 
 def test_max_length_default_fits_the_image_tokens_and_an_explicit_one_wins(shrunk):
     name, model, processor = shrunk
     n = GEOMETRY[name][0]
     image = np.zeros((40, 60, 3), np.uint8)
-    ExampleEncoder.for_model(model, processor).encode(image, QUERY, "It is [SEG].")   # 512 was too short for 576
+    ExampleEncoder.for_model(model, processor).encode(image, QUERY, "It is [SEG].")  # 512 was too short for 576
     enc = ExampleEncoder(processor, sam_size=model.sam_size, max_length=n, sam_frame=model.sam_frame)
     with pytest.raises(InputError, match=rf"the prompt is \d+ tokens \({n} of them the image's\), over max_length={n}"):
         enc.encode(image, QUERY, "It is [SEG].", name="x.png")
@@ -128,8 +128,10 @@ def test_max_length_default_fits_the_image_tokens_and_an_explicit_one_wins(shrun
 def _batch(model, processor, sizes, answers, seed=0):
     rng = np.random.default_rng(seed)
     enc = ExampleEncoder.for_model(model, processor)
-    items = [enc.encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), QUERY, a, rng.random((h, w)) > 0.6)
-             for (h, w), a in zip(sizes, answers)]
+    items = [
+        enc.encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), QUERY, a, rng.random((h, w)) > 0.6)
+        for (h, w), a in zip(sizes, answers)
+    ]
     return Collator(processor.tokenizer.pad_token_id)(items)
 
 
@@ -153,8 +155,9 @@ def _prompt(model, processor, size=(280, 410), seed=1):
     enc = ExampleEncoder.for_model(model, processor)
     image = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
     x = enc.image_inputs(image)
-    encoding = model.encode_image(x["pixel_values"][None], x["sam_pixel_values"][None], x["image_size"][None],
-                                  x["token_box"][None])
+    encoding = model.encode_image(
+        x["pixel_values"][None], x["sam_pixel_values"][None], x["image_size"][None], x["token_box"][None]
+    )
     ids = enc.prompt_ids(QUERY, model.image_tokens)[None]
     return encoding, ids
 
@@ -168,8 +171,13 @@ def test_generation_of_a_400_token_chain_of_thought(shrunk):
     target = torch.tensor(tok(" " + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
     assert len(target) > 400
     encoding, ids = _prompt(model, processor)
-    gen = model.generate(ids, torch.ones_like(ids), encoding, max_new_tokens=len(target) + 8,
-                         logits_processor=LogitsProcessorList([Force(target)]))
+    gen = model.generate(
+        ids,
+        torch.ones_like(ids),
+        encoding,
+        max_new_tokens=len(target) + 8,
+        logits_processor=LogitsProcessorList([Force(target)]),
+    )
     assert gen.sequences[0, : len(target)].tolist() == target.tolist()
     assert not bool(gen.truncated[0]) and gen.seg_hidden[0].shape == (1, model.lvlm_adapter.hidden_size(model.lvlm))
     assert gen.image_hidden.shape[1] == model.image_tokens
@@ -183,13 +191,21 @@ def test_generation_of_a_400_token_chain_of_thought(shrunk):
 def test_test_time_scaling_m_by_n(shrunk):
     name, model, processor = shrunk
     tok = processor.tokenizer
-    target = torch.tensor(tok(" It is [SEG].\nDiagnosis: polyp.", add_special_tokens=False)["input_ids"]
-                          + [tok.eos_token_id])
+    target = torch.tensor(
+        tok(" It is [SEG].\nDiagnosis: polyp.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    )
     encoding, ids = _prompt(model, processor)
     m, n = 2, 3
-    gen = model.generate(ids, torch.ones_like(ids), encoding, max_new_tokens=len(target) + 4, do_sample=True,
-                         num_return_sequences=m, share_prefill=True,
-                         logits_processor=LogitsProcessorList([Force(target)]))
+    gen = model.generate(
+        ids,
+        torch.ones_like(ids),
+        encoding,
+        max_new_tokens=len(target) + 4,
+        do_sample=True,
+        num_return_sequences=m,
+        share_prefill=True,
+        logits_processor=LogitsProcessorList([Force(target)]),
+    )
     assert [h.shape[0] for h in gen.seg_hidden] == [1] * m
     cands = candidate_masks(model, encoding, gen, n, seed=0)
     assert cands.masks.shape == (m * n, 280, 410) and sorted(set(cands.perturbation)) == list(range(n))

@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from sim4seg.data.transforms import sam_resized_size
 import torch.nn.functional as F
 
+from sim4seg.data.transforms import sam_resized_size
 from sim4seg.model import rvls2m
 
 # ------------------------------------------------------------------ naive references
@@ -37,7 +36,7 @@ def naive_scores(image_emb, seg_emb, token_grid, image_size, token_box, grid, no
             blk = min(h, w) // grid
             for k in range(grid):
                 for l in range(grid):
-                    out[b, k, l] = m[blk * k: blk * (k + 1), blk * l: blk * (l + 1)].mean()
+                    out[b, k, l] = m[blk * k : blk * (k + 1), blk * l : blk * (l + 1)].mean()
             continue
         H, W = image_size
         x0, y0, x1, y1 = token_box if token_box is not None else (0, 0, W, H)
@@ -45,7 +44,7 @@ def naive_scores(image_emb, seg_emb, token_grid, image_size, token_box, grid, no
         canvas = torch.full((H, W), float(m.min()), dtype=torch.float64)
         # place the upsampled box, clipped to the image
         cy0, cx0, cy1, cx1 = max(y0, 0), max(x0, 0), min(y1, H), min(x1, W)
-        canvas[cy0:cy1, cx0:cx1] = up[cy0 - y0: cy1 - y0, cx0 - x0: cx1 - x0]
+        canvas[cy0:cy1, cx0:cx1] = up[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
         for k in range(grid):
             rows = [r for r in range(H) if int((r + 0.5) * grid // H) == k]
             for l in range(grid):
@@ -90,13 +89,13 @@ def naive_mask(scores, tau, k=36, fraction=None, alpha=None):
 
 CASES = [
     # token_grid, image_size, token_box, grid
-    ((6, 6), (48, 48), None, 6),          # grid divides the token grid
-    ((6, 6), (48, 48), None, 4),          # grid does not divide it
-    ((6, 6), (50, 37), None, 16),         # finer than the token grid, sizes not divisible
-    ((4, 6), (30, 45), None, 8),          # non-square token grid
-    ((6, 6), (40, 64), (12, 0, 52, 40), 8),    # centre crop of a landscape image
-    ((6, 6), (40, 64), (0, -12, 64, 52), 8),   # padded to a square (box reaches outside)
-    (None, (32, 32), None, 4),            # the paper's fallback grid (n = 30 → 5 x 6)
+    ((6, 6), (48, 48), None, 6),  # grid divides the token grid
+    ((6, 6), (48, 48), None, 4),  # grid does not divide it
+    ((6, 6), (50, 37), None, 16),  # finer than the token grid, sizes not divisible
+    ((4, 6), (30, 45), None, 8),  # non-square token grid
+    ((6, 6), (40, 64), (12, 0, 52, 40), 8),  # centre crop of a landscape image
+    ((6, 6), (40, 64), (0, -12, 64, 52), 8),  # padded to a square (box reaches outside)
+    (None, (32, 32), None, 4),  # the paper's fallback grid (n = 30 → 5 x 6)
 ]
 
 
@@ -131,13 +130,14 @@ def test_region_scores_per_item_sizes_equal_one_at_a_time():
     boxes = torch.tensor([[12.0, 0.0, 52.0, 40.0], [0.0, 18.5, 33.0, 51.5]])
     batched = rvls2m.region_scores(emb, seg, (6, 6), sizes, token_box=boxes, grid=8)
     for i in range(2):
-        single = rvls2m.region_scores(emb[i:i + 1], seg[i:i + 1], (6, 6), sizes[i].tolist(),
-                                      token_box=boxes[i].tolist(), grid=8)
-        torch.testing.assert_close(batched[i:i + 1], single)
+        single = rvls2m.region_scores(
+            emb[i : i + 1], seg[i : i + 1], (6, 6), sizes[i].tolist(), token_box=boxes[i].tolist(), grid=8
+        )
+        torch.testing.assert_close(batched[i : i + 1], single)
 
 
 def test_grid_finer_than_image_is_supersampled():
-    emb, seg = torch.ones(1, 4, 3), torch.ones(1, 3)    # constant similarity
+    emb, seg = torch.ones(1, 4, 3), torch.ones(1, 3)  # constant similarity
     out = rvls2m.region_scores(emb, seg, (2, 2), (5, 7), grid=16, normalize="softmax")
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, torch.full_like(out, 0.25))
@@ -147,7 +147,7 @@ def test_scores_are_differentiable():
     emb = torch.randn(1, 16, 4, requires_grad=True)
     seg = torch.randn(1, 4, requires_grad=True)
     out = rvls2m.region_scores(emb, seg, (4, 4), (32, 32), grid=8)
-    (out * torch.arange(64.0).reshape(1, 8, 8)).sum().backward()   # a plain sum of softmax scores is constant
+    (out * torch.arange(64.0).reshape(1, 8, 8)).sum().backward()  # a plain sum of softmax scores is constant
     assert emb.grad is not None and seg.grad.abs().sum() > 0
 
 
@@ -166,11 +166,20 @@ def test_bad_inputs_raise():
 # ------------------------------------------------------------------ tau
 
 
-@pytest.mark.parametrize("tau,kw", [("topk", {"k": 36}), ("topk", {"k": 5}), ("fraction", {"fraction": 0.2}),
-                                    ("threshold", {"alpha": 0.5}), ("threshold", {}), ("otsu", {})])
+@pytest.mark.parametrize(
+    "tau,kw",
+    [
+        ("topk", {"k": 36}),
+        ("topk", {"k": 5}),
+        ("fraction", {"fraction": 0.2}),
+        ("threshold", {"alpha": 0.5}),
+        ("threshold", {}),
+        ("otsu", {}),
+    ],
+)
 def test_region_mask_matches_loop(tau, kw):
     scores = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(3))
-    scores[1] = scores[1] ** 6          # skewed distribution
+    scores[1] = scores[1] ** 6  # skewed distribution
     got = rvls2m.region_mask(scores, tau=tau, **kw)
     assert got.dtype == torch.bool and got.shape == scores.shape
     assert torch.equal(got, naive_mask(scores, tau, **kw))
@@ -206,7 +215,7 @@ def _hot_embeddings(token_grid, hot):
 def test_hot_spot_lands_in_the_right_place(size, crop):
     H, W = size
     token_grid, hot = (8, 8), (2, 6)
-    if crop:   # LLaVA-style centre crop: the token grid covers the central square
+    if crop:  # LLaVA-style centre crop: the token grid covers the central square
         s = min(H, W)
         box = ((W - s) / 2, (H - s) / 2, (W + s) / 2, (H + s) / 2)
     else:
@@ -216,7 +225,7 @@ def test_hot_spot_lands_in_the_right_place(size, crop):
     mask = rvls2m.region_mask(scores, tau="topk", k=1)
     prompt = rvls2m.to_sam_prompt(mask, size, sam_size=1024, prompt_size=256)
     assert prompt.shape == (1, 1, 256, 256)
-    on = prompt[0, 0].nonzero().double() + 0.5                        # (row, col) centres, prompt frame
+    on = prompt[0, 0].nonzero().double() + 0.5  # (row, col) centres, prompt frame
     assert len(on) > 0
     # where the hot token's centre lies in the original image, then in the prompt frame
     x0, y0, x1, y1 = box
@@ -232,7 +241,7 @@ def test_hot_spot_lands_in_the_right_place(size, crop):
 
 def test_full_mask_covers_exactly_the_resized_image():
     prompt = rvls2m.to_sam_prompt(torch.ones(1, 16, 16, dtype=torch.bool), (300, 800), on=5.0, off=-5.0)
-    new_h, new_w = sam_resized_size((300, 800), 1024)   # 384 x 1024 → 96 x 256 in the prompt frame
+    new_h, new_w = sam_resized_size((300, 800), 1024)  # 384 x 1024 → 96 x 256 in the prompt frame
     assert (new_h, new_w) == (384, 1024)
     assert (prompt[0, 0, :96] == 5.0).all() and (prompt[0, 0, 96:] == -5.0).all()
 
@@ -261,7 +270,7 @@ def naive_prompt(mask, size, grid_box, sam_size, prompt_size, on, off):
     new_h, new_w = int(H * scale + 0.5), int(W * scale + 0.5)
     out = torch.full((prompt_size, prompt_size), float(off))
     for py in range(prompt_size):
-        cy = (py + 0.5) * sam_size / prompt_size           # SAM-frame centre
+        cy = (py + 0.5) * sam_size / prompt_size  # SAM-frame centre
         oy = cy * H / new_h
         if cy >= new_h or not y0 <= oy < y1:
             continue
@@ -314,11 +323,11 @@ def test_softmax_over_a_wide_range_of_similarities_leaves_no_exact_zero_ties():
     n = 256
     seg = torch.ones(1, 1)
     emb = (-2.0 * torch.arange(n, dtype=torch.float32)).reshape(1, n, 1)
-    assert bool((rvls2m.region_scores(emb, seg, (16, 16), (64, 64), grid=16) > 0).all())       # pool="image"
-    scores = rvls2m.region_scores(emb, seg, (16, 16), (64, 64), grid=16, pool="token")         # one token per cell
+    assert bool((rvls2m.region_scores(emb, seg, (16, 16), (64, 64), grid=16) > 0).all())  # pool="image"
+    scores = rvls2m.region_scores(emb, seg, (16, 16), (64, 64), grid=16, pool="token")  # one token per cell
     flat = scores.flatten()
     assert bool((flat > 0).all())
-    assert bool((flat[:-1] > flat[1:]).all())                  # strictly decreasing in token order: no ties
+    assert bool((flat[:-1] > flat[1:]).all())  # strictly decreasing in token order: no ties
     mask = rvls2m.region_mask(scores, tau="topk", k=36)
     assert mask.flatten().nonzero().flatten().tolist() == list(range(36))
 
@@ -337,7 +346,7 @@ def test_softmax_temperature_keeps_the_ranking_and_flattens():
 
 def test_topk_ties_are_broken_by_index_deterministically():
     scores = torch.zeros(2, 4, 4)
-    scores[:, 3, 3] = 1.0                                       # one clear best, fifteen tied cells
+    scores[:, 3, 3] = 1.0  # one clear best, fifteen tied cells
     mask = rvls2m.region_mask(scores, tau="topk", k=4)
     for row in mask:
         assert row.flatten().nonzero().flatten().tolist() == [0, 1, 2, 15]

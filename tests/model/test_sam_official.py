@@ -42,7 +42,7 @@ def sam_modeling() -> ModuleType:
     for k in saved:
         del sys.modules[k]
     try:
-        sys.modules["segment_anything"] = importlib.util.module_from_spec(spec)   # bare: __path__ set, not executed
+        sys.modules["segment_anything"] = importlib.util.module_from_spec(spec)  # bare: __path__ set, not executed
         modeling = importlib.import_module("segment_anything.modeling")
     finally:
         for k in [k for k in sys.modules if _is_sa(k)]:
@@ -51,30 +51,70 @@ def sam_modeling() -> ModuleType:
     return modeling
 
 
-def official_sam(m: ModuleType, *, embed_dim: int, depth: int, num_heads: int, global_attn_indexes: tuple[int, ...],
-                 img_size: int = 1024, patch_size: int = 16, window_size: int = 14, prompt_dim: int = 256,
-                 decoder_mlp_dim: int = 2048, decoder_heads: int = 8, iou_head_hidden_dim: int = 256):
+def official_sam(
+    m: ModuleType,
+    *,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    global_attn_indexes: tuple[int, ...],
+    img_size: int = 1024,
+    patch_size: int = 16,
+    window_size: int = 14,
+    prompt_dim: int = 256,
+    decoder_mlp_dim: int = 2048,
+    decoder_heads: int = 8,
+    iou_head_hidden_dim: int = 256,
+):
     """An official ``Sam`` composed as ``segment_anything.build_sam._build_sam`` does, at any size."""
     grid = img_size // patch_size
     return m.Sam(
         image_encoder=m.ImageEncoderViT(
-            depth=depth, embed_dim=embed_dim, img_size=img_size, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=num_heads, patch_size=patch_size,
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=window_size,
-            out_chans=prompt_dim),
-        prompt_encoder=m.PromptEncoder(embed_dim=prompt_dim, image_embedding_size=(grid, grid),
-                                       input_image_size=(img_size, img_size), mask_in_chans=16),
+            depth=depth,
+            embed_dim=embed_dim,
+            img_size=img_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=num_heads,
+            patch_size=patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=global_attn_indexes,
+            window_size=window_size,
+            out_chans=prompt_dim,
+        ),
+        prompt_encoder=m.PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16,
+        ),
         mask_decoder=m.MaskDecoder(
             num_multimask_outputs=3,
-            transformer=m.TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=decoder_mlp_dim,
-                                            num_heads=decoder_heads),
-            transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_head_hidden_dim),
+            transformer=m.TwoWayTransformer(
+                depth=2, embedding_dim=prompt_dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_heads
+            ),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=iou_head_hidden_dim,
+        ),
     )
 
 
-def hf_sam_config(*, embed_dim: int, depth: int, num_heads: int, global_attn_indexes: tuple[int, ...],
-                  img_size: int = 1024, patch_size: int = 16, window_size: int = 14, prompt_dim: int = 256,
-                  decoder_mlp_dim: int = 2048, decoder_heads: int = 8, iou_head_hidden_dim: int = 256):
+def hf_sam_config(
+    *,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    global_attn_indexes: tuple[int, ...],
+    img_size: int = 1024,
+    patch_size: int = 16,
+    window_size: int = 14,
+    prompt_dim: int = 256,
+    decoder_mlp_dim: int = 2048,
+    decoder_heads: int = 8,
+    iou_head_hidden_dim: int = 256,
+):
     """The ``SamConfig`` of :func:`official_sam` with the same arguments.
 
     The decoder's ``layer_norm_eps`` is 1e-5: the official ``TwoWayAttentionBlock`` norms are plain
@@ -82,20 +122,46 @@ def hf_sam_config(*, embed_dim: int, depth: int, num_heads: int, global_attn_ind
     """
     from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 
-    vision = SamVisionConfig(hidden_size=embed_dim, output_channels=prompt_dim, num_hidden_layers=depth,
-                             num_attention_heads=num_heads, image_size=img_size, patch_size=patch_size,
-                             mlp_dim=4 * embed_dim, global_attn_indexes=list(global_attn_indexes),
-                             window_size=window_size, num_pos_feats=prompt_dim // 2)
-    prompt = SamPromptEncoderConfig(hidden_size=prompt_dim, image_size=img_size, patch_size=patch_size,
-                                    mask_input_channels=16)
-    decoder = SamMaskDecoderConfig(hidden_size=prompt_dim, num_hidden_layers=2, num_attention_heads=decoder_heads,
-                                   mlp_dim=decoder_mlp_dim, iou_head_depth=3, iou_head_hidden_dim=iou_head_hidden_dim,
-                                   layer_norm_eps=1e-5)
+    vision = SamVisionConfig(
+        hidden_size=embed_dim,
+        output_channels=prompt_dim,
+        num_hidden_layers=depth,
+        num_attention_heads=num_heads,
+        image_size=img_size,
+        patch_size=patch_size,
+        mlp_dim=4 * embed_dim,
+        global_attn_indexes=list(global_attn_indexes),
+        window_size=window_size,
+        num_pos_feats=prompt_dim // 2,
+    )
+    prompt = SamPromptEncoderConfig(
+        hidden_size=prompt_dim, image_size=img_size, patch_size=patch_size, mask_input_channels=16
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=prompt_dim,
+        num_hidden_layers=2,
+        num_attention_heads=decoder_heads,
+        mlp_dim=decoder_mlp_dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=iou_head_hidden_dim,
+        layer_norm_eps=1e-5,
+    )
     return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
-TINY = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), img_size=64, patch_size=8, window_size=4,
-            prompt_dim=32, decoder_mlp_dim=64, decoder_heads=2, iou_head_hidden_dim=32)
+TINY = dict(
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    global_attn_indexes=(1,),
+    img_size=64,
+    patch_size=8,
+    window_size=4,
+    prompt_dim=32,
+    decoder_mlp_dim=64,
+    decoder_heads=2,
+    iou_head_hidden_dim=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +171,7 @@ def converted_pair(sam_modeling, tmp_path_factory):
 
     torch.manual_seed(0)
     official = official_sam(sam_modeling, **TINY).eval()
-    with torch.no_grad():   # off the init values: LayerNorms not 1/0, rel-pos and abs-pos not zero
+    with torch.no_grad():  # off the init values: LayerNorms not 1/0, rel-pos and abs-pos not zero
         for t in official.state_dict().values():
             t.add_(0.1 * torch.randn_like(t))
     tmp = tmp_path_factory.mktemp("sam_official")
@@ -127,9 +193,13 @@ def test_image_embeddings_match_official(converted_pair):
 
 def _official_decode(official, emb, multimask: bool, points=None, boxes=None, masks=None):
     sparse, dense = official.prompt_encoder(points=points, boxes=boxes, masks=masks)
-    return official.mask_decoder(image_embeddings=emb, image_pe=official.prompt_encoder.get_dense_pe(),
-                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                 multimask_output=multimask)
+    return official.mask_decoder(
+        image_embeddings=emb,
+        image_pe=official.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
 
 
 @pytest.mark.parametrize("multimask", [False, True])
@@ -151,8 +221,9 @@ def test_mask_decoder_matches_official(converted_pair, prompt, multimask):
             coords = torch.rand(2, 3, 2, generator=g) * 64
             labels = torch.tensor([[1, 0, 1], [0, 1, 1]], dtype=torch.int)
             ref = _official_decode(official, emb, multimask, points=(coords, labels))
-            got = hf(image_embeddings=emb, input_points=coords[None], input_labels=labels[None],
-                     multimask_output=multimask)
+            got = hf(
+                image_embeddings=emb, input_points=coords[None], input_labels=labels[None], multimask_output=multimask
+            )
         elif prompt == "boxes":
             xy = torch.rand(2, 2, 2, generator=g) * 64
             boxes = torch.cat([xy.min(1).values, xy.max(1).values], dim=1)

@@ -20,7 +20,9 @@ def test_forward_losses_and_gradients_reach_only_trainable_parts(tiny, batch_of)
     for name in ("loss", "loss_txt", "loss_bce", "loss_dice"):
         assert torch.isfinite(getattr(out, name)), name
     w = model.config.loss
-    torch.testing.assert_close(out.loss, w.txt * out.loss_txt + w.mask * (w.bce * out.loss_bce + w.dice * out.loss_dice))
+    torch.testing.assert_close(
+        out.loss, w.txt * out.loss_txt + w.mask * (w.bce * out.loss_bce + w.dice * out.loss_dice)
+    )
     assert [tuple(m.shape) for m in out.masks] == [(1, 48, 72), (1, 80, 40)]
     out.loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
@@ -40,15 +42,18 @@ def test_forward_losses_and_gradients_reach_only_trainable_parts(tiny, batch_of)
 def test_trainable_flags_choose_what_trains(tiny):
     model, _ = tiny
     t = model.config.trainable
-    compose.apply_trainable(model, type(t)(lora=False, lm_head=False, embed_tokens=False, mask_decoder=False,
-                                            projection=True, sam_encoder=True))
+    compose.apply_trainable(
+        model,
+        type(t)(lora=False, lm_head=False, embed_tokens=False, mask_decoder=False, projection=True, sam_encoder=True),
+    )
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("sam.vision_encoder") for n in names) and any(n.startswith("phi.") for n in names)
     assert not any("lora_" in n or n.startswith(("sam.mask_decoder", "lvlm.lm_head")) for n in names)
 
 
-@pytest.mark.parametrize("answer,k", [("There is nothing to segment.", 0), ("It is [SEG].", 1),
-                                      ("Left is [SEG] and right is [SEG].", 2)])
+@pytest.mark.parametrize(
+    "answer,k", [("There is nothing to segment.", 0), ("It is [SEG].", 1), ("Left is [SEG] and right is [SEG].", 2)]
+)
 def test_zero_one_two_seg_tokens(tiny, batch_of, answer, k):
     model, processor = tiny
     model.train()
@@ -73,7 +78,7 @@ def test_rvls2m_switches_for_training_and_inference(tiny, batch_of):
         on = model(**batch)
         off = model(**batch, use_rvls2m=False)
     assert on.region[0] is not None and on.region[0].sum() == cfg.k
-    assert not torch.allclose(on.masks[0], off.masks[0])   # the dense prompt changes SAM's output
+    assert not torch.allclose(on.masks[0], off.masks[0])  # the dense prompt changes SAM's output
 
 
 def test_cached_encoding_gives_the_same_result(tiny, batch_of):
@@ -82,7 +87,9 @@ def test_cached_encoding_gives_the_same_result(tiny, batch_of):
     batch = batch_of(model, processor, ["It is [SEG]."], sizes=[(60, 30)])
     with torch.no_grad():
         direct = model(**batch)
-        enc = model.encode_image(batch["pixel_values"], batch["sam_pixel_values"], batch["image_sizes"], batch["token_boxes"])
+        enc = model.encode_image(
+            batch["pixel_values"], batch["sam_pixel_values"], batch["image_sizes"], batch["token_boxes"]
+        )
         cached = model(batch["input_ids"], batch["attention_mask"], encoding=enc)
     torch.testing.assert_close(direct.masks[0], cached.masks[0])
     torch.testing.assert_close(direct.logits, cached.logits)
@@ -110,10 +117,17 @@ def test_generation_seg_states_match_teacher_forcing(tiny, batch_of):
     tok = processor.tokenizer
     answer = tok(" It is [SEG].", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     prompt = batch_of(model, processor, [None, None], sizes=[(48, 72), (30, 30)], padding_side="left")
-    enc = model.encode_image(prompt["pixel_values"], prompt["sam_pixel_values"], prompt["image_sizes"], prompt["token_boxes"])
+    enc = model.encode_image(
+        prompt["pixel_values"], prompt["sam_pixel_values"], prompt["image_sizes"], prompt["token_boxes"]
+    )
     # generate() with inputs_embeds sees only the new tokens
-    gen = model.generate(prompt["input_ids"], prompt["attention_mask"], enc, max_new_tokens=len(answer) + 2,
-                         logits_processor=LogitsProcessorList([ForceTokens(0, answer)]))
+    gen = model.generate(
+        prompt["input_ids"],
+        prompt["attention_mask"],
+        enc,
+        max_new_tokens=len(answer) + 2,
+        logits_processor=LogitsProcessorList([ForceTokens(0, answer)]),
+    )
     assert [h.shape[0] for h in gen.seg_hidden] == [1, 1] and not gen.truncated.any()
     segs = model.segment_generation(gen, enc)
     for i in range(2):
@@ -130,10 +144,17 @@ def test_answers_without_seg_give_no_mask(tiny, batch_of):
     model.eval()
     tok = processor.tokenizer
     prompt = batch_of(model, processor, [None], padding_side="left")
-    enc = model.encode_image(prompt["pixel_values"], prompt["sam_pixel_values"], prompt["image_sizes"], prompt["token_boxes"])
+    enc = model.encode_image(
+        prompt["pixel_values"], prompt["sam_pixel_values"], prompt["image_sizes"], prompt["token_boxes"]
+    )
     words = tok(" no", add_special_tokens=False)["input_ids"]
-    gen = model.generate(prompt["input_ids"], prompt["attention_mask"], enc, max_new_tokens=3,
-                         logits_processor=LogitsProcessorList([ForceTokens(0, words)]))
+    gen = model.generate(
+        prompt["input_ids"],
+        prompt["attention_mask"],
+        enc,
+        max_new_tokens=3,
+        logits_processor=LogitsProcessorList([ForceTokens(0, words)]),
+    )
     assert gen.truncated.all() and model.segment_generation(gen, enc) == [None]
 
 
@@ -159,14 +180,25 @@ def test_bad_inputs_have_clear_errors(tiny, batch_of):
     no_image = batch["input_ids"].clone()
     no_image[no_image == model.image_token_id] = processor.tokenizer.pad_token_id
     with pytest.raises(ValueError, match="no image token"):
-        model(no_image, batch["attention_mask"], batch["pixel_values"], batch["sam_pixel_values"],
-              batch["image_sizes"], batch["token_boxes"])
+        model(
+            no_image,
+            batch["attention_mask"],
+            batch["pixel_values"],
+            batch["sam_pixel_values"],
+            batch["image_sizes"],
+            batch["token_boxes"],
+        )
     with pytest.raises(ValueError, match="truncated before \\[SEG\\]"):
         cut = {**batch, "seg_counts": torch.tensor([2])}
         model(**cut)
     with pytest.raises(ValueError, match="mismatched dimensions"):
-        Sim4SegModel(model.lvlm, model.sam, model.config, seg_token_id=model.seg_token_id,
-                     phi=nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 7)))
+        Sim4SegModel(
+            model.lvlm,
+            model.sam,
+            model.config,
+            seg_token_id=model.seg_token_id,
+            phi=nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 7)),
+        )
     with pytest.raises(InputError, match="unsupported LVLM 'sam'; supported: LLaVA-family"):
         compose.check_architecture(model.sam, model.sam)
 
@@ -187,8 +219,9 @@ def test_dtype_comes_from_the_caller_bf16(batch_of):
     from sim4seg.model.tiny import build_tiny
 
     model, processor = build_tiny(seed=0)
-    batch = batch_of(model, processor, ["It is [SEG].", "No mask here.", "[SEG] and [SEG]."],
-                     sizes=[(40, 64), (50, 50), (30, 70)])
+    batch = batch_of(
+        model, processor, ["It is [SEG].", "No mask here.", "[SEG] and [SEG]."], sizes=[(40, 64), (50, 50), (30, 70)]
+    )
     model.eval()
     with torch.no_grad():
         full = model(**batch)
@@ -196,7 +229,7 @@ def test_dtype_comes_from_the_caller_bf16(batch_of):
     assert half.logits.dtype == torch.bfloat16
     assert abs(float(half.loss) - float(full.loss)) < 0.05 * float(full.loss)
     for a, b in zip(full.masks, half.masks):
-        assert a.shape == b.shape and b.dtype == torch.float32          # masks at the original size, fp32 logits
+        assert a.shape == b.shape and b.dtype == torch.float32  # masks at the original size, fp32 logits
         if a.numel():
             assert float(((a > 0) == (b > 0)).float().mean()) > 0.95
     model.train()

@@ -57,8 +57,24 @@ def test_reference_is_typed_consistently():
 @pytest.mark.parametrize("name", list(PROTOCOLS))
 def test_print_commands_one_line_per_run(name, tmp_path, capsys):
     out = tmp_path / "OUT"
-    assert main(["paper", name, "--out", str(out), "--manifest", "/data/m3ds", "--base", "LISA",
-                 "--set", "train.deepspeed=configs/deepspeed/zero2.json", "--print-commands"]) == 0
+    assert (
+        main(
+            [
+                "paper",
+                name,
+                "--out",
+                str(out),
+                "--manifest",
+                "/data/m3ds",
+                "--base",
+                "LISA",
+                "--set",
+                "train.deepspeed=configs/deepspeed/zero2.json",
+                "--print-commands",
+            ]
+        )
+        == 0
+    )
     lines = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")]
     from sim4seg.train.recipe import load_config
 
@@ -94,8 +110,9 @@ def test_collect_lays_out_test_local_results_beside_the_paper(name, tmp_path, ca
             assert c["diff"] == round(50.0 - c["paper"], 2)
     assert (tmp_path / f"{name}.csv").read_text().count("\n") == len(cells) + 1
     if name == "table2":
-        assert ("| Sim4Seg (ft-CoT) | overall | 50.00 / 51.86 (-1.86) | 50.00 / 53.90 (-3.90) "
-                "| 50.00 / 69.04 (-19.04) |") in out
+        assert (
+            "| Sim4Seg (ft-CoT) | overall | 50.00 / 51.86 (-1.86) | 50.00 / 53.90 (-3.90) | 50.00 / 69.04 (-19.04) |"
+        ) in out
         assert "ground-truth-free" in out
     if name == "fig7":
         assert "not in the paper: Figure 7 is a plot" in out
@@ -134,6 +151,7 @@ def test_tiny_protocol_end_to_end_and_resumable(name, tmp_path, capsys):
             assert tested == set(left_out)
         else:
             from sim4seg.data.subsets import SUBSETS
+
             assert tested and {SUBSETS[s].modality for s in tested} == set(left_out)
         assert "sim4seg evaluate --checkpoint" in (d / "commands.sh").read_text()
     cells = json.loads((out / f"{name}.json").read_text())["cells"]

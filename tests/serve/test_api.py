@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import threading
 import zlib
-import struct
 
 import httpx
 import numpy as np
@@ -56,8 +56,12 @@ def _bomb(side: int = 4000) -> bytes:
     """A valid 1-bit PNG of side×side black pixels: a few kB on disk, 16 megapixels decoded."""
     raw = zlib.compress(b"".join(b"\x00" + bytes((side + 7) // 8) for _ in range(side)), 9)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_meta_endpoints_and_schema(live):
@@ -76,8 +80,12 @@ def test_meta_endpoints_and_schema(live):
 def test_segment_returns_mask_png_rle_uncertainty_and_timings(live, synth_m3ds):
     s = _sample(synth_m3ds)
     data = (synth_m3ds / s.image).read_bytes()
-    r = httpx.post(f"{live.url}/v1/segment", files={"image": ("case.png", data, "image/png")},
-                   data={"query": s.query, "subset": s.subset, "m": "2", "n": "3"}, timeout=60)
+    r = httpx.post(
+        f"{live.url}/v1/segment",
+        files={"image": ("case.png", data, "image/png")},
+        data={"query": s.query, "subset": s.subset, "m": "2", "n": "3"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     w, h = Image.open(io.BytesIO(data)).size
@@ -92,34 +100,48 @@ def test_segment_returns_mask_png_rle_uncertainty_and_timings(live, synth_m3ds):
     assert unc["candidates"] == 6
     umap = np.asarray(Image.open(io.BytesIO(base64.b64decode(unc["png_base64"]))))
     assert umap.shape == (h, w) and abs(umap.mean() / 255 - unc["mean"]) < 2e-3
-    assert {"decode_s", "read_encode_s", "generate_s", "masks_s", "select_s", "queue_s", "total_s"} <= set(body["timings"])
+    assert {"decode_s", "read_encode_s", "generate_s", "masks_s", "select_s", "queue_s", "total_s"} <= set(
+        body["timings"]
+    )
     # greedy single answer: no confidence, no map
-    r = httpx.post(f"{live.url}/v1/segment", files={"image": ("case.png", data, "image/png")},
-                   data={"query": s.query, "m": "1", "n": "1"}, timeout=60)
+    r = httpx.post(
+        f"{live.url}/v1/segment",
+        files={"image": ("case.png", data, "image/png")},
+        data={"query": s.query, "m": "1", "n": "1"},
+        timeout=60,
+    )
     assert r.json()["confidence"] is None and r.json()["uncertainty"]["mean"] is None
 
 
 def test_segment_dicom_never_echoes_its_metadata(live):
-    r = httpx.post(f"{live.url}/v1/segment", files={"image": ("scan.dcm", _dicom(), "application/dicom")},
-                   data={"query": "Segment the fracture in this X-ray image."}, timeout=60)
+    r = httpx.post(
+        f"{live.url}/v1/segment",
+        files={"image": ("scan.dcm", _dicom(), "application/dicom")},
+        data={"query": "Segment the fracture in this X-ray image."},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     assert r.json()["image_size"] == {"width": 56, "height": 40}
     assert "Doe" not in r.text and "PID-SECRET" not in r.text
 
 
-@pytest.mark.parametrize("name,payload,ctype,status,message", [
-    ("empty", b"", "image/png", 400, "empty"),
-    ("truncated", None, "image/png", 400, "truncated"),
-    ("not an image", b"just some text, not pixels", "image/png", 400, "not an image"),
-    ("decompression bomb", _bomb(), "image/png", 400, "pixel"),
-    ("DICOM without pixels", _dicom(pixels=False), "application/dicom", 400, "pixel"),
-    ("wrong content type", b"%PDF-1.4", "application/pdf", 415, "content type"),
-])
+@pytest.mark.parametrize(
+    "name,payload,ctype,status,message",
+    [
+        ("empty", b"", "image/png", 400, "empty"),
+        ("truncated", None, "image/png", 400, "truncated"),
+        ("not an image", b"just some text, not pixels", "image/png", 400, "not an image"),
+        ("decompression bomb", _bomb(), "image/png", 400, "pixel"),
+        ("DICOM without pixels", _dicom(pixels=False), "application/dicom", 400, "pixel"),
+        ("wrong content type", b"%PDF-1.4", "application/pdf", 415, "content type"),
+    ],
+)
 def test_bad_uploads_are_4xx_with_a_clear_message(live, synth_m3ds, name, payload, ctype, status, message, caplog):
     if payload is None:
         payload = (synth_m3ds / _sample(synth_m3ds).image).read_bytes()[:200]
-    r = httpx.post(f"{live.url}/v1/segment", files={"image": ("x", payload, ctype)}, data={"query": "segment it"},
-                   timeout=30)
+    r = httpx.post(
+        f"{live.url}/v1/segment", files={"image": ("x", payload, ctype)}, data={"query": "segment it"}, timeout=30
+    )
     assert r.status_code == status, (name, r.text)
     assert message in r.json()["error"].lower(), r.json()
 
@@ -153,10 +175,17 @@ def test_chat_completions_is_openai_compatible(live, synth_m3ds):
     s = _sample(synth_m3ds)
     data = (synth_m3ds / s.image).read_bytes()
     url = "data:image/png;base64," + base64.b64encode(data).decode()
-    body = {"model": "sim4seg", "messages": [
-        {"role": "system", "content": "You are a radiologist."},
-        {"role": "user", "content": [{"type": "text", "text": s.query}, {"type": "image_url", "image_url": {"url": url}}]}],
-        "sim4seg": {"subset": s.subset, "m": 2, "n": 2}}
+    body = {
+        "model": "sim4seg",
+        "messages": [
+            {"role": "system", "content": "You are a radiologist."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": s.query}, {"type": "image_url", "image_url": {"url": url}}],
+            },
+        ],
+        "sim4seg": {"subset": s.subset, "m": 2, "n": 2},
+    }
     r = httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -165,8 +194,18 @@ def test_chat_completions_is_openai_compatible(live, synth_m3ds):
     w, h = Image.open(io.BytesIO(data)).size
     assert rle.decode(out["sim4seg"]["masks"][0]["rle"]).shape == (h, w)
     assert out["sim4seg"]["uncertainty"]["candidates"] == 4
-    bad = {**body, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"},
-                                                             {"type": "image_url", "image_url": {"url": "https://e.org/a.png"}}]}]}
+    bad = {
+        **body,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "x"},
+                    {"type": "image_url", "image_url": {"url": "https://e.org/a.png"}},
+                ],
+            }
+        ],
+    }
     r = httpx.post(f"{live.url}/v1/chat/completions", json=bad)
     assert r.status_code == 400 and "data URL" in r.json()["error"]
     r = httpx.post(f"{live.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "no image"}]})
@@ -185,8 +224,11 @@ def test_bearer_token(engine):
         assert httpx.get(f"{server.url}/v1/info", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
         r = httpx.get(f"{server.url}/v1/info", headers={"Authorization": "Bearer s3cret-token"})
         assert r.status_code == 200 and r.json()["server"]["auth"] is True
-        r = httpx.post(f"{server.url}/v1/segment", files={"image": ("a.png", _png(np.zeros((9, 9, 3))), "image/png")},
-                       data={"query": "x"})
+        r = httpx.post(
+            f"{server.url}/v1/segment",
+            files={"image": ("a.png", _png(np.zeros((9, 9, 3))), "image/png")},
+            data={"query": "x"},
+        )
         assert r.status_code == 401
     finally:
         server.stop()
@@ -209,15 +251,20 @@ def test_queue_limit_gives_503_with_retry_after_and_the_timeout_504(engine):
     results = {}
 
     def first():
-        results["first"] = httpx.post(f"{server.url}/v1/segment", files={"image": ("a.png", img, "image/png")},
-                                      data={"query": "segment it"}, timeout=60)
+        results["first"] = httpx.post(
+            f"{server.url}/v1/segment",
+            files={"image": ("a.png", img, "image/png")},
+            data={"query": "segment it"},
+            timeout=60,
+        )
 
     t = threading.Thread(target=first)
     try:
         t.start()
         assert started.wait(20)
-        r = httpx.post(f"{server.url}/v1/segment", files={"image": ("a.png", img, "image/png")},
-                       data={"query": "segment it"})
+        r = httpx.post(
+            f"{server.url}/v1/segment", files={"image": ("a.png", img, "image/png")}, data={"query": "segment it"}
+        )
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1 and "busy" in r.json()["error"]
         assert httpx.get(f"{server.url}/healthz").json()["pending"] == 1
         release.set()
@@ -230,8 +277,12 @@ def test_queue_limit_gives_503_with_retry_after_and_the_timeout_504(engine):
     release.clear()
     server = LiveServer(create_app(held, queue=0, page=False, timeout_s=0.5))
     try:
-        r = httpx.post(f"{server.url}/v1/segment", files={"image": ("a.png", img, "image/png")},
-                       data={"query": "segment it"}, timeout=30)
+        r = httpx.post(
+            f"{server.url}/v1/segment",
+            files={"image": ("a.png", img, "image/png")},
+            data={"query": "segment it"},
+            timeout=30,
+        )
         assert r.status_code == 504 and "longer than" in r.json()["error"] and "retry-after" in r.headers
         # the slot stays taken until the work has really ended: no pile-up of predictions in memory
         assert httpx.get(f"{server.url}/healthz").json()["pending"] == 1
@@ -255,8 +306,14 @@ def test_access_log_never_shows_an_uploaded_file_name():
 
     from sim4seg.serve.commands import RedactFilePaths
 
-    rec = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
-                            ("127.0.0.1:5", "GET", "/gradio_api/file=/tmp/gradio/ab12/Doe_Jane_chest.dcm", "1.1", 200),
-                            None)
+    rec = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/gradio_api/file=/tmp/gradio/ab12/Doe_Jane_chest.dcm", "1.1", 200),
+        None,
+    )
     assert RedactFilePaths().filter(rec)
     assert "Doe" not in rec.getMessage() and "file=<redacted>" in rec.getMessage()

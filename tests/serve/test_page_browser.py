@@ -13,8 +13,16 @@ from PIL import Image
 
 from sim4seg.data.schema import load_split
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_binary() -> str | None:
@@ -36,9 +44,13 @@ def test_upload_query_and_see_overlay_and_diagnosis(live, synth_m3ds, tmp_path):
     _, samples = load_split(synth_m3ds, "test")
     s = next(x for x in samples if x.subset == "busi")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=binary,
-                                                        args=CHROMIUM_ARGS, headless=True,
-                                                        viewport={"width": 1400, "height": 1000})
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=binary,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1000},
+        )
         try:
             page = browser.new_page()
             page.set_default_timeout(60_000)

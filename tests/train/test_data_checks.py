@@ -21,8 +21,13 @@ def no_model(monkeypatch):
 
 
 def cfg(tmp_path, manifest, **data):
-    return config_from_dict({"model": {"preset": "tiny"}, "data": {"manifest": str(manifest), **data},
-                             "train": {"output_dir": str(tmp_path / "run"), "progress": False}})
+    return config_from_dict(
+        {
+            "model": {"preset": "tiny"},
+            "data": {"manifest": str(manifest), **data},
+            "train": {"output_dir": str(tmp_path / "run"), "progress": False},
+        }
+    )
 
 
 def test_a_missing_manifest_fails_before_the_model_is_built(tmp_path, no_model):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -25,10 +24,20 @@ from test_train import HERE, PY, REPO, _free_port, rows, run_toy, weights  # noq
 
 pytestmark = pytest.mark.timeout(600)
 
-LAUNCH = [PY, "-m", "accelerate.commands.launch", "--config_file",
-          str(REPO / "configs/accelerate/deepspeed-cpu-2proc.yaml")]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO / "tests"), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+LAUNCH = [
+    PY,
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
+    str(REPO / "configs/accelerate/deepspeed-cpu-2proc.yaml"),
+]
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(
+        [str(HERE), str(REPO / "tests"), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+    ),
+}
 
 # Loss and weight tolerance against one process with the combined batch: the two ranks' gradients are
 # averaged by an all-reduce (a different float32 summation order than one batch of 4), which moves the
@@ -45,21 +54,25 @@ def _launch(script: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_trains_like_one_process_resumes_after_kill_and_exports(stage, tmp_path):
     script = tmp_path / "ds_child.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         import test_train
         out, cfg, kill = sys.argv[1], sys.argv[2], int(sys.argv[3])
         callbacks = [test_train._KillAt(kill)] if kill else []
         test_train.run_toy(out, optim={"batch_size": 2, "grad_accum": 2}, train={"deepspeed": cfg},
                            callbacks=callbacks, resume=None if kill else "auto")
-    """))
+    """)
+    )
     out, cfg = tmp_path / "zero", str(REPO / f"configs/deepspeed/zero{stage}.json")
     # 1. both ranks SIGKILLed right after step 8 was logged; the last checkpoint is step 6 (ZeRO-sharded)
     killed = _launch(script, str(out), cfg, "8")
     assert killed.returncode != 0 and "Signal 9" in killed.stderr + killed.stdout, killed.stderr[-3000:]
     last = test_train.ckpt.find(out, "auto")
     assert last.name == "checkpoint-000006" and not (out / "final").exists()
-    assert (last / "pytorch_model").is_dir() and json.loads((last / "trainer_state.json").read_text())["world_size"] == 2
+    assert (last / "pytorch_model").is_dir() and json.loads((last / "trainer_state.json").read_text())[
+        "world_size"
+    ] == 2
     before_kill = {r["step"]: r for r in rows(out)}
     assert max(before_kill) == 8
 
@@ -83,8 +96,10 @@ def test_zero_trains_like_one_process_resumes_after_kill_and_exports(stage, tmp_
     for k in one_w:
         assert zero_w[k].shape == one_w[k].shape
         torch.testing.assert_close(zero_w[k], one_w[k], rtol=0, atol=TOL)
-    print(f"ZeRO-{stage} vs one process, max |Δweight|: "
-          f"{max(float((zero_w[k] - one_w[k]).abs().max()) for k in one_w):.3g}")
+    print(
+        f"ZeRO-{stage} vs one process, max |Δweight|: "
+        f"{max(float((zero_w[k] - one_w[k]).abs().max()) for k in one_w):.3g}"
+    )
     # the test can fail: a different learning rate moves the weights far beyond TOL
     other = run_toy(tmp_path / "lr", optim={"batch_size": 4, "grad_accum": 2, "lr": 1e-3})
     assert (weights(other.output_dir)["net.3.weight"] - one_w["net.3.weight"]).abs().max() > 100 * TOL
@@ -92,13 +107,28 @@ def test_zero_trains_like_one_process_resumes_after_kill_and_exports(stage, tmp_
 
 def test_lora_with_zero3_trains_tiny_sim4seg_and_predict_loads_it(synth_m3ds, tmp_path):
     out = tmp_path / "run"
-    cmd = LAUNCH + ["--main_process_port", str(_free_port()), "-m", "sim4seg", "train",
-                    "--config", str(REPO / "configs/tiny-cpu.yaml"),
-                    "--set", f"data.manifest={synth_m3ds}", f"train.output_dir={out}",
-                    f"train.deepspeed={REPO / 'configs/deepspeed/zero3.json'}",
-                    "optim.batch_size=2", "train.log_every=1", "train.progress=false", "data.max_val_samples=4",
-                    "train.max_steps=2", "model.trainable.lora=true", "model.trainable.llm=false",
-                    "model.trainable.vision_tower=false", "model.trainable.sam_encoder=false"]
+    cmd = LAUNCH + [
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "sim4seg",
+        "train",
+        "--config",
+        str(REPO / "configs/tiny-cpu.yaml"),
+        "--set",
+        f"data.manifest={synth_m3ds}",
+        f"train.output_dir={out}",
+        f"train.deepspeed={REPO / 'configs/deepspeed/zero3.json'}",
+        "optim.batch_size=2",
+        "train.log_every=1",
+        "train.progress=false",
+        "data.max_val_samples=4",
+        "train.max_steps=2",
+        "model.trainable.lora=true",
+        "model.trainable.llm=false",
+        "model.trainable.vision_tower=false",
+        "model.trainable.sam_encoder=false",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr[-4000:]
     logged = rows(out)

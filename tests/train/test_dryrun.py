@@ -19,10 +19,24 @@ def test_dry_run_of_the_tiny_recipe_encodes_samples_and_trains_nothing(synth_m3d
     from sim4seg.data.schema import read_split
 
     out = tmp_path / "run"
-    assert main(["train", "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--dry-run", "--dry-run-samples", "3",
-                 "--set", f"data.manifest={synth_m3ds}", f"train.output_dir={out}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(REPO / "configs" / "tiny-cpu.yaml"),
+                "--dry-run",
+                "--dry-run-samples",
+                "3",
+                "--set",
+                f"data.manifest={synth_m3ds}",
+                f"train.output_dir={out}",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    assert not out.exists()                                             # nothing trained, nothing written
+    assert not out.exists()  # nothing trained, nothing written
     assert "token lengths of the first 3 training sample(s) (max_length 256)" in text
     first = read_split(synth_m3ds, "train")[:3]
     assert all(s.id in text for s in first) and "longest" in text and "0 of 3 over" in text
@@ -30,14 +44,14 @@ def test_dry_run_of_the_tiny_recipe_encodes_samples_and_trains_nothing(synth_m3d
         assert part in text
     assert "ESTIMATE" in text and "ZeRO-2      8" in text and "ZeRO-3      4" in text
     n = len(read_split(synth_m3ds, "train"))
-    assert f"1 GPU: {math.ceil(n / 8)}," in text                      # tiny-cpu: batch 8, grad_accum 1
+    assert f"1 GPU: {math.ceil(n / 8)}," in text  # tiny-cpu: batch 8, grad_accum 1
 
 
 def test_token_lengths_are_the_encoders(synth_m3ds):
     cfg = load_config(REPO / "configs" / "tiny-cpu.yaml", [f"data.manifest={synth_m3ds}"])
     r = dryrun.dry_run(cfg, samples=2)
-    from sim4seg.train.task import build_model
     from sim4seg.data.dataset import ExampleEncoder, M3DSDataset
+    from sim4seg.train.task import build_model
 
     model, processor = build_model(cfg)
     ds = M3DSDataset(synth_m3ds, "train", ExampleEncoder.for_model(model, processor))
@@ -49,13 +63,14 @@ def test_token_lengths_are_the_encoders(synth_m3ds):
 
 
 def test_dry_run_of_the_papers_7b_recipe_on_the_meta_device(synth_m3ds):
-    cfg = load_config(REPO / "configs" / "sim4seg-7b.yaml",
-                      [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis"])
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml", [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis"]
+    )
     model, processor, source, meta, _ = dryrun.build_meta_model(cfg)
-    assert meta and all(p.is_meta for p in model.parameters())          # nothing allocated
+    assert meta and all(p.is_meta for p in model.parameters())  # nothing allocated
     assert "published" in source
     r = dryrun.dry_run(cfg, samples=2)
-    assert [s.image for s in r.lengths] == [256, 256] and r.text_note    # LISA's CLIP-224: 16×16 tokens
+    assert [s.image for s in r.lengths] == [256, 256] and r.text_note  # LISA's CLIP-224: 16×16 tokens
     parts = {p.name: p for p in r.parts}
     assert parts["LLM (decoder)"].trainable == 0 and parts["LLM LoRA"].trainable == 32 * 2 * 2 * 8 * 4096
     assert parts["SAM image encoder"].trainable == 0 and parts["LVLM vision tower"].trainable == 0
@@ -64,12 +79,13 @@ def test_dry_run_of_the_papers_7b_recipe_on_the_meta_device(synth_m3ds):
     assert r.total == sum(p.numel() for p in model.parameters())
     # the per-GPU table follows the documented formulas
     w, g, o = r.memory["weights"], r.memory["gradients"], r.memory["optimizer"]
-    assert w == 4 * r.total and g == 4 * r.trainable and o == 8 * r.trainable            # DDP: fp32 as loaded
+    assert w == 4 * r.total and g == 4 * r.trainable and o == 8 * r.trainable  # DDP: fp32 as loaded
     assert r.per_gpu[("DDP", 8)][1] == pytest.approx(w + g + o + r.memory["activations_ckpt"])
-    z = r.memory_zero                                              # DeepSpeed bf16: bf16 weights, fp32 master
+    z = r.memory_zero  # DeepSpeed bf16: bf16 weights, fp32 master
     assert z["weights"] == 2 * r.total and z["gradients"] == 2 * r.trainable and z["optimizer"] == 12 * r.trainable
-    assert r.per_gpu[("ZeRO-2", 8)][1] == pytest.approx(z["weights"] + (z["gradients"] + z["optimizer"]) / 8
-                                                        + z["activations_ckpt"])
+    assert r.per_gpu[("ZeRO-2", 8)][1] == pytest.approx(
+        z["weights"] + (z["gradients"] + z["optimizer"]) / 8 + z["activations_ckpt"]
+    )
     assert r.per_gpu[("ZeRO-3", 8)][0] < r.per_gpu[("ZeRO-2", 8)][0] < r.per_gpu[("DDP", 8)][0]
     assert r.per_gpu[("ZeRO-2", 1)] == r.per_gpu[("ZeRO-3", 1)]
 
@@ -82,8 +98,8 @@ def test_published_configs_match_the_checkpoints():
     with torch.device("meta"):
         llava = LlavaForConditionalGeneration(published.llava_1_5_7b())
         sam = SamModel(published.sam_vit_h())
-    assert sum(p.numel() for p in llava.parameters()) == 7_063_427_072     # llava-hf/llava-1.5-7b-hf: 7.06B
-    assert sum(p.numel() for p in sam.parameters()) == 641_090_864         # facebook/sam-vit-huge: 641M
+    assert sum(p.numel() for p in llava.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf: 7.06B
+    assert sum(p.numel() for p in sam.parameters()) == 641_090_864  # facebook/sam-vit-huge: 641M
     v = published.llava_1_5_7b().vision_config
     assert (v.image_size // v.patch_size) ** 2 == published.llava_1_5_7b().image_seq_length == 576
     lisa = published.lisa_7b()

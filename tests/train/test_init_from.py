@@ -12,24 +12,41 @@ from sim4seg.train import task
 from sim4seg.train.loop import lr_factor, train
 from sim4seg.train.recipe import config_from_dict
 
-TINY = dict(image_size=32, patch=8, vision_hidden=32, llm_hidden=64, llm_layers=2, heads=4, sam_image_size=32,
-            sam_patch=8, sam_hidden=32)
+TINY = dict(
+    image_size=32,
+    patch=8,
+    vision_hidden=32,
+    llm_hidden=64,
+    llm_layers=2,
+    heads=4,
+    sam_image_size=32,
+    sam_patch=8,
+    sam_hidden=32,
+)
 
 
 def recipe(out, manifest, **model):
-    return config_from_dict({
-        "model": {"preset": "tiny", "max_length": 128, "tiny": TINY, **model},
-        "data": {"manifest": str(manifest), "val_split": None},
-        "optim": {"batch_size": 2, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 1},
-        "train": {"output_dir": str(out), "max_steps": 2, "progress": False, "log_every": 1, "validate": False}})
+    return config_from_dict(
+        {
+            "model": {"preset": "tiny", "max_length": 128, "tiny": TINY, **model},
+            "data": {"manifest": str(manifest), "val_split": None},
+            "optim": {"batch_size": 2, "grad_accum": 1, "lr": 1e-3, "warmup_steps": 1},
+            "train": {"output_dir": str(out), "max_steps": 2, "progress": False, "log_every": 1, "validate": False},
+        }
+    )
 
 
 def test_a_new_run_starts_from_the_checkpoints_weights_at_step_0(synth_m3ds, tmp_path, monkeypatch):
     from sim4seg.data.synthetic import synthesize
     from sim4seg.model import checkpoint
 
-    first = train(recipe(tmp_path / "first", synth_m3ds,
-                         trainable={"lora": False, "llm": True, "vision_tower": True, "sam_encoder": True}))
+    first = train(
+        recipe(
+            tmp_path / "first",
+            synth_m3ds,
+            trainable={"lora": False, "llm": True, "vision_tower": True, "sam_encoder": True},
+        )
+    )
     # the dry run reads the checkpoint's configs and tokenizer: meta device, text measured
     from sim4seg.train import dryrun
 
@@ -49,8 +66,15 @@ def test_a_new_run_starts_from_the_checkpoints_weights_at_step_0(synth_m3ds, tmp
 
     monkeypatch.setattr(task, "build_model", spy)
     # the recipe's trainable policy applies: LoRA on the LLM now, the encoders frozen
-    second = train(recipe(tmp_path / "second", other, init_from=str(first.final_dir),
-                          trainable={"lora": True, "llm": False}, rvls2m={"k": 12}))
+    second = train(
+        recipe(
+            tmp_path / "second",
+            other,
+            init_from=str(first.final_dir),
+            trainable={"lora": True, "llm": False},
+            rvls2m={"k": 12},
+        )
+    )
     want, _ = checkpoint.load(first.final_dir)
     got = {k.replace(".base_layer.", "."): v for k, v in built["state"].items() if "lora_" not in k}
     assert got.keys() == want.state_dict().keys()
@@ -64,7 +88,7 @@ def test_a_new_run_starts_from_the_checkpoints_weights_at_step_0(synth_m3ds, tmp
     assert [r["step"] for r in rows if "loss" in r] == [1, 2] and second.state.global_step == 2
     assert rows[0]["lr"] == pytest.approx(1e-3 * lr_factor(0, warmup=1, total=2, schedule="linear", min_ratio=0.0))
     final, _ = checkpoint.load(second.final_dir)
-    assert final.config.rvls2m.k == 12                              # the recipe's config is saved with it
+    assert final.config.rvls2m.k == 12  # the recipe's config is saved with it
 
 
 def test_init_from_a_directory_that_is_no_checkpoint_is_a_clear_error(synth_m3ds, tmp_path):

@@ -42,13 +42,19 @@ def test_the_7b_recipe_is_the_papers():
     assert not (t.vision_tower or t.sam_encoder or t.llm)
     assert (c.model.rvls2m.grid, c.model.rvls2m.k, c.model.rvls2m.tau) == (16, 36, "topk")
     assert c.data.answer_format == "cot"
-    assert c.model.max_length is None and c.model.text_budget >= 512   # room for a chain of thought
+    assert c.model.max_length is None and c.model.text_budget >= 512  # room for a chain of thought
 
 
 def test_defaults_are_the_papers_optimizer():
     c = Config()
-    assert (c.optim.lr, c.optim.weight_decay, c.optim.betas, c.optim.batch_size, c.optim.grad_accum,
-            c.optim.epochs) == (3e-4, 0.01, (0.9, 0.95), 2, 10, 4)
+    assert (
+        c.optim.lr,
+        c.optim.weight_decay,
+        c.optim.betas,
+        c.optim.batch_size,
+        c.optim.grad_accum,
+        c.optim.epochs,
+    ) == (3e-4, 0.01, (0.9, 0.95), 2, 10, 4)
     assert (c.model.loss.txt, c.model.loss.mask, c.model.loss.bce, c.model.loss.dice) == (1.0, 1.0, 2.0, 0.5)
 
 
@@ -62,7 +68,9 @@ def test_deepspeed_and_accelerate_configs_parse():
     assert yaml.safe_load((CONFIGS / "accelerate" / "cpu-2proc.yaml").read_text())["use_cpu"] is True
     z3 = json.loads((CONFIGS / "deepspeed" / "zero3.json").read_text())
     # ZeRO-3: the final export gathers the shards; no "auto" that needs a transformers model.config
-    assert z3["zero_optimization"]["stage"] == 3 and z3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    assert (
+        z3["zero_optimization"]["stage"] == 3 and z3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    )
     assert not [k for k, v in z3["zero_optimization"].items() if v == "auto"]
     for stage in (2, 3):
         acc = yaml.safe_load((CONFIGS / "accelerate" / f"deepspeed-zero{stage}-8gpu.yaml").read_text())
@@ -75,19 +83,32 @@ def test_deepspeed_and_accelerate_configs_parse():
 def test_overrides(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("optim:\n  lr: 1e-4\n")  # YAML 1.1 reads 1e-4 as a string: accepted as a number
-    c = load_config(p, ["optim.betas=[0.8, 0.9]", "train.max_steps=7", "model.rvls2m.k=12", "data.mix.isic2018=2",
-                        "data.mix.kvasir_seg=0.5", "train.deepspeed=null", "model.trainable.lora_targets=[q_proj]"])
+    c = load_config(
+        p,
+        [
+            "optim.betas=[0.8, 0.9]",
+            "train.max_steps=7",
+            "model.rvls2m.k=12",
+            "data.mix.isic2018=2",
+            "data.mix.kvasir_seg=0.5",
+            "train.deepspeed=null",
+            "model.trainable.lora_targets=[q_proj]",
+        ],
+    )
     assert c.optim.lr == 1e-4 and c.optim.betas == (0.8, 0.9) and c.train.max_steps == 7
     assert c.model.rvls2m.k == 12 and c.data.mix == {"isic2018": 2.0, "kvasir_seg": 0.5}
     assert c.model.trainable.lora_targets == ["q_proj"]
 
 
-@pytest.mark.parametrize("item, match", [
-    ("optim.lrr=1", r"--set optim.lrr: unknown key 'lrr' in optim; known: lr,"),
-    ("nothing.x=1", r"unknown key 'nothing' in the top level"),
-    ("optim.lr.x=1", r"optim.lr is not a section"),
-    ("optim.lr", r"expects key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ("optim.lrr=1", r"--set optim.lrr: unknown key 'lrr' in optim; known: lr,"),
+        ("nothing.x=1", r"unknown key 'nothing' in the top level"),
+        ("optim.lr.x=1", r"optim.lr is not a section"),
+        ("optim.lr", r"expects key.sub=value"),
+    ],
+)
 def test_bad_overrides(item, match):
     with pytest.raises(InputError, match=match):
         apply_override(Config, {}, item)
@@ -104,23 +125,26 @@ def test_unknown_key_names_key_and_file(tmp_path):
         load_config(p)
 
 
-@pytest.mark.parametrize("raw, match", [
-    ({"optim": {"lr": -1}}, r"optim.lr must be > 0"),
-    ({"optim": {"lr": "fast"}}, r"optim.lr must be a number"),
-    ({"optim": {"batch_size": 1.5}}, r"optim.batch_size must be an integer"),
-    ({"optim": {"betas": [0.9]}}, r"optim.betas must have 2 entries"),
-    ({"optim": {"warmup_ratio": 0.1}}, r"not both"),
-    ({"optim": {"schedule": "step"}}, r"optim.schedule must be one of"),
-    ({"train": {"precision": "fp16"}}, r"train.precision must be one of"),
-    ({"train": {"validate": "maybe"}}, r"train.validate must be true or false"),
-    ({"data": {"answer_format": "long"}}, r"data.answer_format must be one of"),
-    ({"data": {"mix": {"isic2018": -1}}}, r"data.mix rates"),
-    ({"model": {"rvls2m": {"tau": "best"}}}, r"rvls2m.tau must be one of"),
-    ({"model": {"tiny": {"image_size": 60}}}, r"multiple of patch"),
-    ({"model": {"loss": {"bce": -2}}}, r"loss.bce must be >= 0"),
-    ({"loss": {"bce": 2}}, r"unknown key 'loss' in the top level; known: model, data, optim, train"),
-    ({"model": "tiny"}, r"model must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ({"optim": {"lr": -1}}, r"optim.lr must be > 0"),
+        ({"optim": {"lr": "fast"}}, r"optim.lr must be a number"),
+        ({"optim": {"batch_size": 1.5}}, r"optim.batch_size must be an integer"),
+        ({"optim": {"betas": [0.9]}}, r"optim.betas must have 2 entries"),
+        ({"optim": {"warmup_ratio": 0.1}}, r"not both"),
+        ({"optim": {"schedule": "step"}}, r"optim.schedule must be one of"),
+        ({"train": {"precision": "fp16"}}, r"train.precision must be one of"),
+        ({"train": {"validate": "maybe"}}, r"train.validate must be true or false"),
+        ({"data": {"answer_format": "long"}}, r"data.answer_format must be one of"),
+        ({"data": {"mix": {"isic2018": -1}}}, r"data.mix rates"),
+        ({"model": {"rvls2m": {"tau": "best"}}}, r"rvls2m.tau must be one of"),
+        ({"model": {"tiny": {"image_size": 60}}}, r"multiple of patch"),
+        ({"model": {"loss": {"bce": -2}}}, r"loss.bce must be >= 0"),
+        ({"loss": {"bce": 2}}, r"unknown key 'loss' in the top level; known: model, data, optim, train"),
+        ({"model": "tiny"}, r"model must be a mapping"),
+    ],
+)
 def test_bad_values(raw, match, tmp_path):
     with pytest.raises(InputError, match=match):
         config_from_dict(raw, source=tmp_path / "r.yaml")

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from sim4seg.train.recipe import config_from_dict
+from sim4seg.errors import InputError
 from sim4seg.train import checkpoints as ckpt
 from sim4seg.train.loop import Callback, TrainData, forward_task, lr_factor, train
-from sim4seg.errors import InputError
+from sim4seg.train.recipe import config_from_dict
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -82,8 +82,13 @@ def rows(out: Path, kind: str = "train") -> list[dict]:
 
 
 def run_toy(out, dropout=0.0, resume=None, callbacks=(), **sections):
-    return train(toy_config(out, **sections), model_factory=lambda c: ToyTask(dropout), datasets=toy_data(),
-                 callbacks=callbacks, resume=resume)
+    return train(
+        toy_config(out, **sections),
+        model_factory=lambda c: ToyTask(dropout),
+        datasets=toy_data(),
+        callbacks=callbacks,
+        resume=resume,
+    )
 
 
 # ---------------------------------------------------------------------------- learning and logs
@@ -163,7 +168,10 @@ def _child(out: str, kill_at: int) -> None:
 
 
 def _python(code: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=90, **kwargs)
 
 
@@ -245,9 +253,10 @@ def _free_port() -> int:
 
 def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path):
     script = tmp_path / "ddp_child.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, os, sys
-        sys.path[:0] = [{str(HERE)!r}, {str(REPO / 'src')!r}]
+        sys.path[:0] = [{str(HERE)!r}, {str(REPO / "src")!r}]
         import test_train
         from accelerate import PartialState
         out = sys.argv[1]
@@ -256,10 +265,20 @@ def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path):
         with open(os.path.join(out, f"rank{{state.process_index}}.json"), "w") as f:
             json.dump({{"rank": state.process_index, "world": state.num_processes, "pid": os.getpid(),
                        "type": str(state.distributed_type), "backend": state.backend}}, f)
-    """))
+    """)
+    )
     out = tmp_path / "ddp"
-    cmd = [PY, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu-2proc.yaml"),
-           "--main_process_port", str(_free_port()), str(script), str(out)]
+    cmd = [
+        PY,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "configs/accelerate/cpu-2proc.yaml"),
+        "--main_process_port",
+        str(_free_port()),
+        str(script),
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
@@ -286,11 +305,23 @@ def test_cli_trains_tiny_sim4seg_and_resumes(synth_m3ds, tmp_path, capsys):
     from sim4seg.apps.cli import main
 
     out = tmp_path / "run"
-    args = ["train", "--config", str(REPO / "configs" / "tiny-cpu.yaml"),
-            "--set", f"data.manifest={synth_m3ds}", f"train.output_dir={out}",
-            "optim.batch_size=2", "train.log_every=1", "train.progress=false", "data.max_val_samples=4",
-            "--set", "model.trainable.lora=true", "model.trainable.llm=false", "model.trainable.vision_tower=false",
-            "model.trainable.sam_encoder=false"]
+    args = [
+        "train",
+        "--config",
+        str(REPO / "configs" / "tiny-cpu.yaml"),
+        "--set",
+        f"data.manifest={synth_m3ds}",
+        f"train.output_dir={out}",
+        "optim.batch_size=2",
+        "train.log_every=1",
+        "train.progress=false",
+        "data.max_val_samples=4",
+        "--set",
+        "model.trainable.lora=true",
+        "model.trainable.llm=false",
+        "model.trainable.vision_tower=false",
+        "model.trainable.sam_encoder=false",
+    ]
     assert main(args + ["--set", "train.max_steps=3"]) == 0
     assert "trained 3 step(s)" in capsys.readouterr().out
     logged = rows(out)

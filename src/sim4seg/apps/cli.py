@@ -13,20 +13,20 @@ import importlib
 import inspect
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from sim4seg._version import __version__
 from sim4seg.errors import Sim4SegError
 
 COMMANDS = (
-    "sim4seg.data.commands",     # data synth | stats | verify | export | build
-    "sim4seg.cot.commands",      # cot generate | apply | review-export | review-import
-    "sim4seg.model.commands",    # model presets | merge, convert lisa | sam
-    "sim4seg.train.commands",    # train
-    "sim4seg.infer.commands",    # predict, sweep tau | tts, evaluate
-    "sim4seg.apps.commands",     # demo
-    "sim4seg.serve.commands",    # serve
-    "sim4seg.paper.commands",    # paper table2..table6 | fig6 | fig7
+    "sim4seg.data.commands",  # data synth | stats | verify | export | build
+    "sim4seg.cot.commands",  # cot generate | apply | review-export | review-import
+    "sim4seg.model.commands",  # model presets | merge, convert lisa | sam
+    "sim4seg.train.commands",  # train
+    "sim4seg.infer.commands",  # predict, sweep tau | tts, evaluate
+    "sim4seg.apps.commands",  # demo
+    "sim4seg.serve.commands",  # serve
+    "sim4seg.paper.commands",  # paper table2..table6 | fig6 | fig7
 )
 """The modules that contribute subcommands, in the order of ``sim4seg --help``."""
 
@@ -54,13 +54,18 @@ def handler_kwargs(handler, args: argparse.Namespace) -> dict:
     be an option: a mismatch is a programming error, reported rather than silently dropped.
     """
     params = inspect.signature(handler).parameters
-    options = {k: v for k, v in vars(args).items() if k not in GLOBAL_OPTIONS and k != "handler"
-               and not (k == "command" or k.endswith("_command"))}
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in GLOBAL_OPTIONS and k != "handler" and not (k == "command" or k.endswith("_command"))
+    }
     extra = sorted(set(options) - set(params))
     missing = sorted(k for k, p in params.items() if k not in options and p.default is inspect.Parameter.empty)
     if extra or missing:
-        raise TypeError(f"{handler.__module__}.{handler.__name__}: options without a parameter {extra}, "
-                        f"parameters without an option {missing}")
+        raise TypeError(
+            f"{handler.__module__}.{handler.__name__}: options without a parameter {extra}, "
+            f"parameters without an option {missing}"
+        )
     return options
 
 

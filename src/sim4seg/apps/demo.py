@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RECIPE = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
 BAR = {"giou": 0.5, "acc": 0.8}
 """What the demo must reach on the synthetic test split to count as having learned."""
-THREADS = 1
+THREADS = 2
 """Intra-op threads the demo runs with (fixed: the same count gives the same figures)."""
 
 
@@ -49,8 +49,8 @@ class DemoResult:
 
 
 def _recipe(out: Path, recipe: str | os.PathLike | None, overrides: list[str]):
-    from sim4seg.train.recipe import load_config
     from sim4seg.errors import InputError
+    from sim4seg.train.recipe import load_config
 
     path = Path(recipe) if recipe else DEFAULT_RECIPE
     if not path.is_file():
@@ -61,9 +61,9 @@ def _recipe(out: Path, recipe: str | os.PathLike | None, overrides: list[str]):
 
 def train_model(cfg, out: Path) -> Path:
     """Train (resuming a killed run) unless ``OUT/train/final`` already holds the trained checkpoint; return it."""
+    from sim4seg.model.config import CONFIG_FILE
     from sim4seg.train import checkpoints as ckpt
     from sim4seg.train.loop import train
-    from sim4seg.model.config import CONFIG_FILE
 
     run_dir = Path(cfg.train.output_dir)
     final = run_dir / "final"
@@ -95,22 +95,43 @@ def example_sheet(root: Path, ids: list[str], preds: Path, rows: list[dict], out
 
     by_id = {s.id: s for s in iter_split(root, "test")}
     row = {r["id"]: r for r in rows}
-    samples = [{"id": sid, "image": read_image(root / by_id[sid].image), "gt": read_mask(root / by_id[sid].mask),
-                "pred": read_mask(preds / "masks" / f"{sid}.png"), "label": row[sid]["label"],
-                "parsed": row[sid]["parsed"], "iou": row[sid]["iou"]} for sid in ids]
-    return overlay_sheet(samples, "Sim4Seg (RVLS2M, greedy): the first test samples of each subset", out / "examples.png")
+    samples = [
+        {
+            "id": sid,
+            "image": read_image(root / by_id[sid].image),
+            "gt": read_mask(root / by_id[sid].mask),
+            "pred": read_mask(preds / "masks" / f"{sid}.png"),
+            "label": row[sid]["label"],
+            "parsed": row[sid]["parsed"],
+            "iou": row[sid]["iou"],
+        }
+        for sid in ids
+    ]
+    return overlay_sheet(
+        samples, "Sim4Seg (RVLS2M, greedy): the first test samples of each subset", out / "examples.png"
+    )
 
 
 def verdict_line(o: dict, passed: bool) -> str:
     """The line the demo prints (and ``results.md`` ends with) on the main row against the bar."""
-    return (f"Sim4Seg (RVLS2M, greedy) on the synthetic test split: gIoU {100 * o['giou']:.2f}%, "
-            f"cIoU {100 * o['ciou']:.2f}%, Acc {100 * o['acc']:.2f}% — bar gIoU {100 * BAR['giou']:.0f}% and "
-            f"Acc {100 * BAR['acc']:.0f}%: {'LEARNED' if passed else 'BELOW THE BAR'}")
+    return (
+        f"Sim4Seg (RVLS2M, greedy) on the synthetic test split: gIoU {100 * o['giou']:.2f}%, "
+        f"cIoU {100 * o['ciou']:.2f}%, Acc {100 * o['acc']:.2f}% — bar gIoU {100 * BAR['giou']:.0f}% and "
+        f"Acc {100 * BAR['acc']:.0f}%: {'LEARNED' if passed else 'BELOW THE BAR'}"
+    )
 
 
-def run_demo(out: str | os.PathLike, *, recipe: str | os.PathLike | None = None, overrides: list[str] = (),
-             tts_m: int = 4, tts_n: int = 4, sweeps: bool = True, progress: bool = True,
-             ablation: bool = True) -> DemoResult:
+def run_demo(
+    out: str | os.PathLike,
+    *,
+    recipe: str | os.PathLike | None = None,
+    overrides: list[str] = (),
+    tts_m: int = 4,
+    tts_n: int = 4,
+    sweeps: bool = True,
+    progress: bool = True,
+    ablation: bool = True,
+) -> DemoResult:
     """The whole demo (see the module docstring); returns the tables and whether the bar was met.
 
     ``ablation``: also train a second model without RVLS2M (the paper's Table 3 ablation).
@@ -141,14 +162,15 @@ def fixed_threads(threads: int | None = None):
         torch.use_deterministic_algorithms(saved[1])
 
 
-def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps: bool, progress: bool,
-         ablation: bool) -> DemoResult:
+def _run(
+    out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps: bool, progress: bool, ablation: bool
+) -> DemoResult:
+    from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
+    from sim4seg.eval.report import markdown, write_metrics, write_tau_sweep, write_tts_sweep
     from sim4seg.infer.batch import method_name, predict_split
     from sim4seg.infer.predictor import Predictor
     from sim4seg.infer.sweep import sweep_tau, sweep_tts
     from sim4seg.infer.tts import TTSConfig
-    from sim4seg.eval.evaluate import evaluate_baseline, evaluate_predictions
-    from sim4seg.eval.report import markdown, write_metrics, write_tau_sweep, write_tts_sweep
 
     t0 = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -172,13 +194,18 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
         results.append((name, ev.summary()))
 
     examples = example_ids(root, split, 2)
-    short = 64          # the demo trains the short 'diagnosis' answers (~20 tokens), not chains of thought
+    short = 64  # the demo trains the short 'diagnosis' answers (~20 tokens), not chains of thought
     runs = [("no-rvls2m-trained", TTSConfig(max_new_tokens=short), False)] if ablation_dir is not None else []
-    runs += [("no-rvls2m", TTSConfig(max_new_tokens=short), False), ("sim4seg", TTSConfig(max_new_tokens=short), None),
-             (f"tts-{tts_m}x{tts_n}-consensus", TTSConfig(m=tts_m, n=tts_n, selector="consensus", max_new_tokens=short),
-              None),
-             (f"tts-{tts_m}x{tts_n}-oracle", TTSConfig(m=tts_m, n=tts_n, selector="oracle", max_new_tokens=short),
-              None)]
+    runs += [
+        ("no-rvls2m", TTSConfig(max_new_tokens=short), False),
+        ("sim4seg", TTSConfig(max_new_tokens=short), None),
+        (
+            f"tts-{tts_m}x{tts_n}-consensus",
+            TTSConfig(m=tts_m, n=tts_n, selector="consensus", max_new_tokens=short),
+            None,
+        ),
+        (f"tts-{tts_m}x{tts_n}-oracle", TTSConfig(m=tts_m, n=tts_n, selector="oracle", max_new_tokens=short), None),
+    ]
     model_row = None
     predictor = None
     for key, tcfg, rv in runs:
@@ -189,8 +216,15 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
             predictor = Predictor.from_checkpoint(ckpt_dir)
         predictor.tts = tcfg
         d = out / "eval" / key
-        preds = predict_split(predictor, root, split, d / "predictions", use_rvls2m=rv, progress=progress,
-                              overlays=examples if key == "sim4seg" else 0)
+        preds = predict_split(
+            predictor,
+            root,
+            split,
+            d / "predictions",
+            use_rvls2m=rv,
+            progress=progress,
+            overlays=examples if key == "sim4seg" else 0,
+        )
         ev = evaluate_predictions(root, split, preds)
         name = method_name(tcfg.m, tcfg.n, tcfg.selector, rv)
         if rv is False:
@@ -213,8 +247,11 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
     plots.mkdir(parents=True, exist_ok=True)
     from sim4seg.eval.figures import learning_curve
 
-    learning_curve(Path(cfg.train.output_dir) / "log.jsonl", plots / "learning_curve.png",
-                   "training loss (tiny Sim4Seg, synthetic M3DS)")
+    learning_curve(
+        Path(cfg.train.output_dir) / "log.jsonl",
+        plots / "learning_curve.png",
+        "training loss (tiny Sim4Seg, synthetic M3DS)",
+    )
     if sweeps:
         t1 = time.perf_counter()
         predictor.tts = TTSConfig(max_new_tokens=short)
@@ -227,17 +264,34 @@ def _run(out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps
     from sim4seg.data.schema import read_info
 
     tables = markdown(results, read_info(root).subsets)
-    passed = bool(model_row["giou"] is not None and model_row["acc"] is not None
-                  and model_row["giou"] >= BAR["giou"] and model_row["acc"] >= BAR["acc"])
+    passed = bool(
+        model_row["giou"] is not None
+        and model_row["acc"] is not None
+        and model_row["giou"] >= BAR["giou"]
+        and model_row["acc"] >= BAR["acc"]
+    )
     timings["total_s"] = time.perf_counter() - t0
     from sim4seg._atomic import write_json, write_text
 
     write_text(out / "results.md", tables + "\n" + verdict_line(model_row, passed) + "\n")
     import torch
 
-    environment = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                   "loadavg_start": load_start}
-    write_json(out / "summary.json", {"model": model_row, "bar": BAR, "passed": passed, "timings": timings,
-                                      "environment": environment,
-                                      "checkpoint": str(ckpt_dir), "recipe": str(recipe or DEFAULT_RECIPE)})
+    environment = {
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "loadavg_start": load_start,
+    }
+    write_json(
+        out / "summary.json",
+        {
+            "model": model_row,
+            "bar": BAR,
+            "passed": passed,
+            "timings": timings,
+            "environment": environment,
+            "checkpoint": str(ckpt_dir),
+            "recipe": str(recipe or DEFAULT_RECIPE),
+        },
+    )
     return DemoResult(results, model_row, passed, timings, tables)

@@ -41,8 +41,12 @@ def apply_results(root: str | os.PathLike, results: str | os.PathLike) -> dict[s
             counts["not_in_store"] += 1
             continue
         if rec.get("diagnosis", s.diagnosis) != s.diagnosis:
-            log.warning("%s: results record is for diagnosis %r, the manifest says %r; skipped",
-                        s.id, rec.get("diagnosis"), s.diagnosis)
+            log.warning(
+                "%s: results record is for diagnosis %r, the manifest says %r; skipped",
+                s.id,
+                rec.get("diagnosis"),
+                s.diagnosis,
+            )
             counts["mismatch"] += 1
             continue
         if rec["status"] == "accepted":
@@ -60,7 +64,13 @@ def apply_results(root: str | os.PathLike, results: str | os.PathLike) -> dict[s
     if unknown:
         log.warning("%d results record(s) name samples that are not in %s", unknown, root)
     counts["unknown_ids"] = unknown
-    info.build = {**info.build, "cot_apply": {"results": str(path.resolve()), "applied": counts["applied"],
-                                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}}
+    info.build = {
+        **info.build,
+        "cot_apply": {
+            "results": str(path.resolve()),
+            "applied": counts["applied"],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
     write_manifest(root, samples, info)
     return counts

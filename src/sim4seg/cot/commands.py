@@ -47,8 +47,19 @@ def _server_urls(flags: list[str] | None, urls_file: str | None) -> list[str]:
     return urls
 
 
-def _backend(kind: str, base_urls: list[str], model: str | None, api_key: str | None, timeout: float,
-             max_attempts: int, backoff: float, pool, device: str, dtype: str, role: str):
+def _backend(
+    kind: str,
+    base_urls: list[str],
+    model: str | None,
+    api_key: str | None,
+    timeout: float,
+    max_attempts: int,
+    backoff: float,
+    pool,
+    device: str,
+    dtype: str,
+    role: str,
+):
     if not model:
         raise InputError(f"no model for the {role}: pass --model (or set SIM4SEG_COT_MODEL)")
     if kind == "hf":
@@ -78,17 +89,49 @@ def _warn_if_settings_changed(path: Path, new: dict) -> None:
         return
     for key in ("manifest", "split", "model", "critic_model", "prompt_digest"):
         if old.get(key) != new.get(key):
-            log.warning("%s: this output was started with %s=%r, this run uses %r; each record names what "
-                        "produced it", path.parent, key, old.get(key), new.get(key))
+            log.warning(
+                "%s: this output was started with %s=%r, this run uses %r; each record names what produced it",
+                path.parent,
+                key,
+                old.get(key),
+                new.get(key),
+            )
 
 
-def generate(manifest: str, split: str, out: str, backend: str, base_url: list[str] | None, base_urls_file: str | None,
-             model: str | None, api_key: str | None, critic_base_url: list[str] | None, critic_model: str | None,
-             concurrency: int, max_per_server: int, fail_threshold: int, cooldown: float, cooldown_max: float,
-             max_rounds: int, timeout: float, max_attempts: int, backoff: float, prompts: str | None,
-             limit: int | None, retry_failed: bool, abort_after: int, max_tokens: int, critic_max_tokens: int,
-             temperature: float, critic_temperature: float, max_side: int, image_format: str, device: str,
-             dtype: str, no_progress: bool) -> int:
+def generate(
+    manifest: str,
+    split: str,
+    out: str,
+    backend: str,
+    base_url: list[str] | None,
+    base_urls_file: str | None,
+    model: str | None,
+    api_key: str | None,
+    critic_base_url: list[str] | None,
+    critic_model: str | None,
+    concurrency: int,
+    max_per_server: int,
+    fail_threshold: int,
+    cooldown: float,
+    cooldown_max: float,
+    max_rounds: int,
+    timeout: float,
+    max_attempts: int,
+    backoff: float,
+    prompts: str | None,
+    limit: int | None,
+    retry_failed: bool,
+    abort_after: int,
+    max_tokens: int,
+    critic_max_tokens: int,
+    temperature: float,
+    critic_temperature: float,
+    max_side: int,
+    image_format: str,
+    device: str,
+    dtype: str,
+    no_progress: bool,
+) -> int:
     """Generate diagnosis chains of thought for one split (medical assistant ⇄ critical assistant)."""
     from dataclasses import asdict
 
@@ -120,8 +163,11 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: list[s
     args = (timeout, max_attempts, backoff, pool, device, dtype)
     medical = _backend(backend, base_urls, model, api_key, *args, role="medical assistant")
     same_critic = (critic_model in (None, model)) and critic_urls == base_urls
-    critic = medical if same_critic else _backend(backend, critic_urls, critic_model or model,
-                                                  critic_key, *args, role="critical assistant")
+    critic = (
+        medical
+        if same_critic
+        else _backend(backend, critic_urls, critic_model or model, critic_key, *args, role="critical assistant")
+    )
     medical.preflight()
     if critic is not medical:
         critic.preflight()
@@ -131,25 +177,42 @@ def generate(manifest: str, split: str, out: str, backend: str, base_url: list[s
         todo, skipped = pending_samples(samples, store, retry_failed=retry_failed)
         if limit is not None:
             todo = todo[:limit]
-        run_info = {"manifest": str(Path(manifest).resolve()), "split": split, "backend": backend,
-                    "base_url": _one_or_list(base_urls) if backend == "openai" else None, "model": medical.name,
-                    "critic_base_url": _one_or_list(critic_urls) if backend == "openai" else None,
-                    "critic_model": critic.name, "prompts": templates.sources, "prompt_digest": templates.digest(),
-                    "config": asdict(config), "concurrency": concurrency,
-                    "servers": asdict(pool) if backend == "openai" else None}
+        run_info = {
+            "manifest": str(Path(manifest).resolve()),
+            "split": split,
+            "backend": backend,
+            "base_url": _one_or_list(base_urls) if backend == "openai" else None,
+            "model": medical.name,
+            "critic_base_url": _one_or_list(critic_urls) if backend == "openai" else None,
+            "critic_model": critic.name,
+            "prompts": templates.sources,
+            "prompt_digest": templates.digest(),
+            "config": asdict(config),
+            "concurrency": concurrency,
+            "servers": asdict(pool) if backend == "openai" else None,
+        }
         out_dir = store.path.parent
         _warn_if_settings_changed(out_dir / "run.json", run_info)
         write_json(out_dir / "run.json", run_info)
         log.info("%d sample(s) to do, %d already in %s", len(todo), skipped, store.path)
         pipeline = CotPipeline(medical, critic, templates, manifest, info.subsets, config)
-        summary = run(pipeline, todo, store, concurrency=concurrency, abort_after=abort_after,
-                      progress=not no_progress, skipped=skipped)
+        summary = run(
+            pipeline,
+            todo,
+            store,
+            concurrency=concurrency,
+            abort_after=abort_after,
+            progress=not no_progress,
+            skipped=skipped,
+        )
     servers = _server_stats(medical, critic)
     write_json(out_dir / "summary.json", {**summary.to_json(), **({"servers": servers} if servers else {})})
     print(summary.text())
     for srv in servers if len(servers) > 1 else []:
-        print(f"server {srv['url']}: {srv['requests']} request(s), {srv['failed']} failed, taken out "
-              f"{srv['taken_out']} time(s){'' if srv['in_service'] else ', out of service at the end'}")
+        print(
+            f"server {srv['url']}: {srv['requests']} request(s), {srv['failed']} failed, taken out "
+            f"{srv['taken_out']} time(s){'' if srv['in_service'] else ', out of service at the end'}"
+        )
     print(f"results: {store.path}")
     return 1 if summary.aborted else 0
 
@@ -227,31 +290,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = csub.add_parser("generate", help=generate.__doc__, description=generate.__doc__)
     p.add_argument("--manifest", required=True, help="M3DS directory")
     p.add_argument("--split", required=True, choices=("train", "val", "test"))
-    p.add_argument("--out", required=True, help="output directory (results.jsonl, run.json, summary.json); "
-                   "re-running with the same OUT resumes")
-    p.add_argument("--backend", choices=("openai", "hf"), default="openai",
-                   help="openai: any OpenAI-compatible server (default); hf: load --model in process")
-    p.add_argument("--base-url", action="append", metavar="URL",
-                   help="server URL incl. /v1; repeat for several servers of the same model "
-                        "(env SIM4SEG_COT_BASE_URL or OPENAI_BASE_URL, URLs separated by commas)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory (results.jsonl, run.json, summary.json); re-running with the same OUT resumes",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("openai", "hf"),
+        default="openai",
+        help="openai: any OpenAI-compatible server (default); hf: load --model in process",
+    )
+    p.add_argument(
+        "--base-url",
+        action="append",
+        metavar="URL",
+        help="server URL incl. /v1; repeat for several servers of the same model "
+        "(env SIM4SEG_COT_BASE_URL or OPENAI_BASE_URL, URLs separated by commas)",
+    )
     p.add_argument("--base-urls-file", metavar="FILE", help="a file of server URLs, one a line (# comments)")
     p.add_argument("--model", help="served model name, or a model path for --backend hf (env SIM4SEG_COT_MODEL)")
     p.add_argument("--api-key", help="API key (prefer env SIM4SEG_COT_API_KEY or OPENAI_API_KEY: a flag shows in ps)")
-    p.add_argument("--critic-base-url", action="append", metavar="URL",
-                   help="server of the critical assistant, repeatable (default: the --base-url servers)")
-    p.add_argument("--critic-model", help="model of the critical assistant (default: --model); "
-                   "its key: env SIM4SEG_COT_CRITIC_API_KEY, else the same key")
+    p.add_argument(
+        "--critic-base-url",
+        action="append",
+        metavar="URL",
+        help="server of the critical assistant, repeatable (default: the --base-url servers)",
+    )
+    p.add_argument(
+        "--critic-model",
+        help="model of the critical assistant (default: --model); "
+        "its key: env SIM4SEG_COT_CRITIC_API_KEY, else the same key",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="samples in flight (default 8)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request (default 300)")
     p.add_argument("--max-attempts", type=int, default=6, help="attempts per request on 429/5xx/timeouts (default 6)")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds, doubling (default 1)")
-    p.add_argument("--abort-after", type=int, default=50,
-                   help="stop after this many samples in a row fail on the server (0: never; default 50)")
+    p.add_argument(
+        "--abort-after",
+        type=int,
+        default=50,
+        help="stop after this many samples in a row fail on the server (0: never; default 50)",
+    )
     p.add_argument("--prompts", help="directory of edited prompt files (see `sim4seg cot prompts`)")
     p.add_argument("--limit", type=int, default=None, help="process at most N samples this run")
     p.add_argument("--retry-failed", action="store_true", help="redo samples recorded as failed")
-    add_options(p.add_argument_group("generation (cot.pipeline.GenerationConfig)"), GenerationConfig,
-                choices={"image_format": FORMATS})
+    add_options(
+        p.add_argument_group("generation (cot.pipeline.GenerationConfig)"),
+        GenerationConfig,
+        choices={"image_format": FORMATS},
+    )
     add_options(p.add_argument_group("several servers (cot.backends.pool.PoolPolicy)"), PoolPolicy)
     p.add_argument("--device", default="cpu", help="--backend hf: torch device (default cpu)")
     p.add_argument("--dtype", default="auto", help="--backend hf: auto, float32, bfloat16 or float16")

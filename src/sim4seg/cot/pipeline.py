@@ -60,8 +60,15 @@ class GenerationConfig:
 class CotPipeline:
     """``process(sample) -> record``; thread-safe if the backends are."""
 
-    def __init__(self, medical: Backend, critic: Backend, prompts: Prompts, root: str | Path,
-                 subsets: dict[str, SubsetInfo], config: GenerationConfig = GenerationConfig()):
+    def __init__(
+        self,
+        medical: Backend,
+        critic: Backend,
+        prompts: Prompts,
+        root: str | Path,
+        subsets: dict[str, SubsetInfo],
+        config: GenerationConfig = GenerationConfig(),
+    ):
         self.medical, self.critic, self.prompts = medical, critic, prompts
         self.root = Path(root)
         self.subsets = subsets
@@ -69,12 +76,27 @@ class CotPipeline:
         self.prompt_digest = prompts.digest()
 
     def _base(self, sample: Sample) -> dict:
-        return {"id": sample.id, "split": sample.split, "diagnosis": sample.diagnosis, "stage": "pipeline",
-                "model": self.medical.name, "critic_model": self.critic.name, "prompts": self.prompt_digest}
+        return {
+            "id": sample.id,
+            "split": sample.split,
+            "diagnosis": sample.diagnosis,
+            "stage": "pipeline",
+            "model": self.medical.name,
+            "critic_model": self.critic.name,
+            "prompts": self.prompt_digest,
+        }
 
     def _failed(self, sample: Sample, kind: str, error: str, history: list, t0: float) -> dict:
-        return {**self._base(sample), "status": "failed", "error_kind": kind, "error": error,
-                "rounds": len(history), "history": history, "cot": "", "seconds": round(time.monotonic() - t0, 3)}
+        return {
+            **self._base(sample),
+            "status": "failed",
+            "error_kind": kind,
+            "error": error,
+            "rounds": len(history),
+            "history": history,
+            "cot": "",
+            "seconds": round(time.monotonic() - t0, 3),
+        }
 
     def process(self, sample: Sample) -> dict:
         cfg, t0 = self.config, time.monotonic()
@@ -84,8 +106,12 @@ class CotPipeline:
             return self._failed(sample, "image", str(e), [], t0)
         info = self.subsets.get(sample.subset)
         synonyms = tuple(info.synonyms.get(sample.diagnosis, ())) if info is not None else ()
-        values = {"question": sample.query, "diagnosis": sample.diagnosis, "subset": info.title if info else sample.subset,
-                  "modality": MODALITY_NAMES.get(sample.modality, sample.modality)}
+        values = {
+            "question": sample.query,
+            "diagnosis": sample.diagnosis,
+            "subset": info.title if info else sample.subset,
+            "modality": MODALITY_NAMES.get(sample.modality, sample.modality),
+        }
         history: list[dict] = []
         previous, reasons = "", []
         for rnd in range(1, cfg.max_rounds + 1):
@@ -95,29 +121,54 @@ class CotPipeline:
                 feedback = "\n".join(f"- {r}" for r in reasons)
                 request = self.prompts.render("revision", previous=previous, feedback=feedback, **values)
             try:
-                reply = self.medical.generate(self.prompts.render("medical_system", **values), request, image,
-                                              max_tokens=cfg.max_tokens, temperature=cfg.temperature)
+                reply = self.medical.generate(
+                    self.prompts.render("medical_system", **values),
+                    request,
+                    image,
+                    max_tokens=cfg.max_tokens,
+                    temperature=cfg.temperature,
+                )
             except BackendError as e:
                 return self._failed(sample, "medical assistant", f"medical assistant: {e}", history, t0)
             chain = extract_chain(reply, sample.diagnosis, synonyms)
             if chain.problems:
                 verdict, by = Verdict(False, chain.problems), "check"
             else:
-                review = self.prompts.render("critic", chain=f"{chain.text}\n{diagnosis_line(sample.diagnosis)}", **values)
+                review = self.prompts.render(
+                    "critic", chain=f"{chain.text}\n{diagnosis_line(sample.diagnosis)}", **values
+                )
                 try:
-                    critique = self.critic.generate(self.prompts.render("critic_system", **values), review, image,
-                                                    max_tokens=cfg.critic_max_tokens,
-                                                    temperature=cfg.critic_temperature)
+                    critique = self.critic.generate(
+                        self.prompts.render("critic_system", **values),
+                        review,
+                        image,
+                        max_tokens=cfg.critic_max_tokens,
+                        temperature=cfg.critic_temperature,
+                    )
                 except BackendError as e:
                     return self._failed(sample, "critical assistant", f"critical assistant: {e}", history, t0)
                 verdict, by = parse_verdict(critique), "critic"
-            history.append({"round": rnd, "chain": chain.text, "accepted": verdict.accepted,
-                            "reasons": verdict.reasons, "by": by})
+            history.append(
+                {"round": rnd, "chain": chain.text, "accepted": verdict.accepted, "reasons": verdict.reasons, "by": by}
+            )
             if verdict.accepted:
-                return {**self._base(sample), "status": "accepted", "cot": chain.text, "rounds": rnd,
-                        "critic_notes": verdict.reasons, "history": history,
-                        "seconds": round(time.monotonic() - t0, 3)}
+                return {
+                    **self._base(sample),
+                    "status": "accepted",
+                    "cot": chain.text,
+                    "rounds": rnd,
+                    "critic_notes": verdict.reasons,
+                    "history": history,
+                    "seconds": round(time.monotonic() - t0, 3),
+                }
             previous, reasons = reply.strip(), verdict.reasons
         last = history[-1]
-        return {**self._base(sample), "status": "queued", "cot": last["chain"], "rounds": cfg.max_rounds,
-                "critic_notes": last["reasons"], "history": history, "seconds": round(time.monotonic() - t0, 3)}
+        return {
+            **self._base(sample),
+            "status": "queued",
+            "cot": last["chain"],
+            "rounds": cfg.max_rounds,
+            "critic_notes": last["reasons"],
+            "history": history,
+            "seconds": round(time.monotonic() - t0, 3),
+        }

@@ -15,16 +15,28 @@ import os
 import random
 from pathlib import Path
 
-from sim4seg._jsonl import iter_jsonl
 from sim4seg._atomic import atomic_open
+from sim4seg._jsonl import iter_jsonl
 from sim4seg.cot.store import ResultStore
 from sim4seg.cot.verdict import extract_chain
 from sim4seg.data.schema import iter_split, read_info
 from sim4seg.data.subsets import SPLITS
 from sim4seg.errors import InputError
 
-COLUMNS = ("id", "split", "status", "image", "question", "diagnosis", "chain", "critic_notes", "rounds",
-           "decision", "edit", "note")
+COLUMNS = (
+    "id",
+    "split",
+    "status",
+    "image",
+    "question",
+    "diagnosis",
+    "chain",
+    "critic_notes",
+    "rounds",
+    "decision",
+    "edit",
+    "note",
+)
 ACCEPT = {"accept", "accepted", "a", "yes", "y", "ok"}
 REJECT = {"reject", "rejected", "r", "no", "n"}
 
@@ -36,8 +48,9 @@ def _format(path: Path) -> str:
     return suffix[1:]
 
 
-def export_review(root: str | os.PathLike, store: ResultStore, out: str | os.PathLike, *,
-                  spot_check: int = 0, seed: int = 0) -> dict[str, int]:
+def export_review(
+    root: str | os.PathLike, store: ResultStore, out: str | os.PathLike, *, spot_check: int = 0, seed: int = 0
+) -> dict[str, int]:
     """Write the queued samples, plus ``spot_check`` random accepted ones, to ``out``."""
     root, out = Path(root), Path(out)
     fmt = _format(out)
@@ -50,10 +63,22 @@ def export_review(root: str | os.PathLike, store: ResultStore, out: str | os.Pat
     rows = []
     for i in queued + spot:
         rec, s = state[i], samples[i]
-        rows.append({"id": i, "split": s.split, "status": rec["status"], "image": str((root / s.image).resolve()),
-                     "question": s.query, "diagnosis": s.diagnosis, "chain": rec.get("cot", ""),
-                     "critic_notes": "; ".join(rec.get("critic_notes", [])), "rounds": rec.get("rounds", 0),
-                     "decision": "", "edit": "", "note": ""})
+        rows.append(
+            {
+                "id": i,
+                "split": s.split,
+                "status": rec["status"],
+                "image": str((root / s.image).resolve()),
+                "question": s.query,
+                "diagnosis": s.diagnosis,
+                "chain": rec.get("cot", ""),
+                "critic_notes": "; ".join(rec.get("critic_notes", [])),
+                "rounds": rec.get("rounds", 0),
+                "decision": "",
+                "edit": "",
+                "note": "",
+            }
+        )
     with atomic_open(out, "w", encoding="utf-8", newline="") as f:
         if fmt == "csv":
             w = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -99,8 +124,9 @@ def import_review(path: str | os.PathLike, store: ResultStore) -> dict[str, int]
             raise InputError(f"sample id {sid!r} is not in the results store {store.path}", path, lineno)
         if not decision:
             if edit:
-                raise InputError(f"{sid}: an edit without a decision; write 'accept' (or 'reject') in 'decision'",
-                                 path, lineno)
+                raise InputError(
+                    f"{sid}: an edit without a decision; write 'accept' (or 'reject') in 'decision'", path, lineno
+                )
             counts["pending"] += 1
             continue
         if decision not in ACCEPT | REJECT:
@@ -108,8 +134,10 @@ def import_review(path: str | os.PathLike, store: ResultStore) -> dict[str, int]
         accepted = decision in ACCEPT
         cot = prior.get("cot", "")
         if accepted and edit:
-            chain = extract_chain(edit if "diagnosis:" in edit.lower() else f"{edit}\nDiagnosis: {prior['diagnosis']}.",
-                                  prior["diagnosis"])
+            chain = extract_chain(
+                edit if "diagnosis:" in edit.lower() else f"{edit}\nDiagnosis: {prior['diagnosis']}.",
+                prior["diagnosis"],
+            )
             if chain.problems:
                 raise InputError(f"{sid}: edit rejected: {'; '.join(chain.problems)}", path, lineno)
             cot = chain.text
@@ -119,10 +147,19 @@ def import_review(path: str | os.PathLike, store: ResultStore) -> dict[str, int]
         if prior.get("stage") == "human" and prior["status"] == status and prior.get("cot", "") == cot:
             counts["unchanged"] += 1
             continue
-        rec = {k: prior[k] for k in ("id", "split", "diagnosis", "rounds", "critic_notes", "model", "critic_model",
-                                      "prompts") if k in prior}
-        rec.update(stage="human", status=status, cot=cot if accepted else prior.get("cot", ""),
-                   edited=bool(accepted and edit), note=note, previous_status=prior["status"])
+        rec = {
+            k: prior[k]
+            for k in ("id", "split", "diagnosis", "rounds", "critic_notes", "model", "critic_model", "prompts")
+            if k in prior
+        }
+        rec.update(
+            stage="human",
+            status=status,
+            cot=cot if accepted else prior.get("cot", ""),
+            edited=bool(accepted and edit),
+            note=note,
+            previous_status=prior["status"],
+        )
         records.append(rec)
         counts[status] += 1
         counts["edited"] += int(rec["edited"])

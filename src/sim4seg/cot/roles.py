@@ -58,7 +58,7 @@ class Prompts:
     """Where each template was read from (for the run record)."""
 
     @classmethod
-    def load(cls, directory: str | os.PathLike | None = None) -> "Prompts":
+    def load(cls, directory: str | os.PathLike | None = None) -> Prompts:
         """Read the templates from ``directory`` (default: the package's); validate placeholders."""
         default = default_prompt_dir()
         user = None if directory is None else Path(directory)

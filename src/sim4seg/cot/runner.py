@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from sim4seg.cot.pipeline import CotPipeline
 from sim4seg.cot.store import ResultStore
@@ -57,7 +57,10 @@ class Summary:
     def to_json(self) -> dict:
         reviewed = self.status["accepted"] + self.status["queued"]
         return {
-            "todo": self.todo, "skipped": self.skipped, "done": self.done, **{k: self.status[k] for k in ("accepted", "queued", "failed")},
+            "todo": self.todo,
+            "skipped": self.skipped,
+            "done": self.done,
+            **{k: self.status[k] for k in ("accepted", "queued", "failed")},
             "rejections": self.rejections,
             "acceptance_rate": self.status["accepted"] / reviewed if reviewed else None,
             "mean_rounds": sum(r * n for r, n in self.rounds.items()) / reviewed if reviewed else None,
@@ -96,7 +99,9 @@ def _reason(rec: dict) -> str:
     return err
 
 
-def pending_samples(samples: Iterable[Sample], store: ResultStore, *, retry_failed: bool = False) -> tuple[list[Sample], int]:
+def pending_samples(
+    samples: Iterable[Sample], store: ResultStore, *, retry_failed: bool = False
+) -> tuple[list[Sample], int]:
     """The samples still to do (ids de-duplicated, first kept) and how many were already done."""
     todo, seen, skipped = [], set(), 0
     for s in samples:
@@ -112,8 +117,16 @@ def pending_samples(samples: Iterable[Sample], store: ResultStore, *, retry_fail
     return todo, skipped
 
 
-def run(pipeline: CotPipeline, samples: list[Sample], store: ResultStore, *, concurrency: int = 8,
-        abort_after: int = 50, progress: bool = True, skipped: int = 0) -> Summary:
+def run(
+    pipeline: CotPipeline,
+    samples: list[Sample],
+    store: ResultStore,
+    *,
+    concurrency: int = 8,
+    abort_after: int = 50,
+    progress: bool = True,
+    skipped: int = 0,
+) -> Summary:
     """Process ``samples`` (already filtered by ``pending_samples``) and append each result to ``store``."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -127,6 +140,7 @@ def run(pipeline: CotPipeline, samples: list[Sample], store: ResultStore, *, con
     pending: set[Future] = set()
     clean_exit = False
     try:
+
         def fill() -> None:
             while len(pending) < 2 * concurrency and not summary.aborted:
                 s = next(it, None)
@@ -145,13 +159,20 @@ def run(pipeline: CotPipeline, samples: list[Sample], store: ResultStore, *, con
                 server_failure = rec["status"] == "failed" and rec.get("error_kind") != "image"
                 streak = streak + 1 if server_failure else 0
                 if abort_after and streak >= abort_after and not summary.aborted:
-                    summary.aborted = (f"{streak} samples in a row failed on the server; last: {rec['error']}. "
-                                       "Fix the server and re-run with --retry-failed")
+                    summary.aborted = (
+                        f"{streak} samples in a row failed on the server; last: {rec['error']}. "
+                        "Fix the server and re-run with --retry-failed"
+                    )
                     for f in pending:
                         f.cancel()
                 bar.update(1)
-                bar.set_postfix(accepted=summary.status["accepted"], rejected=summary.rejections,
-                                queued=summary.status["queued"], failed=summary.status["failed"], refresh=False)
+                bar.set_postfix(
+                    accepted=summary.status["accepted"],
+                    rejected=summary.rejections,
+                    queued=summary.status["queued"],
+                    failed=summary.status["failed"],
+                    refresh=False,
+                )
             pending = {f for f in pending if not f.cancelled()}
             fill()
         clean_exit = True
@@ -163,4 +184,3 @@ def run(pipeline: CotPipeline, samples: list[Sample], store: ResultStore, *, con
     if summary.aborted:
         log.error("%s", summary.aborted)
     return summary
-

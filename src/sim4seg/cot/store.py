@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sim4seg._jsonl import AppendLog, iter_jsonl
 from sim4seg.errors import InputError
@@ -76,7 +76,7 @@ class ResultStore:
     def close(self) -> None:
         self._log.close()
 
-    def __enter__(self) -> "ResultStore":
+    def __enter__(self) -> ResultStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -48,7 +48,7 @@ def _from_json(text: str) -> Verdict | None:
     if start < 0 or end <= start:
         return None
     try:
-        obj = json.loads(text[start:end + 1])
+        obj = json.loads(text[start : end + 1])
     except (ValueError, RecursionError):  # not JSON, too deeply nested, an integer past the digit limit
         return None
     if not isinstance(obj, dict):
@@ -91,7 +91,7 @@ def parse_verdict(reply: str) -> Verdict:
         accepted, verdict_at = word, 0
     reasons: list[str] = []
     in_reasons = False
-    for line in lines[verdict_at + 1:]:
+    for line in lines[verdict_at + 1 :]:
         m = _REASONS_HEAD.match(line)
         if m:
             in_reasons = True

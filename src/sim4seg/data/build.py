@@ -23,15 +23,15 @@ import os
 import stat
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from sim4seg._atomic import write_json
 from sim4seg._jsonl import AppendLog
 from sim4seg.data import prompts
+from sim4seg.data.io import IMAGE_SUFFIXES
 from sim4seg.data.schema import Answers, DatasetInfo, Sample, Source, write_manifest
 from sim4seg.data.sources import SOURCES, get_source
-from sim4seg.data.io import IMAGE_SUFFIXES
 from sim4seg.data.sources._base import Item, Scan, rel
 from sim4seg.data.sources._convert import Result, convert_item, output_paths
 from sim4seg.data.sources._splits import paper_order
@@ -128,8 +128,10 @@ def audit_scan(scan: Scan, root: Path) -> None:
     for it in scan.items:
         outside = [p for p in (it.image, *it.mask_files) if not Path(p).resolve().is_relative_to(real_root)]
         if outside:
-            scan.skip(rel(Path(outside[0]), root), "resolves to outside the dataset folder (symbolic links are "
-                      "followed only within it)")
+            scan.skip(
+                rel(Path(outside[0]), root),
+                "resolves to outside the dataset folder (symbolic links are followed only within it)",
+            )
         else:
             kept.append(it)
     scan.items[:] = kept
@@ -160,7 +162,7 @@ def _relative(skip: dict, root: Path) -> dict:
     """Name a skipped file relative to its source root, as the scan does."""
     prefix = str(root) + os.sep
     if skip["file"].startswith(prefix):
-        skip["file"] = skip["file"][len(prefix):]
+        skip["file"] = skip["file"][len(prefix) :]
     return skip
 
 
@@ -172,7 +174,9 @@ def _reusable(rec: dict | None, item: Item, out: Path, max_side: int | None = No
     return mask.is_file() and img.is_file()
 
 
-def _run(items: list[Item], out: Path, workers: int, pool, max_side: int | None = None) -> Iterator[tuple[Item, Result]]:
+def _run(
+    items: list[Item], out: Path, workers: int, pool, max_side: int | None = None
+) -> Iterator[tuple[Item, Result]]:
     fn = functools.partial(convert_item, out_root=str(out), **({} if max_side is None else {"max_side": max_side}))
     if pool is None or workers <= 1 or len(items) < 2:
         for it in items:
@@ -190,17 +194,36 @@ def _sample(item: Item, res: dict, seed: int, info=None) -> Sample:
     info = SUBSETS[item.subset] if info is None else info
     sid = item.sample_id
     return Sample(
-        id=sid, subset=item.subset, modality=info.modality, split=item.split,
-        image=res["image"], mask=res["mask"], query=prompts.make_query(info, seed, sid), diagnosis=item.label,
+        id=sid,
+        subset=item.subset,
+        modality=info.modality,
+        split=item.split,
+        image=res["image"],
+        mask=res["mask"],
+        query=prompts.make_query(info, seed, sid),
+        diagnosis=item.label,
         answers=Answers(**prompts.make_answers(item.label, seed, sid)),
-        source=Source(dataset=item.subset, files=list(item.files), annotation_ids=list(res["ann_ids"]),
-                      mask_from=res["mask_from"] if res["instances"] else "empty", instances=res["instances"],
-                      original_size=res.get("original_size")),
+        source=Source(
+            dataset=item.subset,
+            files=list(item.files),
+            annotation_ids=list(res["ann_ids"]),
+            mask_from=res["mask_from"] if res["instances"] else "empty",
+            instances=res["instances"],
+            original_size=res.get("original_size"),
+        ),
     )
 
 
-def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, workers: int = 1, seed: int = 0,
-          paper_sizes: bool = False, progress: bool = False, max_side: int | None = None) -> dict:
+def build(
+    out: str | os.PathLike,
+    sources: dict[str, str | os.PathLike],
+    *,
+    workers: int = 1,
+    seed: int = 0,
+    paper_sizes: bool = False,
+    progress: bool = False,
+    max_side: int | None = None,
+) -> dict:
     """Build an M3DS in ``out`` from ``{source name: path}``; return the build report.
 
     ``max_side``: store images whose longer side is larger downscaled to it (masks with them, nearest;
@@ -215,10 +238,21 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
         scans[name] = get_source(name).scan(root, seed)
         audit_scan(scans[name], root)
         _unique_keys(scans[name].items)
-        log.info("%s: %d samples found, %d skipped, %d excluded", name, len(scans[name].items),
-                 len(scans[name].skipped), len(scans[name].excluded))
-    report: dict = {"out": str(out), "seed": seed, "paper_sizes": paper_sizes, "max_side": max_side, "workers": workers,
-                    "sources": {}}
+        log.info(
+            "%s: %d samples found, %d skipped, %d excluded",
+            name,
+            len(scans[name].items),
+            len(scans[name].skipped),
+            len(scans[name].excluded),
+        )
+    report: dict = {
+        "out": str(out),
+        "seed": seed,
+        "paper_sizes": paper_sizes,
+        "max_side": max_side,
+        "workers": workers,
+        "sources": {},
+    }
     samples: list[Sample] = []
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     # fork: workers inherit the imported modules and need no importable __main__ (spawn does).
@@ -226,16 +260,24 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
     pool = ctx.Pool(workers) if workers > 1 else None
     try:
         for name, scan in scans.items():
-            samples += _build_source(name, roots[name], scan, out, workers, pool, seed, paper_sizes, progress, report,
-                                     max_side=max_side)
+            samples += _build_source(
+                name, roots[name], scan, out, workers, pool, seed, paper_sizes, progress, report, max_side=max_side
+            )
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
     samples.sort(key=lambda s: (list(SOURCES).index(s.source.dataset), SPLITS.index(s.split), s.id))
-    info = DatasetInfo(subsets={SUBSETS[get_source(n).SUBSET].name: SUBSETS[get_source(n).SUBSET] for n in scans},
-                       build={"command": "build", "seed": seed, "paper_sizes": paper_sizes, "max_side": max_side,
-                              "sources": {n: str(r) for n, r in roots.items()}})
+    info = DatasetInfo(
+        subsets={SUBSETS[get_source(n).SUBSET].name: SUBSETS[get_source(n).SUBSET] for n in scans},
+        build={
+            "command": "build",
+            "seed": seed,
+            "paper_sizes": paper_sizes,
+            "max_side": max_side,
+            "sources": {n: str(r) for n, r in roots.items()},
+        },
+    )
     write_manifest(out, samples, info)
     report["totals"] = {split: sum(1 for s in samples if s.split == split) for split in SPLITS}
     report["skipped"] = sum(len(r["skipped"]) for r in report["sources"].values())
@@ -248,8 +290,9 @@ def build(out: str | os.PathLike, sources: dict[str, str | os.PathLike], *, work
 class _Converter:
     """Converts items of one source, appending each finished one to the state file."""
 
-    def __init__(self, name: str, root: Path, out: Path, workers: int, pool, progress: bool,
-                 max_side: int | None = None):
+    def __init__(
+        self, name: str, root: Path, out: Path, workers: int, pool, progress: bool, max_side: int | None = None
+    ):
         self.root, self.out, self.workers, self.pool, self.max_side = root, out, workers, pool, max_side
         self.state_path = out / STATE_DIR / f"{name}.jsonl"
         with AppendLog(self.state_path) as log_:
@@ -285,10 +328,18 @@ class _Converter:
                 dropped = [_relative(s.to_json(), self.root) for s in res.skipped]
                 self.skipped += dropped
                 if res.ok:
-                    rec = {"id": item.sample_id, "fingerprint": item.fingerprint(), "image": res.image,
-                           "mask": res.mask, "instances": res.instances, "mask_from": res.mask_from,
-                           "ann_ids": res.ann_ids, "dropped": dropped, "max_side": self.max_side,
-                           "original_size": res.original_size}
+                    rec = {
+                        "id": item.sample_id,
+                        "fingerprint": item.fingerprint(),
+                        "image": res.image,
+                        "mask": res.mask,
+                        "instances": res.instances,
+                        "mask_from": res.mask_from,
+                        "ann_ids": res.ann_ids,
+                        "dropped": dropped,
+                        "max_side": self.max_side,
+                        "original_size": res.original_size,
+                    }
                     state_file.append(rec)
                     self.done[item.sample_id] = rec
                     self.writes[res.image_write] += 1
@@ -300,9 +351,21 @@ class _Converter:
             self.bar.close()
 
 
-def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, pool, seed: int,
-                  paper_sizes: bool, progress: bool, report: dict, *, max_side: int | None = None,
-                  info=None) -> list[Sample]:
+def _build_source(
+    name: str,
+    root: Path,
+    scan: Scan,
+    out: Path,
+    workers: int,
+    pool,
+    seed: int,
+    paper_sizes: bool,
+    progress: bool,
+    report: dict,
+    *,
+    max_side: int | None = None,
+    info=None,
+) -> list[Sample]:
     """Convert one source's items (``info``: its subset, default the registry's) and report on them."""
     subset = get_source(name).SUBSET if info is None else info.name
     items = sorted(scan.items, key=lambda it: it.sample_id)
@@ -323,7 +386,7 @@ def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, po
                 batch = []
                 for split, target in zip(SPLITS, info.paper_sizes):
                     have = sum(1 for it in kept if it.split == split and it.sample_id in conv.done)
-                    take = order[split][cursor[split]:cursor[split] + max(target - have, 0)]
+                    take = order[split][cursor[split] : cursor[split] + max(target - have, 0)]
                     cursor[split] += len(take)
                     batch += take
                 if not batch:
@@ -341,10 +404,14 @@ def _build_source(name: str, root: Path, scan: Scan, out: Path, workers: int, po
         counts.setdefault(s.split, {}).setdefault(s.diagnosis, 0)
         counts[s.split][s.diagnosis] += 1
     report["sources"][name] = {
-        "root": str(root), "subset": subset,
+        "root": str(root),
+        "subset": subset,
         "counts": {sp: dict(sorted(counts[sp].items())) for sp in SPLITS if sp in counts},
-        "total": len(samples), "converted": conv.converted, "reused": conv.reused,
-        "images": dict(conv.writes), "dropped_by_paper_sizes": dropped,
+        "total": len(samples),
+        "converted": conv.converted,
+        "reused": conv.reused,
+        "images": dict(conv.writes),
+        "dropped_by_paper_sizes": dropped,
         "skipped": [s.to_json() for s in scan.skipped] + conv.skipped,
         "excluded": [s.to_json() for s in scan.excluded],
     }
@@ -356,8 +423,10 @@ def summary(report: dict) -> str:
     lines = []
     for name, r in report["sources"].items():
         per = " ".join(f"{sp}={sum(r['counts'].get(sp, {}).values())}" for sp in SPLITS)
-        lines.append(f"{name:<14} {r['total']:>6} samples ({per}); reused {r['reused']}, "
-                     f"skipped {len(r['skipped'])}, excluded {len(r['excluded'])}")
+        lines.append(
+            f"{name:<14} {r['total']:>6} samples ({per}); reused {r['reused']}, "
+            f"skipped {len(r['skipped'])}, excluded {len(r['excluded'])}"
+        )
         for label in sorted({lb for sp in r["counts"].values() for lb in sp}):
             n = sum(sp.get(label, 0) for sp in r["counts"].values())
             lines.append(f"{'':<16}{label}: {n}")
@@ -366,6 +435,9 @@ def summary(report: dict) -> str:
         if len(r["skipped"]) > 10:
             lines.append(f"{'':<16}... {len(r['skipped']) - 10} more in {REPORT_FILE}")
     t = report["totals"]
-    lines.append(f"total: {sum(t.values())} samples (" + ", ".join(f"{k} {v}" for k, v in t.items())
-                 + f"); {report['skipped']} skipped, {report['excluded']} excluded; {report['elapsed_s']}s")
+    lines.append(
+        f"total: {sum(t.values())} samples ("
+        + ", ".join(f"{k} {v}" for k, v in t.items())
+        + f"); {report['skipped']} skipped, {report['excluded']} excluded; {report['elapsed_s']}s"
+    )
     return "\n".join(lines)

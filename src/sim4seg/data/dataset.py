@@ -17,25 +17,33 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from sim4seg.data.io import read_image, read_mask
+from sim4seg.data.prompts import SEG_TOKEN
 from sim4seg.data.schema import ANSWER_FORMATS, Sample, read_info, read_split
 from sim4seg.data.transforms import SegmenterFrame, lvlm_token_box, sam_frame
 from sim4seg.errors import InputError
-from sim4seg.data.prompts import SEG_TOKEN
 
 log = logging.getLogger(__name__)
+
 
 class ExampleEncoder:
     """(image, query, answer, mask) → one example dict. Also what a Predictor uses for new images."""
 
-    def __init__(self, processor, *, sam_size: int, max_length: int = 512, seg_token: str = SEG_TOKEN,
-                 sam_frame: SegmenterFrame | None = None):
+    def __init__(
+        self,
+        processor,
+        *,
+        sam_size: int,
+        max_length: int = 512,
+        seg_token: str = SEG_TOKEN,
+        sam_frame: SegmenterFrame | None = None,
+    ):
         self.processor, self.tokenizer = processor, processor.tokenizer
         self.sam_size, self.max_length, self.seg_token = sam_size, max_length, seg_token
         self.sam_frame = sam_frame or SegmenterFrame(size=sam_size)
@@ -44,10 +52,15 @@ class ExampleEncoder:
         self.image_token_id = processor.image_token_id
 
     @classmethod
-    def for_model(cls, model, processor) -> "ExampleEncoder":
+    def for_model(cls, model, processor) -> ExampleEncoder:
         """The encoder a model's checkpoint implies: its processor, segmenter frame and ``max_length``."""
-        return cls(processor, sam_size=model.sam_size, max_length=model.max_length, seg_token=model.config.seg_token,
-                   sam_frame=model.sam_frame)
+        return cls(
+            processor,
+            sam_size=model.sam_size,
+            max_length=model.max_length,
+            seg_token=model.config.seg_token,
+            sam_frame=model.sam_frame,
+        )
 
     def prompt(self, query: str) -> str:
         conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}]
@@ -70,28 +83,40 @@ class ExampleEncoder:
         """The tokenized chat prompt ``(T,)`` with the image placeholder expanded to ``n_image_tokens`` tokens."""
         token = self.processor.image_token
         text = self.prompt(query).replace(token, token * n_image_tokens)
-        ids = self.tokenizer(text, return_tensors="pt")["input_ids"][0]   # special tokens as the processor adds them
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"][0]  # special tokens as the processor adds them
         return self._check_prompt(ids, name)
 
     def _check_prompt(self, ids: torch.Tensor, name: str) -> torch.Tensor:
         if not bool((ids == self.image_token_id).any()):
-            raise InputError("the chat prompt holds no image token; the processor's chat template must place the "
-                             "image placeholder", name or None)
+            raise InputError(
+                "the chat prompt holds no image token; the processor's chat template must place the image placeholder",
+                name or None,
+            )
         if len(ids) > self.max_length:
             n = int((ids == self.image_token_id).sum())
-            raise InputError(f"the prompt is {len(ids)} tokens ({n} of them the image's), over max_length="
-                             f"{self.max_length}; set model.max_length >= {len(ids)} plus the answer's tokens",
-                             name or None)
+            raise InputError(
+                f"the prompt is {len(ids)} tokens ({n} of them the image's), over max_length="
+                f"{self.max_length}; set model.max_length >= {len(ids)} plus the answer's tokens",
+                name or None,
+            )
         return ids
 
-    def encode(self, image: np.ndarray, query: str, answer: str | None = None, mask: np.ndarray | None = None,
-               *, name: str = "") -> dict:
+    def encode(
+        self,
+        image: np.ndarray,
+        query: str,
+        answer: str | None = None,
+        mask: np.ndarray | None = None,
+        *,
+        name: str = "",
+    ) -> dict:
         enc = self.processor(images=image, text=self.prompt(query), return_tensors="pt")
         prompt_ids = self._check_prompt(enc["input_ids"][0], name)
         ids, labels, seg_count = prompt_ids, None, 0
         if answer is not None:
-            ans = self.tokenizer(" " + answer.strip() + self.tokenizer.eos_token, add_special_tokens=False,
-                                 return_tensors="pt")["input_ids"][0]
+            ans = self.tokenizer(
+                " " + answer.strip() + self.tokenizer.eos_token, add_special_tokens=False, return_tensors="pt"
+            )["input_ids"][0]
             ids = torch.cat([prompt_ids, ans])
             labels = torch.cat([torch.full_like(prompt_ids, -100), ans])
             seg_id = self.tokenizer.convert_tokens_to_ids(self.seg_token)
@@ -100,20 +125,26 @@ class ExampleEncoder:
                 ids, labels = ids[: self.max_length], labels[: self.max_length]
                 kept = int((ids == seg_id).sum())
                 if kept < seg_count:
-                    raise InputError(f"the sequence is truncated before [SEG] at max_length={self.max_length} "
-                                     f"({kept} of {seg_count} kept); raise max_length", name or None)
+                    raise InputError(
+                        f"the sequence is truncated before [SEG] at max_length={self.max_length} "
+                        f"({kept} of {seg_count} kept); raise max_length",
+                        name or None,
+                    )
         h, w = image.shape[:2]
         if mask is not None and tuple(mask.shape) != (h, w):
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}", name or None)
         return {
-            "input_ids": ids, "labels": labels, **self.image_inputs(image, enc["pixel_values"][0]),
+            "input_ids": ids,
+            "labels": labels,
+            **self.image_inputs(image, enc["pixel_values"][0]),
             "mask": None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool)),
             "seg_count": seg_count,
         }
 
 
-def select_subsets(samples: list[Sample], subsets: Sequence[str] | None, known: Sequence[str], *,
-                   where: str | os.PathLike = "") -> list[Sample]:
+def select_subsets(
+    samples: list[Sample], subsets: Sequence[str] | None, known: Sequence[str], *, where: str | os.PathLike = ""
+) -> list[Sample]:
     """The samples of ``subsets`` (all with ``None``), checked against the manifest's ``known`` subsets.
 
     A listed subset the manifest does not have is an ``InputError`` that lists what it has; a
@@ -128,24 +159,38 @@ def select_subsets(samples: list[Sample], subsets: Sequence[str] | None, known: 
     have = set(known) | set(present)
     unknown = sorted(set(subsets) - have)
     if unknown:
-        raise InputError(f"subset(s) {unknown} of data.subsets are not in this manifest; it has: "
-                         f"{', '.join(sorted(have))}", where or None)
+        raise InputError(
+            f"subset(s) {unknown} of data.subsets are not in this manifest; it has: {', '.join(sorted(have))}",
+            where or None,
+        )
     empty = sorted(set(subsets) - set(present))
     if empty:
         log.warning("%s: no samples of subset(s) %s", where, empty)
     left_out = {k: v for k, v in sorted(present.items()) if k not in set(subsets)}
     if left_out:
-        log.warning("%s: %d of %d sample(s) left out: subset(s) present but not listed in data.subsets: %s",
-                    where, sum(left_out.values()), len(samples),
-                    ", ".join(f"{k} ({v})" for k, v in left_out.items()))
+        log.warning(
+            "%s: %d of %d sample(s) left out: subset(s) present but not listed in data.subsets: %s",
+            where,
+            sum(left_out.values()),
+            len(samples),
+            ", ".join(f"{k} ({v})" for k, v in left_out.items()),
+        )
     return [s for s in samples if s.subset in set(subsets)]
 
 
 class M3DSDataset(torch.utils.data.Dataset):
     """A split of an M3DS manifest as model examples, with the answer in ``answer_format``."""
 
-    def __init__(self, root: str | os.PathLike, split: str, encoder: ExampleEncoder, *, answer_format: str = "diagnosis",
-                 subsets: Sequence[str] | None = None, samples: list[Sample] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        encoder: ExampleEncoder,
+        *,
+        answer_format: str = "diagnosis",
+        subsets: Sequence[str] | None = None,
+        samples: list[Sample] | None = None,
+    ):
         if answer_format not in ANSWER_FORMATS:
             raise InputError(f"answer format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
         self.root, self.split, self.encoder, self.answer_format = Path(root), split, encoder, answer_format
@@ -161,8 +206,11 @@ class M3DSDataset(torch.utils.data.Dataset):
     def answer(self, s: Sample) -> str:
         text = s.answers.get(self.answer_format)
         if not text:
-            raise InputError(f"sample {s.id} has no {self.answer_format!r} answer (generate CoT with `sim4seg cot`, "
-                             "or choose the 'diagnosis' format)", self.root / f"{self.split}.jsonl")
+            raise InputError(
+                f"sample {s.id} has no {self.answer_format!r} answer (generate CoT with `sim4seg cot`, "
+                "or choose the 'diagnosis' format)",
+                self.root / f"{self.split}.jsonl",
+            )
         return text
 
     def __getitem__(self, i: int) -> dict:
@@ -189,7 +237,7 @@ class Collator:
             if self.padding_side == "right":
                 out[i, : len(s)] = s
             else:
-                out[i, t - len(s):] = s
+                out[i, t - len(s) :] = s
         return out
 
     def __call__(self, items: list[dict]) -> dict:
@@ -218,8 +266,15 @@ class SubsetMixSampler(torch.utils.data.Sampler[int]):
     equally likely. Deterministic in ``(seed, epoch)``; call ``set_epoch`` each epoch.
     """
 
-    def __init__(self, subsets: Sequence[str], rates: dict[str, float] | None = None, *, num_samples: int | None = None,
-                 seed: int = 0, replacement: bool = True):
+    def __init__(
+        self,
+        subsets: Sequence[str],
+        rates: dict[str, float] | None = None,
+        *,
+        num_samples: int | None = None,
+        seed: int = 0,
+        replacement: bool = True,
+    ):
         self.subsets = list(subsets)
         counts: dict[str, int] = {}
         for s in self.subsets:

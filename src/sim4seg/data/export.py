@@ -44,15 +44,36 @@ from sim4seg.errors import InputError
 log = logging.getLogger(__name__)
 
 DATA_DIR = "data"
-MAX_SHARD_SIZE = 500 * 1000 ** 2
+MAX_SHARD_SIZE = 500 * 1000**2
 ROW_GROUP_ROWS = 100
-ROW_GROUP_BYTES = 32 * 1024 ** 2
-_TEXT = ("id", "subset", "modality", "split", "image.path", "mask.path", "query", "diagnosis", "answers", "cot",
-         "source")
+ROW_GROUP_BYTES = 32 * 1024**2
+_TEXT = (
+    "id",
+    "subset",
+    "modality",
+    "split",
+    "image.path",
+    "mask.path",
+    "query",
+    "diagnosis",
+    "answers",
+    "cot",
+    "source",
+)
 _FOOTER = 16 * 1024
 """Bytes kept free in a shard for the Parquet footer and page headers."""
-_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
-          "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 
 
 def parse_size(text: str) -> int:
@@ -69,11 +90,23 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 def _schema(pa):
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    fields = [("id", pa.string()), ("subset", pa.string()), ("modality", pa.string()), ("split", pa.string()),
-              ("image", image), ("mask", image), ("query", pa.string()), ("diagnosis", pa.string()),
-              ("answers", pa.string()), ("cot", pa.string()), ("source", pa.string())]
-    features = {name: ({"_type": "Image"} if name in ("image", "mask") else {"dtype": "string", "_type": "Value"})
-                for name, _ in fields}
+    fields = [
+        ("id", pa.string()),
+        ("subset", pa.string()),
+        ("modality", pa.string()),
+        ("split", pa.string()),
+        ("image", image),
+        ("mask", image),
+        ("query", pa.string()),
+        ("diagnosis", pa.string()),
+        ("answers", pa.string()),
+        ("cot", pa.string()),
+        ("source", pa.string()),
+    ]
+    features = {
+        name: ({"_type": "Image"} if name in ("image", "mask") else {"dtype": "string", "_type": "Value"})
+        for name, _ in fields
+    }
     meta = {"huggingface": json.dumps({"info": {"features": features}})}
     return pa.schema(fields, metadata=meta)
 
@@ -102,9 +135,13 @@ class _ShardWriter:
             self._file = open(path, "wb")
             # Image bytes are PNG/JPEG already: no dictionary, no second compression.
             small = ["id", "subset", "modality", "split", "diagnosis"]
-            self._writer = self.pq.ParquetWriter(self._file, self.schema, use_dictionary=small, write_statistics=small,
-                                                 compression={"image.bytes": "none", "mask.bytes": "none",
-                                                              **{c: "snappy" for c in _TEXT}})
+            self._writer = self.pq.ParquetWriter(
+                self._file,
+                self.schema,
+                use_dictionary=small,
+                write_statistics=small,
+                compression={"image.bytes": "none", "mask.bytes": "none", **{c: "snappy" for c in _TEXT}},
+            )
             self.size = 0
         table = self.pa.Table.from_pylist(rows, schema=self.schema)
         self._writer.write_table(table, row_group_size=len(rows))
@@ -117,8 +154,12 @@ class _ShardWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             if self.size > self.limit + _FOOTER:
-                log.warning("%s: shard %d is %d bytes, above the shard size (one row group holds a sample larger "
-                            "than it)", self.split, len(self.paths) - 1, self.size)
+                log.warning(
+                    "%s: shard %d is %d bytes, above the shard size (one row group holds a sample larger than it)",
+                    self.split,
+                    len(self.paths) - 1,
+                    self.size,
+                )
         self._writer = self._file = None
         self.size = 0
 
@@ -133,8 +174,9 @@ def _row(root: Path, split: str, sample) -> tuple[dict, int]:
         except FileNotFoundError:
             raise InputError(f"{key} file not found: {path}", root / f"{split}.jsonl") from None
         except OSError as e:
-            raise InputError(f"cannot read the {key} file {path} ({type(e).__name__}: {e})",
-                             root / f"{split}.jsonl") from None
+            raise InputError(
+                f"cannot read the {key} file {path} ({type(e).__name__}: {e})", root / f"{split}.jsonl"
+            ) from None
         nbytes += len(row[key]["bytes"])
     row["answers"] = json.dumps(row["answers"], ensure_ascii=False)
     row["source"] = json.dumps(row["source"], ensure_ascii=False)
@@ -159,8 +201,14 @@ def _remove_stale(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def export_parquet(root: str | os.PathLike, out: str | os.PathLike, *, max_shard_size: int = MAX_SHARD_SIZE,
-                   row_group_rows: int = ROW_GROUP_ROWS, row_group_bytes: int = ROW_GROUP_BYTES) -> dict[str, int]:
+def export_parquet(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    max_shard_size: int = MAX_SHARD_SIZE,
+    row_group_rows: int = ROW_GROUP_ROWS,
+    row_group_bytes: int = ROW_GROUP_BYTES,
+) -> dict[str, int]:
     """Write ``OUT/data/{split}-NNNNN-of-NNNNN.parquet`` and a copy of ``dataset_info.json``; return rows per split."""
     try:
         import pyarrow as pa

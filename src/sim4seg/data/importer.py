@@ -37,8 +37,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _stem(name: str) -> str:
-    return Path(name).stem if Path(name).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff",
-                                                             ".dcm", ".dicom"} else name
+    return (
+        Path(name).stem
+        if Path(name).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+        else name
+    )
 
 
 def read_labels(path: Path) -> tuple[dict[str, str], dict[str, str], list[tuple[int, str]]]:
@@ -50,8 +53,12 @@ def read_labels(path: Path) -> tuple[dict[str, str], dict[str, str], list[tuple[
     img_col = next((header.index(c) for c in IMAGE_COLUMNS if c in header), None)
     lab_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
     if img_col is None or lab_col is None:
-        raise InputError(f"the first row must name an image column ({', '.join(IMAGE_COLUMNS)}) and a label column "
-                         f"({', '.join(LABEL_COLUMNS)}); got {rows[0]}", path, 1)
+        raise InputError(
+            f"the first row must name an image column ({', '.join(IMAGE_COLUMNS)}) and a label column "
+            f"({', '.join(LABEL_COLUMNS)}); got {rows[0]}",
+            path,
+            1,
+        )
     split_col = header.index("split") if "split" in header else None
     labels: dict[str, str] = {}
     splits: dict[str, str] = {}
@@ -83,8 +90,18 @@ def _by_stem(folder: Path, scan: Scan, what: str) -> dict[str, Path]:
     return out
 
 
-def scan_folder(images: Path, masks: Path, info: SubsetInfo, *, labels: dict[str, str] | None, label: str | None,
-                splits: dict[str, str], mask_suffix: str, ratios: tuple[int, int, int], seed: int) -> Scan:
+def scan_folder(
+    images: Path,
+    masks: Path,
+    info: SubsetInfo,
+    *,
+    labels: dict[str, str] | None,
+    label: str | None,
+    splits: dict[str, str],
+    mask_suffix: str,
+    ratios: tuple[int, int, int],
+    seed: int,
+) -> Scan:
     """Match images, masks and labels by stem; every unmatched file is a skip with its reason."""
     scan = Scan()
     imgs = _by_stem(images, scan, "image")
@@ -96,8 +113,14 @@ def scan_folder(images: Path, masks: Path, info: SubsetInfo, *, labels: dict[str
             scan.skip(f"{images.name}/{img.name}", "no row in the labels CSV")
             continue
         mask_stem = stem if stem in msks else stem + mask_suffix if stem + mask_suffix in msks else None
-        item = Item(subset=info.name, key=slug(stem), label=lab, image=str(img.resolve()),
-                    files=[f"{images.name}/{img.name}"], split=splits.get(stem))
+        item = Item(
+            subset=info.name,
+            key=slug(stem),
+            label=lab,
+            image=str(img.resolve()),
+            files=[f"{images.name}/{img.name}"],
+            split=splits.get(stem),
+        )
         if lab == info.no_finding:
             item.mask_from = "empty"
             if mask_stem is not None:
@@ -131,20 +154,38 @@ def scan_folder(images: Path, masks: Path, info: SubsetInfo, *, labels: dict[str
     return scan
 
 
-def import_folder(out: str | os.PathLike, images: str | os.PathLike, masks: str | os.PathLike, *, subset: str,
-                  modality: str, labels_csv: str | os.PathLike | None = None, label: str | None = None,
-                  no_finding: str | None = None, target: str = "lesion", title: str | None = None,
-                  mask_suffix: str = "_mask", ratios: tuple[int, int, int] = (80, 10, 10), seed: int = 0,
-                  max_side: int | None = None, workers: int = 1, progress: bool = False) -> dict:
+def import_folder(
+    out: str | os.PathLike,
+    images: str | os.PathLike,
+    masks: str | os.PathLike,
+    *,
+    subset: str,
+    modality: str,
+    labels_csv: str | os.PathLike | None = None,
+    label: str | None = None,
+    no_finding: str | None = None,
+    target: str = "lesion",
+    title: str | None = None,
+    mask_suffix: str = "_mask",
+    ratios: tuple[int, int, int] = (80, 10, 10),
+    seed: int = 0,
+    max_side: int | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> dict:
     """Import ``images`` + ``masks`` (+ labels) as subset ``subset`` of the M3DS in ``out``; return the report."""
     t0 = time.perf_counter()
     check_max_side(max_side)
     out, images, masks = Path(out), Path(images).expanduser(), Path(masks).expanduser()
     if not _NAME.match(subset):
-        raise InputError(f"--subset must be lower-case letters, digits and '_' (starting with a letter), got {subset!r}")
+        raise InputError(
+            f"--subset must be lower-case letters, digits and '_' (starting with a letter), got {subset!r}"
+        )
     if subset in SUBSETS:
-        raise InputError(f"{subset!r} is one of the paper's subsets: build it with `sim4seg data build --source "
-                         f"{subset}=PATH`, or import under another name")
+        raise InputError(
+            f"{subset!r} is one of the paper's subsets: build it with `sim4seg data build --source "
+            f"{subset}=PATH`, or import under another name"
+        )
     if modality not in MODALITIES:
         raise InputError(f"--modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     for p, what in ((images, "images"), (masks, "masks")):
@@ -163,22 +204,47 @@ def import_folder(out: str | os.PathLike, images: str | os.PathLike, masks: str 
     if no_finding is not None and no_finding not in label_set:
         raise InputError(f"--no-finding {no_finding!r} is not among the labels {label_set}")
     info = SubsetInfo(subset, title or subset, modality, tuple(label_set), target=target, no_finding=no_finding)
-    scan = scan_folder(images, masks, info, labels=labels, label=label, splits=splits or {},
-                       mask_suffix=mask_suffix, ratios=ratios, seed=seed)
+    scan = scan_folder(
+        images,
+        masks,
+        info,
+        labels=labels,
+        label=label,
+        splits=splits or {},
+        mask_suffix=mask_suffix,
+        ratios=ratios,
+        seed=seed,
+    )
     for lineno, stem in dupes:
         scan.skip(f"{Path(labels_csv).name}:{lineno}", f"a second row for {stem!r} (the first is used)")
     if not scan.items:
-        raise InputError("no image was matched with a mask and a label; fix the names "
-                         f"({len(scan.skipped)} file(s) unmatched, e.g. "
-                         + "; ".join(f"{s.file}: {s.reason}" for s in scan.skipped[:3]) + ")", images)
+        raise InputError(
+            "no image was matched with a mask and a label; fix the names "
+            f"({len(scan.skipped)} file(s) unmatched, e.g. "
+            + "; ".join(f"{s.file}: {s.reason}" for s in scan.skipped[:3])
+            + ")",
+            images,
+        )
     used = sorted({it.label for it in scan.items})
     if used != label_set:
-        info = SubsetInfo(subset, info.title, modality, tuple(used), target=target,
-                          no_finding=no_finding if no_finding in used else None)
-    settings = {"images": str(images.resolve()), "masks": str(masks.resolve()),
-                "labels": None if labels_csv is None else str(Path(labels_csv).resolve()),
-                "seed": seed, "ratios": list(ratios), "max_side": max_side, "mask_suffix": mask_suffix,
-                "splits": "csv" if splits else "stratified"}
+        info = SubsetInfo(
+            subset,
+            info.title,
+            modality,
+            tuple(used),
+            target=target,
+            no_finding=no_finding if no_finding in used else None,
+        )
+    settings = {
+        "images": str(images.resolve()),
+        "masks": str(masks.resolve()),
+        "labels": None if labels_csv is None else str(Path(labels_csv).resolve()),
+        "seed": seed,
+        "ratios": list(ratios),
+        "max_side": max_side,
+        "mask_suffix": mask_suffix,
+        "splits": "csv" if splits else "stratified",
+    }
     report: dict = {"out": str(out), "subset": subset, "settings": settings, "sources": {}}
     out.mkdir(parents=True, exist_ok=True)
     (out / ".build").mkdir(exist_ok=True)
@@ -189,8 +255,20 @@ def import_folder(out: str | os.PathLike, images: str | os.PathLike, masks: str 
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
         pool = ctx.Pool(workers)
     try:
-        new = _build_source(f"import-{subset}", images.parent, scan, out, workers, pool, seed, False, progress,
-                            report, max_side=max_side, info=info)
+        new = _build_source(
+            f"import-{subset}",
+            images.parent,
+            scan,
+            out,
+            workers,
+            pool,
+            seed,
+            False,
+            progress,
+            report,
+            max_side=max_side,
+            info=info,
+        )
     finally:
         if pool is not None:
             pool.terminate()
@@ -203,8 +281,9 @@ def import_folder(out: str | os.PathLike, images: str | os.PathLike, masks: str 
     else:
         kept, build, subsets = [], {"command": "import"}, {subset: info}
     build.setdefault("imports", {})[subset] = settings
-    write_manifest(out, kept + sorted(new, key=lambda s: (SPLITS.index(s.split), s.id)),
-                   DatasetInfo(subsets=subsets, build=build))
+    write_manifest(
+        out, kept + sorted(new, key=lambda s: (SPLITS.index(s.split), s.id)), DatasetInfo(subsets=subsets, build=build)
+    )
     src = report["sources"].pop(f"import-{subset}")
     report.update(src)
     report["label_set"] = list(info.labels)

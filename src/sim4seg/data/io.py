@@ -15,8 +15,8 @@ import stat
 import struct
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -69,12 +69,13 @@ def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None, m
     if height <= 0 or width <= 0:
         raise ImageReadError(f"image has no pixels ({width}x{height})", path)
     if min(height, width) < min_side:
-        raise ImageReadError(f"image is {width}x{height}; images must be at least {min_side} pixels "
-                             "on each side", path)
+        raise ImageReadError(f"image is {width}x{height}; images must be at least {min_side} pixels on each side", path)
     if height * width > limit:
         raise ImageReadError(
             f"image is {width}x{height} = {height * width:,} pixels, over the limit of {limit:,} "
-            "(raise it with max_pixels= or SIM4SEG_MAX_PIXELS)", path)
+            "(raise it with max_pixels= or SIM4SEG_MAX_PIXELS)",
+            path,
+        )
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -124,8 +125,18 @@ def _open_pil(path: Path, max_pixels: int | None, min_side: int = 1) -> Image.Im
         raise ImageReadError(f"image is too large to decode safely ({e})", path) from None
     except UnidentifiedImageError:
         raise ImageReadError("not an image file Pillow can read (unknown or corrupt format)", path) from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError, IndexError, KeyError,
-            ZeroDivisionError, struct.error) as e:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        MemoryError,
+        TypeError,
+        IndexError,
+        KeyError,
+        ZeroDivisionError,
+        struct.error,
+    ) as e:
         raise ImageReadError(f"cannot decode image: {type(e).__name__}: {e}", path) from None
     return img
 
@@ -181,8 +192,21 @@ def _read_dicom_header(path: Path):
         with warnings.catch_warnings(), _quiet_decoders():
             warnings.simplefilter("ignore")
             return pydicom.dcmread(path, defer_size="64 KB")
-    except (InvalidDicomError, EOFError, OSError, ValueError, AttributeError, KeyError, TypeError, IndexError,
-            OverflowError, NotImplementedError, MemoryError, struct.error, UnicodeError) as e:
+    except (
+        InvalidDicomError,
+        EOFError,
+        OSError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        IndexError,
+        OverflowError,
+        NotImplementedError,
+        MemoryError,
+        struct.error,
+        UnicodeError,
+    ) as e:
         raise ImageReadError(f"cannot read DICOM file: {type(e).__name__}: {_one_line(e)}", path) from None
 
 
@@ -214,11 +238,15 @@ def _check_decoder(path: Path, ds) -> None:
     try:
         available = pydicom.pixels.get_decoder(uid).is_available
     except (NotImplementedError, ValueError, KeyError):
-        raise ImageReadError(f"DICOM pixel data is compressed as {uid.name}, which sim4seg cannot decode", path) \
-            from None
+        raise ImageReadError(
+            f"DICOM pixel data is compressed as {uid.name}, which sim4seg cannot decode", path
+        ) from None
     if not available:
-        raise ImageReadError(f"DICOM pixel data is compressed as {uid.name}, and no decoder for it is installed: "
-                             f"{DICOM_EXTRA} (pylibjpeg with its OpenJPEG and libjpeg plugins)", path)
+        raise ImageReadError(
+            f"DICOM pixel data is compressed as {uid.name}, and no decoder for it is installed: "
+            f"{DICOM_EXTRA} (pylibjpeg with its OpenJPEG and libjpeg plugins)",
+            path,
+        )
 
 
 @contextlib.contextmanager
@@ -253,8 +281,7 @@ def _dicom_pixels(path: Path, ds, frames: int, frame: int | None = 0) -> np.ndar
     except ImageReadError:
         raise
     except Exception as e:  # pydicom raises many types for missing codecs / bad data
-        raise ImageReadError(f"cannot decode DICOM pixel data: {type(e).__name__}: {_one_line(e)}", path) \
-            from None
+        raise ImageReadError(f"cannot decode DICOM pixel data: {type(e).__name__}: {_one_line(e)}", path) from None
 
 
 def _dicom_value(ds, name: str, default: float, path: Path) -> float:
@@ -381,8 +408,14 @@ def _dicom_display(path: Path, max_pixels: int | None, frame: int) -> np.ndarray
     return gray
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, frame: int | None = None,
-               axis: int = 2, index: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike,
+    *,
+    max_pixels: int | None = None,
+    frame: int | None = None,
+    axis: int = 2,
+    index: int | None = None,
+) -> np.ndarray:
     """Read an image (JPEG/PNG/BMP/TIFF/DICOM/NIfTI) as displayed → ``HxWx3`` uint8 RGB.
 
     ``frame``: the frame of a multi-frame DICOM (required when it has several; only that frame is
@@ -422,8 +455,17 @@ def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tup
         raise ImageReadError(f"image is too large to decode safely ({e})", path) from None
     except UnidentifiedImageError:
         raise ImageReadError("not an image file Pillow can read (unknown or corrupt format)", path) from None
-    except (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, ZeroDivisionError,
-            struct.error) as e:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        TypeError,
+        IndexError,
+        KeyError,
+        ZeroDivisionError,
+        struct.error,
+    ) as e:
         raise ImageReadError(f"cannot read image header: {type(e).__name__}: {e}", path) from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
@@ -525,7 +567,9 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
 def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95) -> None:
     """Write an ``HxWx3`` (or ``HxW``) uint8 array atomically; the format follows the suffix."""
     path = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(path.suffix.lower())
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        path.suffix.lower()
+    )
     if fmt is None:
         raise ValueError(f"cannot write an image with suffix {path.suffix!r}: {path}")
     img = Image.fromarray(np.asarray(image, dtype=np.uint8))
@@ -545,14 +589,18 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def _frame_index(path: Path, frame: int | None, count: int, what: str = "frame",
-                 how: str = "frame=K (predict --frame K|all)") -> int:
+def _frame_index(
+    path: Path, frame: int | None, count: int, what: str = "frame", how: str = "frame=K (predict --frame K|all)"
+) -> int:
     """``frame`` checked against ``count`` frames (or slices); ``None`` is only allowed when there is one."""
     if frame is None:
         if count == 1:
             return 0
-        raise ImageReadError(f"{'multi-frame DICOM' if what == 'frame' else '3-D volume'} with {count} {what}s: "
-                             f"choose one with {how}, K in 0..{count - 1}", path)
+        raise ImageReadError(
+            f"{'multi-frame DICOM' if what == 'frame' else '3-D volume'} with {count} {what}s: "
+            f"choose one with {how}, K in 0..{count - 1}",
+            path,
+        )
     if not 0 <= frame < count:
         raise ImageReadError(f"{what} {frame} is out of range: the file has {count} {what}(s) (0..{count - 1})", path)
     return frame
@@ -562,8 +610,9 @@ def _nibabel():
     try:
         import nibabel
     except ImportError:
-        raise ImageReadError("reading NIfTI needs nibabel: pip install -c constraints.txt 'sim4seg[serve]' "
-                             "(or pip install nibabel)") from None
+        raise ImageReadError(
+            "reading NIfTI needs nibabel: pip install -c constraints.txt 'sim4seg[serve]' (or pip install nibabel)"
+        ) from None
     return nibabel
 
 
@@ -579,8 +628,11 @@ def _nifti_volume(path: Path):
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 3:
-        raise ImageReadError(f"NIfTI image is {len(shape)}-D {'x'.join(map(str, shape))}; only 2-D images and 3-D "
-                             "volumes are read (take one volume of the series first)", path)
+        raise ImageReadError(
+            f"NIfTI image is {len(shape)}-D {'x'.join(map(str, shape))}; only 2-D images and 3-D "
+            "volumes are read (take one volume of the series first)",
+            path,
+        )
     return img, shape + (1,) * (3 - len(shape))
 
 
@@ -599,12 +651,14 @@ def frame_count(path: str | os.PathLike, *, axis: int = 2) -> int:
 
 def _check_axis(path: Path, axis: int) -> None:
     if axis not in (0, 1, 2):
-        raise ImageReadError(f"NIfTI axis must be 0 ({AXIS_NAMES[0]}), 1 ({AXIS_NAMES[1]}) or 2 ({AXIS_NAMES[2]}), "
-                             f"got {axis}", path)
+        raise ImageReadError(
+            f"NIfTI axis must be 0 ({AXIS_NAMES[0]}), 1 ({AXIS_NAMES[1]}) or 2 ({AXIS_NAMES[2]}), got {axis}", path
+        )
 
 
-def read_nifti_slices(path: str | os.PathLike, axis: int = 2, indices: list[int | None] | None = None, *,
-                      max_pixels: int | None = None) -> Iterator[np.ndarray]:
+def read_nifti_slices(
+    path: str | os.PathLike, axis: int = 2, indices: list[int | None] | None = None, *, max_pixels: int | None = None
+) -> Iterator[np.ndarray]:
     """Yield 2-D slices of a NIfTI file as ``HxWx3`` uint8 (the file is opened once).
 
     The volume is put in its closest canonical orientation (RAS+); a slice is shown with the

@@ -83,7 +83,7 @@ def _line_label(line: str) -> str | None:
     m = _DIAGNOSIS_HEAD.match(line)
     if m is None:
         return None
-    rest = line[m.end():].strip()
+    rest = line[m.end() :].strip()
     if not rest:
         return None
     if rest.endswith(".") and len(rest) > 1:

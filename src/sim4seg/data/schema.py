@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from sim4seg._atomic import atomic_open, write_json
+from sim4seg.data.prompts import SEG_TOKEN
 from sim4seg.data.subsets import MODALITIES, SPLITS, SUBSETS, SubsetInfo
 from sim4seg.errors import InputError, ManifestError
-from sim4seg.data.prompts import SEG_TOKEN
 
 SCHEMA_VERSION = "1.0"
 INFO_FILE = "dataset_info.json"
@@ -59,8 +59,9 @@ class Source:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"source.{name} must be a list of strings")
         size = self.original_size
-        if size is not None and (not isinstance(size, list) or len(size) != 2
-                                 or not all(isinstance(v, int) and v > 0 for v in size)):
+        if size is not None and (
+            not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)
+        ):
             raise ValueError(f"source.original_size must be [H, W] (positive integers) or absent, got {size!r}")
 
 
@@ -108,7 +109,7 @@ class Sample:
         return d
 
     @classmethod
-    def from_json(cls, d: dict, subsets: dict[str, SubsetInfo] | None = None) -> "Sample":
+    def from_json(cls, d: dict, subsets: dict[str, SubsetInfo] | None = None) -> Sample:
         """Build and validate a record; raise ``ValueError`` describing the first problem."""
         if not isinstance(d, dict):
             raise ValueError(f"a record must be a JSON object, got {type(d).__name__}")
@@ -137,9 +138,17 @@ class Sample:
             raise ValueError(f"field 'source': {e}") from None
         src.validate()
         sample = cls(
-            id=d["id"], subset=d["subset"], modality=d["modality"], split=d["split"],
-            image=d["image"], mask=d["mask"], query=d["query"], diagnosis=d["diagnosis"],
-            answers=Answers(**answers), cot=d.get("cot", ""), source=src,
+            id=d["id"],
+            subset=d["subset"],
+            modality=d["modality"],
+            split=d["split"],
+            image=d["image"],
+            mask=d["mask"],
+            query=d["query"],
+            diagnosis=d["diagnosis"],
+            answers=Answers(**answers),
+            cot=d.get("cot", ""),
+            source=src,
         )
         sample.validate(subsets)
         return sample
@@ -157,7 +166,9 @@ class Sample:
         if info.modality != self.modality:
             raise ValueError(f"subset {self.subset!r} is {info.modality}, record says {self.modality!r}")
         if self.diagnosis not in info.labels:
-            raise ValueError(f"diagnosis {self.diagnosis!r} is not in the label set of {self.subset!r}: {list(info.labels)}")
+            raise ValueError(
+                f"diagnosis {self.diagnosis!r} is not in the label set of {self.subset!r}: {list(info.labels)}"
+            )
         for name in ("image", "mask"):
             p = getattr(self, name)
             if os.path.isabs(p) or ".." in Path(p).parts:
@@ -186,7 +197,7 @@ class DatasetInfo:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "DatasetInfo":
+    def from_json(cls, d: dict) -> DatasetInfo:
         version = d.get("schema_version")
         if version is None or str(version).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
             raise ValueError(f"schema_version {version!r} is not supported (this sim4seg reads {SCHEMA_VERSION})")
@@ -222,8 +233,9 @@ def read_info(root: str | os.PathLike) -> DatasetInfo:
         raise ManifestError(str(e), path) from None
 
 
-def iter_split(root: str | os.PathLike, split: str, info: DatasetInfo | None = None,
-               *, errors: list[ManifestError] | None = None) -> Iterator[Sample]:
+def iter_split(
+    root: str | os.PathLike, split: str, info: DatasetInfo | None = None, *, errors: list[ManifestError] | None = None
+) -> Iterator[Sample]:
     """Yield the validated samples of ``split``.
 
     With ``errors=None`` the first bad line raises ``ManifestError`` (file and line);
@@ -234,8 +246,9 @@ def iter_split(root: str | os.PathLike, split: str, info: DatasetInfo | None = N
         yield sample
 
 
-def iter_split_lines(root: str | os.PathLike, split: str, info: DatasetInfo | None = None,
-                     *, errors: list[ManifestError] | None = None) -> Iterator[tuple[int, Sample]]:
+def iter_split_lines(
+    root: str | os.PathLike, split: str, info: DatasetInfo | None = None, *, errors: list[ManifestError] | None = None
+) -> Iterator[tuple[int, Sample]]:
     """``iter_split`` with each sample's line number: ``(line, sample)``.
 
     A line that is not valid UTF-8 is a bad line like any other (a UTF-8 byte-order mark at

@@ -15,10 +15,16 @@ from sim4seg.data.schema import DatasetInfo
 from sim4seg.errors import InputError
 
 
-def resolve_subsets(info: DatasetInfo, *, subsets: Sequence[str] | None = None,
-                    exclude_subsets: Sequence[str] | None = None, modalities: Sequence[str] | None = None,
-                    exclude_modalities: Sequence[str] | None = None, where: str | os.PathLike | None = None,
-                    what: str = "selection") -> list[str]:
+def resolve_subsets(
+    info: DatasetInfo,
+    *,
+    subsets: Sequence[str] | None = None,
+    exclude_subsets: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    exclude_modalities: Sequence[str] | None = None,
+    where: str | os.PathLike | None = None,
+    what: str = "selection",
+) -> list[str]:
     """The manifest's subsets kept by the selection, in manifest order.
 
     A subset is kept when it is in ``subsets`` (unset: all), its modality in ``modalities`` (unset:
@@ -28,18 +34,28 @@ def resolve_subsets(info: DatasetInfo, *, subsets: Sequence[str] | None = None,
     """
     names = list(info.subsets)
     present = sorted({s.modality for s in info.subsets.values()})
-    for label, given, known in (("subset", subsets, names), ("subset", exclude_subsets, names),
-                                ("modality", modalities, present), ("modality", exclude_modalities, present)):
+    for label, given, known in (
+        ("subset", subsets, names),
+        ("subset", exclude_subsets, names),
+        ("modality", modalities, present),
+        ("modality", exclude_modalities, present),
+    ):
         unknown = [x for x in (given or ()) if x not in known]
         if unknown:
-            raise InputError(f"{what}: unknown {label}(s) {', '.join(unknown)}; the manifest has "
-                             f"{', '.join(known)}", where)
-    kept = [n for n in names
-            if (subsets is None or n in subsets)
-            and (modalities is None or info.subsets[n].modality in modalities)
-            and n not in (exclude_subsets or ())
-            and info.subsets[n].modality not in (exclude_modalities or ())]
+            raise InputError(
+                f"{what}: unknown {label}(s) {', '.join(unknown)}; the manifest has {', '.join(known)}", where
+            )
+    kept = [
+        n
+        for n in names
+        if (subsets is None or n in subsets)
+        and (modalities is None or info.subsets[n].modality in modalities)
+        and n not in (exclude_subsets or ())
+        and info.subsets[n].modality not in (exclude_modalities or ())
+    ]
     if not kept:
-        raise InputError(f"{what} keeps no subset of the manifest (it has {', '.join(names)}; modalities "
-                         f"{', '.join(present)})", where)
+        raise InputError(
+            f"{what} keeps no subset of the manifest (it has {', '.join(names)}; modalities {', '.join(present)})",
+            where,
+        )
     return kept

@@ -31,8 +31,13 @@ def table1(info, samples: list[Sample]) -> str:
         lines.append(f"{sub.title:<{name_w}} | {marks} | " + " ".join(f"{c:>6}" for c in per) + f" | {sum(per):>6}")
     totals = [sum(counts[(n, sp)] for n in info.subsets) for sp in SPLITS]
     lines.append("-" * len(head))
-    lines.append(f"{'Total':<{name_w}} | " + " ".join(f"{mod_count[m]:^6}" for m in mods)
-                 + " | " + " ".join(f"{c:>6}" for c in totals) + f" | {sum(totals):>6}")
+    lines.append(
+        f"{'Total':<{name_w}} | "
+        + " ".join(f"{mod_count[m]:^6}" for m in mods)
+        + " | "
+        + " ".join(f"{c:>6}" for c in totals)
+        + f" | {sum(totals):>6}"
+    )
     return "\n".join(lines)
 
 
@@ -43,11 +48,18 @@ def label_table(info, samples: list[Sample]) -> str:
     rows = [(sub.title, label) for sub in info.subsets.values() for label in sub.labels]
     name_w = max(len("Subset"), *(len(t) for t, _ in rows))
     label_w = max(len("Label"), *(len(lb) for _, lb in rows))
-    head = f"{'Subset':<{name_w}} | {'Label':<{label_w}} | " + " ".join(f"{s.capitalize():>6}" for s in SPLITS) + " |  Empty"
+    head = (
+        f"{'Subset':<{name_w}} | {'Label':<{label_w}} | "
+        + " ".join(f"{s.capitalize():>6}" for s in SPLITS)
+        + " |  Empty"
+    )
     lines = [head, "-" * len(head)]
     for name, sub in info.subsets.items():
         for label in sub.labels:
             per = [counts[(name, label, sp)] for sp in SPLITS]
-            lines.append(f"{sub.title:<{name_w}} | {label:<{label_w}} | " + " ".join(f"{c:>6}" for c in per)
-                         + f" | {empty[(name, label)]:>6}")
+            lines.append(
+                f"{sub.title:<{name_w}} | {label:<{label_w}} | "
+                + " ".join(f"{c:>6}" for c in per)
+                + f" | {empty[(name, label)]:>6}"
+            )
     return "\n".join(lines)

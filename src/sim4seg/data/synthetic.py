@@ -89,6 +89,7 @@ def split_counts(n: int, ratio: tuple[int, int, int]) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------- drawing helpers
 
+
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int = 24) -> np.ndarray:
     """Low-frequency noise in [0, 1]: a coarse random grid upsampled bilinearly."""
     gh, gw = h // cell + 2, w // cell + 2
@@ -151,8 +152,9 @@ def _background(modality: str, rng: np.random.Generator, h: int, w: int) -> np.n
     return img
 
 
-def _draw_lesions(img: np.ndarray, rng: np.random.Generator, modality: str, style: Style,
-                  scale: tuple[float, float] = LESION_SCALE) -> tuple[np.ndarray, int]:
+def _draw_lesions(
+    img: np.ndarray, rng: np.random.Generator, modality: str, style: Style, scale: tuple[float, float] = LESION_SCALE
+) -> tuple[np.ndarray, int]:
     h, w = img.shape[:2]
     mask_img = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask_img)
@@ -176,8 +178,9 @@ def distractor_styles(info: SubsetInfo) -> list[Style]:
     return [s for s in label_styles(len(SHAPES) * len(TEXTURES) * len(TONES)) if s not in used]
 
 
-def _draw_distractors(img: np.ndarray, rng: np.random.Generator, info: SubsetInfo, count: int,
-                      scale: tuple[float, float]) -> None:
+def _draw_distractors(
+    img: np.ndarray, rng: np.random.Generator, info: SubsetInfo, count: int, scale: tuple[float, float]
+) -> None:
     """Paint ``count`` blobs in styles of no label of ``info`` onto ``img`` (they are not in the mask)."""
     h, w = img.shape[:2]
     styles = distractor_styles(info)
@@ -238,10 +241,16 @@ def _draw_fundus(img: np.ndarray, rng: np.random.Generator, label: str) -> np.nd
     return mask
 
 
-def draw_sample(info: SubsetInfo, label: str, rng: np.random.Generator,
-                size_range: tuple[int, int] = (160, 256), *, lesion_scale: tuple[float, float] = LESION_SCALE,
-                distractors: tuple[int, int] = DISTRACTORS,
-                distractor_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def draw_sample(
+    info: SubsetInfo,
+    label: str,
+    rng: np.random.Generator,
+    size_range: tuple[int, int] = (160, 256),
+    *,
+    lesion_scale: tuple[float, float] = LESION_SCALE,
+    distractors: tuple[int, int] = DISTRACTORS,
+    distractor_rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Draw one image of ``info``'s modality showing ``label``; return ``(image, mask, instances)``.
 
     Distractor blobs (``distractors`` = (min, max) per image) are drawn under the lesions from
@@ -283,16 +292,25 @@ def _label_for(info: SubsetInfo, rng: np.random.Generator) -> str:
     return info.labels[int(rng.integers(len(info.labels)))]
 
 
-def make_sample(root: Path, info: SubsetInfo, index: int, split: str, seed: int,
-                size_range: tuple[int, int] = (160, 256), *, lesion_scale: tuple[float, float] = LESION_SCALE,
-                distractors: tuple[int, int] = DISTRACTORS) -> Sample:
+def make_sample(
+    root: Path,
+    info: SubsetInfo,
+    index: int,
+    split: str,
+    seed: int,
+    size_range: tuple[int, int] = (160, 256),
+    *,
+    lesion_scale: tuple[float, float] = LESION_SCALE,
+    distractors: tuple[int, int] = DISTRACTORS,
+) -> Sample:
     """Draw sample ``index`` of subset ``info``, write its files under ``root``, return its record."""
     subset_idx = list(SUBSETS).index(info.name) if info.name in SUBSETS else 100 + sum(map(ord, info.name))
     rng = np.random.default_rng([seed, subset_idx, index])
     drng = np.random.default_rng([seed, subset_idx, index, _DISTRACTOR_STREAM])
     label = _label_for(info, rng)
-    image, mask, count = draw_sample(info, label, rng, size_range, lesion_scale=lesion_scale,
-                                     distractors=distractors, distractor_rng=drng)
+    image, mask, count = draw_sample(
+        info, label, rng, size_range, lesion_scale=lesion_scale, distractors=distractors, distractor_rng=drng
+    )
     sid = f"{info.name}-{index:05d}"
     gray = info.modality in ("xray", "ultrasound")
     image_rel = f"images/{info.name}/{sid}.{'png' if gray else 'jpg'}"
@@ -300,18 +318,36 @@ def make_sample(root: Path, info: SubsetInfo, index: int, split: str, seed: int,
     write_image(root / image_rel, image[..., 0] if gray else image)
     write_mask(root / mask_rel, mask)
     return Sample(
-        id=sid, subset=info.name, modality=info.modality, split=split,
-        image=image_rel, mask=mask_rel,
-        query=prompts.make_query(info, seed, sid), diagnosis=label,
+        id=sid,
+        subset=info.name,
+        modality=info.modality,
+        split=split,
+        image=image_rel,
+        mask=mask_rel,
+        query=prompts.make_query(info, seed, sid),
+        diagnosis=label,
         answers=Answers(**prompts.make_answers(label, seed, sid)),
-        source=Source(dataset="synthetic", files=[], annotation_ids=[],
-                      mask_from="synthetic" if mask.any() else "empty", instances=count),
+        source=Source(
+            dataset="synthetic",
+            files=[],
+            annotation_ids=[],
+            mask_from="synthetic" if mask.any() else "empty",
+            instances=count,
+        ),
     )
 
 
-def synthesize(out: str | os.PathLike, n: int, seed: int = 0, *, subsets: list[str] | None = None,
-               size_range: tuple[int, int] = (160, 256), progress: bool = False,
-               lesion_scale: tuple[float, float] = LESION_SCALE, distractors: tuple[int, int] = DISTRACTORS) -> DatasetInfo:
+def synthesize(
+    out: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    *,
+    subsets: list[str] | None = None,
+    size_range: tuple[int, int] = (160, 256),
+    progress: bool = False,
+    lesion_scale: tuple[float, float] = LESION_SCALE,
+    distractors: tuple[int, int] = DISTRACTORS,
+) -> DatasetInfo:
     """Write a synthetic M3DS of ``n`` samples to ``out``; subsets share ``n`` equally.
 
     ``lesion_scale``: lesion radius range as a fraction of the shorter side; ``distractors``:
@@ -340,12 +376,21 @@ def synthesize(out: str | os.PathLike, n: int, seed: int = 0, *, subsets: list[s
         from tqdm import tqdm
 
         jobs = tqdm(jobs, desc="synth", unit="img")
-    samples = [make_sample(root, info, j, split, seed, size_range, lesion_scale=lesion_scale,
-                           distractors=distractors) for info, j, split in jobs]
+    samples = [
+        make_sample(root, info, j, split, seed, size_range, lesion_scale=lesion_scale, distractors=distractors)
+        for info, j, split in jobs
+    ]
     info = DatasetInfo(
         subsets={name: SUBSETS[name] for name in names},
-        build={"command": "synth", "n": n, "seed": seed, "subsets": names, "size_range": list(size_range),
-               "lesion_scale": list(lesion_scale), "distractors": list(distractors)},
+        build={
+            "command": "synth",
+            "n": n,
+            "seed": seed,
+            "subsets": names,
+            "size_range": list(size_range),
+            "lesion_scale": list(lesion_scale),
+            "distractors": list(distractors),
+        },
     )
     write_manifest(root, samples, info)
     log.info("wrote %d synthetic samples to %s", len(samples), root)

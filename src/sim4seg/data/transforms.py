@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class SegmenterFrame:
     resample: int = 2
 
     @classmethod
-    def from_processor_config(cls, d: dict, path=None) -> "SegmenterFrame":
+    def from_processor_config(cls, d: dict, path=None) -> SegmenterFrame:
         """A ``SamImageProcessor`` / ``Sam2ImageProcessor`` config dict → the frame; InputError naming ``path``."""
         from sim4seg.errors import InputError
 
@@ -49,7 +49,7 @@ class SegmenterFrame:
             size = d.get("size") or {}
             side = size.get("longest_edge") if isinstance(size, dict) else size
             pad = d.get("pad_size") or {}
-            if side is None and isinstance(size, dict) and "height" in size:   # SAM2: a fixed square resize
+            if side is None and isinstance(size, dict) and "height" in size:  # SAM2: a fixed square resize
                 side = size["height"]
             if side is None:
                 raise ValueError("size.longest_edge is missing")
@@ -58,11 +58,15 @@ class SegmenterFrame:
             resample = int(d.get("resample", 2))
             if resample not in RESAMPLE:
                 raise ValueError(f"resample {resample} is not a PIL filter {sorted(RESAMPLE)}")
-            frame = cls(size=int(side), do_rescale=bool(d.get("do_rescale", True)),
-                        rescale_factor=float(d.get("rescale_factor", 1 / 255)),
-                        do_normalize=bool(d.get("do_normalize", True)),
-                        image_mean=tuple(float(v) for v in d.get("image_mean", cls.image_mean)),
-                        image_std=tuple(float(v) for v in d.get("image_std", cls.image_std)), resample=resample)
+            frame = cls(
+                size=int(side),
+                do_rescale=bool(d.get("do_rescale", True)),
+                rescale_factor=float(d.get("rescale_factor", 1 / 255)),
+                do_normalize=bool(d.get("do_normalize", True)),
+                image_mean=tuple(float(v) for v in d.get("image_mean", cls.image_mean)),
+                image_std=tuple(float(v) for v in d.get("image_std", cls.image_std)),
+                resample=resample,
+            )
             if len(frame.image_mean) != 3 or len(frame.image_std) != 3 or min(frame.image_std) <= 0:
                 raise ValueError("image_mean and image_std must be 3 numbers, std > 0")
             return frame
@@ -71,12 +75,22 @@ class SegmenterFrame:
 
     def to_processor_config(self, processor_class: str = "SamImageProcessor") -> dict:
         """The ``preprocessor_config.json`` content (``SamImageProcessor``'s keys)."""
-        return {"image_processor_type": processor_class, "do_resize": True, "size": {"longest_edge": self.size},
-                "do_pad": True, "pad_size": {"height": self.size, "width": self.size},
-                "do_rescale": self.do_rescale, "rescale_factor": self.rescale_factor,
-                "do_normalize": self.do_normalize, "image_mean": list(self.image_mean),
-                "image_std": list(self.image_std), "resample": self.resample, "do_convert_rgb": True,
-                "mask_size": {"longest_edge": 256}, "mask_pad_size": {"height": 256, "width": 256}}
+        return {
+            "image_processor_type": processor_class,
+            "do_resize": True,
+            "size": {"longest_edge": self.size},
+            "do_pad": True,
+            "pad_size": {"height": self.size, "width": self.size},
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "resample": self.resample,
+            "do_convert_rgb": True,
+            "mask_size": {"longest_edge": 256},
+            "mask_pad_size": {"height": 256, "width": 256},
+        }
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 → (3, S, S) float32 in this checkpoint's input scale."""

@@ -12,7 +12,7 @@ between the mask's pixel uncertainty and its error — computed from the per-sam
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -66,18 +66,34 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> dict:
 def uncertainty_report(rows: Sequence[Mapping], bins: int = 10) -> dict:
     """From evaluation rows (``confidence``, ``correct``, ``uncertainty_mean``, ``iou``) →
     ``{"calibration": {...} | None, "uncertainty_vs_error": {...} | None, "skipped": {...}}``."""
-    cal = [(r["confidence"], r["correct"]) for r in rows
-           if r.get("confidence") is not None and r.get("correct") is not None]
-    unc = [(r["uncertainty_mean"], 1.0 - r["iou"]) for r in rows
-           if r.get("uncertainty_mean") is not None and r.get("iou") is not None]
-    out: dict = {"calibration": None, "uncertainty_vs_error": None,
-                 "skipped": {"no_confidence": len(rows) - len(cal), "no_uncertainty": len(rows) - len(unc)}}
+    cal = [
+        (r["confidence"], r["correct"])
+        for r in rows
+        if r.get("confidence") is not None and r.get("correct") is not None
+    ]
+    unc = [
+        (r["uncertainty_mean"], 1.0 - r["iou"])
+        for r in rows
+        if r.get("uncertainty_mean") is not None and r.get("iou") is not None
+    ]
+    out: dict = {
+        "calibration": None,
+        "uncertainty_vs_error": None,
+        "skipped": {"no_confidence": len(rows) - len(cal), "no_uncertainty": len(rows) - len(unc)},
+    }
     if cal:
         ece, table = reliability([c for c, _ in cal], [y for _, y in cal], bins)
-        out["calibration"] = {"n": len(cal), "ece": ece, "mean_confidence": float(np.mean([c for c, _ in cal])),
-                              "accuracy": float(np.mean([y for _, y in cal])), "bins": table}
+        out["calibration"] = {
+            "n": len(cal),
+            "ece": ece,
+            "mean_confidence": float(np.mean([c for c, _ in cal])),
+            "accuracy": float(np.mean([y for _, y in cal])),
+            "bins": table,
+        }
     if unc:
-        out["uncertainty_vs_error"] = {**correlation([u for u, _ in unc], [e for _, e in unc]),
-                                       "mean_uncertainty": float(np.mean([u for u, _ in unc])),
-                                       "mean_error": float(np.mean([e for _, e in unc]))}
+        out["uncertainty_vs_error"] = {
+            **correlation([u for u, _ in unc], [e for _, e in unc]),
+            "mean_uncertainty": float(np.mean([u for u, _ in unc])),
+            "mean_error": float(np.mean([e for _, e in unc])),
+        }
     return out

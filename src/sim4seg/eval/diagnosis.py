@@ -22,8 +22,8 @@ with an ``InputError``: such a file is not a model's output.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from sim4seg.data.prompts import parse_diagnosis_line
 from sim4seg.data.subsets import SUBSETS, SubsetInfo
@@ -36,8 +36,11 @@ MAX_ANSWER_CHARS = 100_000
 def check_answer_length(answer: str) -> None:
     """``InputError`` for an answer over ``MAX_ANSWER_CHARS``."""
     if len(answer) > MAX_ANSWER_CHARS:
-        raise InputError(f"answer is {len(answer):,} characters long, over the limit of {MAX_ANSWER_CHARS:,} "
-                         "(sim4seg.eval.diagnosis.MAX_ANSWER_CHARS)")
+        raise InputError(
+            f"answer is {len(answer):,} characters long, over the limit of {MAX_ANSWER_CHARS:,} "
+            "(sim4seg.eval.diagnosis.MAX_ANSWER_CHARS)"
+        )
+
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -75,12 +78,12 @@ class _SubsetPhrases:
                 if not key:
                     continue
                 if table.get(key, label) != label:
-                    raise ValueError(f"subset {info.name!r}: phrase {phrase!r} names both "
-                                     f"{table[key]!r} and {label!r}")
+                    raise ValueError(f"subset {info.name!r}: phrase {phrase!r} names both {table[key]!r} and {label!r}")
                 table[key] = label
         self.table = table
-        self.patterns = [(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)"), k)
-                         for k in sorted(table, key=lambda k: (-len(k), k))]
+        self.patterns = [
+            (re.compile(rf"(?<!\w){re.escape(k)}(?!\w)"), k) for k in sorted(table, key=lambda k: (-len(k), k))
+        ]
 
     def search(self, text: str) -> Parsed:
         norm = normalize(text)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -68,8 +68,16 @@ class Evaluator:
         """The sample's ground truth ``HxW`` bool."""
         return read_mask(self.root / sample.mask)
 
-    def add(self, sample: Sample, pred_mask: np.ndarray | None, answer: str | None, *,
-            where: str | None = None, confidence: float | None = None, uncertainty: float | None = None) -> dict:
+    def add(
+        self,
+        sample: Sample,
+        pred_mask: np.ndarray | None,
+        answer: str | None,
+        *,
+        where: str | None = None,
+        confidence: float | None = None,
+        uncertainty: float | None = None,
+    ) -> dict:
         """Score one sample; ``where`` (e.g. ``"P.jsonl:12"``) prefixes error messages. ``confidence`` (the
         diagnosis agreement) and ``uncertainty`` (mean pixel uncertainty) are kept for the calibration report."""
         stats = None
@@ -77,20 +85,29 @@ class Evaluator:
             gt = self.gt_mask(sample)
             pred = np.asarray(pred_mask)
             if pred.shape != gt.shape:
-                raise InputError(f"predicted mask of {sample.id} is {_wh(pred.shape)} but its ground truth "
-                                 f"({sample.mask}) is {_wh(gt.shape)}", where)
+                raise InputError(
+                    f"predicted mask of {sample.id} is {_wh(pred.shape)} but its ground truth "
+                    f"({sample.mask}) is {_wh(gt.shape)}",
+                    where,
+                )
             stats = mask_stats(pred, gt)
         parsed = None if answer is None else self.parser.parse(answer, sample.subset)
         correct = None if parsed is None else parsed.label == sample.diagnosis
         self.acc.add(sample.subset, stats, correct, bool(parsed is not None and parsed.unparseable))
-        row = {"id": sample.id, "subset": sample.subset, "label": sample.diagnosis,
-               "iou": None if stats is None else stats.iou,
-               "dice": None if stats is None else stats.dice,
-               "intersection": None if stats is None else stats.intersection,
-               "union": None if stats is None else stats.union,
-               "parsed": None if parsed is None else parsed.label,
-               "parsed_from": None if parsed is None else parsed.source,
-               "correct": correct, "confidence": confidence, "uncertainty_mean": uncertainty}
+        row = {
+            "id": sample.id,
+            "subset": sample.subset,
+            "label": sample.diagnosis,
+            "iou": None if stats is None else stats.iou,
+            "dice": None if stats is None else stats.dice,
+            "intersection": None if stats is None else stats.intersection,
+            "union": None if stats is None else stats.union,
+            "parsed": None if parsed is None else parsed.label,
+            "parsed_from": None if parsed is None else parsed.source,
+            "correct": correct,
+            "confidence": confidence,
+            "uncertainty_mean": uncertainty,
+        }
         self.rows.append(row)
         return row
 
@@ -105,8 +122,13 @@ def _wh(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}" if len(shape) >= 2 else str(shape)
 
 
-def evaluate(items: Iterable[tuple[Sample, np.ndarray | None, str | None]], root: str | os.PathLike,
-             info: DatasetInfo | None = None, *, parser: DiagnosisParser | None = None) -> Evaluator:
+def evaluate(
+    items: Iterable[tuple[Sample, np.ndarray | None, str | None]],
+    root: str | os.PathLike,
+    info: DatasetInfo | None = None,
+    *,
+    parser: DiagnosisParser | None = None,
+) -> Evaluator:
     """Score ``(sample, pred_mask HxW | None, answer | None)`` triples, e.g. from a predictor."""
     ev = Evaluator(root, read_info(root) if info is None else info, parser)
     for sample, mask, answer in items:
@@ -162,8 +184,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, PredictionRow]:
         for key in ("mask", "answer"):
             value = row.get(key)
             if value is not None and not isinstance(value, str):
-                raise InputError(f"field {key!r} must be a string or null, got {type(value).__name__}",
-                                 path, lineno)
+                raise InputError(f"field {key!r} must be a string or null, got {type(value).__name__}", path, lineno)
             if key == "mask" and value == "":
                 raise InputError("field 'mask' is an empty path", path, lineno)
             if key == "mask" and value is not None and "\0" in value:
@@ -176,19 +197,30 @@ def read_predictions(path: str | os.PathLike) -> dict[str, PredictionRow]:
             has[key].setdefault(value is not None, lineno)
         for key in ("confidence", "uncertainty_mean"):
             value = row.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0.0 <= value <= 1.0):
-                raise InputError(f"field {key!r} must be a number in [0, 1] or null, got {str(value)[:40]}",
-                                 path, lineno)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0
+            ):
+                raise InputError(
+                    f"field {key!r} must be a number in [0, 1] or null, got {str(value)[:40]}", path, lineno
+                )
         mask = row.get("mask")
-        preds[pid] = PredictionRow(pid, None if mask is None else path.parent / mask, row.get("answer"), lineno,
-                                   confidence=row.get("confidence"), uncertainty=row.get("uncertainty_mean"))
+        preds[pid] = PredictionRow(
+            pid,
+            None if mask is None else path.parent / mask,
+            row.get("answer"),
+            lineno,
+            confidence=row.get("confidence"),
+            uncertainty=row.get("uncertainty_mean"),
+        )
     if not preds:
         raise InputError("predictions file holds no predictions", path)
     for key, seen in has.items():
         if len(seen) == 2:
-            raise InputError(f"field {key!r} is given on line {seen[True]} but missing or null on line "
-                             f"{seen[False]}: give it on every line or on none", path)
+            raise InputError(
+                f"field {key!r} is given on line {seen[True]} but missing or null on line "
+                f"{seen[False]}: give it on every line or on none",
+                path,
+            )
     return preds
 
 
@@ -202,8 +234,7 @@ def check_ids(preds: dict[str, PredictionRow], samples: list[Sample], path: str 
         problems.append(f"{len(missing)} id(s) of the {split!r} split have no prediction: {_few(missing)}")
     if unknown:
         first = preds[unknown[0]].line
-        problems.append(f"{len(unknown)} id(s) are not in the {split!r} split (first on line {first}): "
-                        f"{_few(unknown)}")
+        problems.append(f"{len(unknown)} id(s) are not in the {split!r} split (first on line {first}): {_few(unknown)}")
     if problems:
         raise InputError("; ".join(problems), path)
 
@@ -221,8 +252,9 @@ def _read_pred_mask(pred: PredictionRow, path: Path) -> np.ndarray | None:
         raise InputError(f"cannot read mask {pred.mask}: {e.problem}", path, pred.line) from None
 
 
-def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str | os.PathLike, *,
-                         subsets: list[str] | None = None) -> Evaluator:
+def evaluate_predictions(
+    root: str | os.PathLike, split: str, predictions: str | os.PathLike, *, subsets: list[str] | None = None
+) -> Evaluator:
     """Score a predictions JSONL against ``split`` of the manifest at ``root`` (only ``subsets``, if given:
     predictions of the split's other samples are then ignored)."""
     info, samples = load_split(root, split)
@@ -245,8 +277,14 @@ def evaluate_predictions(root: str | os.PathLike, split: str, predictions: str |
             ev.rows[-1]["failed"] = pred.failed
             ev.failed[sample.id] = pred.failed
             continue
-        ev.add(sample, _read_pred_mask(pred, path), pred.answer, where=f"{path}:{pred.line}",
-               confidence=pred.confidence, uncertainty=pred.uncertainty)
+        ev.add(
+            sample,
+            _read_pred_mask(pred, path),
+            pred.answer,
+            where=f"{path}:{pred.line}",
+            confidence=pred.confidence,
+            uncertainty=pred.uncertainty,
+        )
     return ev
 
 
@@ -269,8 +307,9 @@ def majority_labels(root: str | os.PathLike, info: DatasetInfo) -> dict[str, str
     return out
 
 
-def baseline_items(kind: str, root: str | os.PathLike, info: DatasetInfo,
-                   samples: Iterable[Sample]) -> Iterator[tuple[Sample, np.ndarray | None, str | None]]:
+def baseline_items(
+    kind: str, root: str | os.PathLike, info: DatasetInfo, samples: Iterable[Sample]
+) -> Iterator[tuple[Sample, np.ndarray | None, str | None]]:
     """``(sample, mask, answer)`` of a trivial baseline (see ``BASELINES``)."""
     if kind not in BASELINES:
         raise InputError(f"unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}")
@@ -290,8 +329,7 @@ def _only(samples: list[Sample], subsets: list[str], root, split: str) -> list[S
     return kept
 
 
-def evaluate_baseline(root: str | os.PathLike, split: str, kind: str, *,
-                      subsets: list[str] | None = None) -> Evaluator:
+def evaluate_baseline(root: str | os.PathLike, split: str, kind: str, *, subsets: list[str] | None = None) -> Evaluator:
     """Score the trivial baseline ``kind`` on ``split`` (only ``subsets``, if given)."""
     info, samples = load_split(root, split)
     samples = samples if subsets is None else _only(samples, subsets, root, split)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def pick_worst_best(rows: Sequence[Mapping], k: int) -> tuple[list[Mapping], lis
     """The ``k`` lowest-IoU rows and the ``k`` highest (disjoint; ties by id); rows without IoU are left out."""
     scored = sorted((r for r in rows if r.get("iou") is not None), key=lambda r: (r["iou"], r["id"]))
     worst = scored[:k]
-    rest = scored[len(worst):]
+    rest = scored[len(worst) :]
     best = rest[::-1][:k]
     return worst, best
 
@@ -100,9 +100,11 @@ def overlay_sheet(samples: Sequence[Mapping], title: str, path: str | os.PathLik
         image = s["image"]
         panels = (image, overlay(image, s["gt"], GT_COLOUR), overlay(image, s["pred"], PRED_COLOUR))
         correct = s["parsed"] is not None and s["parsed"] == s["label"]
-        titles = (f"{s['id']}\nimage {image.shape[1]}×{image.shape[0]}",
-                  f"ground truth\ntrue: {_label(s['label'])}",
-                  f"prediction (IoU {s['iou']:.2f})\npredicted: {_label(s['parsed'])}")
+        titles = (
+            f"{s['id']}\nimage {image.shape[1]}×{image.shape[0]}",
+            f"ground truth\ntrue: {_label(s['label'])}",
+            f"prediction (IoU {s['iou']:.2f})\npredicted: {_label(s['parsed'])}",
+        )
         for j, (ax, tile, text) in enumerate(zip(axes[i], panels, titles)):
             ax.imshow(tile, interpolation="nearest")
             ax.set_xticks([])
@@ -114,8 +116,15 @@ def overlay_sheet(samples: Sequence[Mapping], title: str, path: str | os.PathLik
     return save_figure(fig, path)
 
 
-def overlay_sheets(root: str | os.PathLike, rows: Sequence[Mapping], masks: Mapping[str, Path], images: Mapping[str, Path],
-                   gts: Mapping[str, Path], out: str | os.PathLike, k: int) -> list[Path]:
+def overlay_sheets(
+    root: str | os.PathLike,
+    rows: Sequence[Mapping],
+    masks: Mapping[str, Path],
+    images: Mapping[str, Path],
+    gts: Mapping[str, Path],
+    out: str | os.PathLike,
+    k: int,
+) -> list[Path]:
     """Per subset, ``<subset>_worst.png`` and ``<subset>_best.png`` (K samples each) in ``out``.
 
     ``rows``: the evaluator's per-sample rows; ``masks``: id → predicted mask PNG; ``images`` /
@@ -130,9 +139,18 @@ def overlay_sheets(root: str | os.PathLike, rows: Sequence[Mapping], masks: Mapp
         for kind, chosen in (("worst", worst), ("best", best)):
             if not chosen:
                 continue
-            samples = [{"id": r["id"], "image": read_image(root / images[r["id"]]), "gt": read_mask(root / gts[r["id"]]),
-                        "pred": read_mask(masks[r["id"]]), "label": r["label"], "parsed": r["parsed"], "iou": r["iou"]}
-                       for r in chosen]
+            samples = [
+                {
+                    "id": r["id"],
+                    "image": read_image(root / images[r["id"]]),
+                    "gt": read_mask(root / gts[r["id"]]),
+                    "pred": read_mask(masks[r["id"]]),
+                    "label": r["label"],
+                    "parsed": r["parsed"],
+                    "iou": r["iou"],
+                }
+                for r in chosen
+            ]
             title = f"{subset}: the {len(chosen)} {kind} by IoU (green: ground truth, red: prediction)"
             written.append(overlay_sheet(samples, title, out / f"{subset}_{kind}.png"))
     return written
@@ -150,8 +168,10 @@ def confusion_counts(rows: Iterable[Mapping], labels: Mapping[str, Sequence[str]
         if r.get("correct") is None:
             continue
         names = list(labels[r["subset"]])
-        entry = out.setdefault(r["subset"], {"labels": names, "columns": names + [UNPARSED],
-                                             "counts": [[0] * (len(names) + 1) for _ in names]})
+        entry = out.setdefault(
+            r["subset"],
+            {"labels": names, "columns": names + [UNPARSED], "counts": [[0] * (len(names) + 1) for _ in names]},
+        )
         col = names.index(r["parsed"]) if r["parsed"] in names else len(names)
         entry["counts"][names.index(r["label"])][col] += 1
     return dict(sorted(out.items()))
@@ -161,15 +181,22 @@ def confusion_figure(subset: str, entry: Mapping, path: str | os.PathLike) -> Pa
     """One subset's confusion matrix as a PNG: counts in the cells, rows = true label."""
     Figure = _matplotlib()
     counts = np.asarray(entry["counts"], dtype=int)
-    n, correct = int(counts.sum()), int(np.trace(counts[:, :len(entry["labels"])]))
+    n, correct = int(counts.sum()), int(np.trace(counts[:, : len(entry["labels"])]))
     rows, cols = counts.shape
     fig = Figure(figsize=(1.6 + 0.75 * cols, 1.4 + 0.55 * rows))
     ax = fig.subplots()
     ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(1, counts.max()))
     for i in range(rows):
         for j in range(cols):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=9,
-                    color="white" if counts[i, j] > counts.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if counts[i, j] > counts.max() / 2 else "black",
+            )
     ax.set_xticks(range(cols))
     ax.set_xticklabels(entry["columns"], rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(rows))
@@ -214,8 +241,14 @@ def subset_bars(summary: Mapping, path: str | os.PathLike, title: str = "per sub
         vals = [100.0 * y if y is not None else 0.0 for y in ys]
         bars = ax.bar(xs, vals, width, label=label)
         for b, y in zip(bars, ys):
-            ax.annotate("-" if y is None else f"{100 * y:.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                        textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+            ax.annotate(
+                "-" if y is None else f"{100 * y:.0f}",
+                (b.get_x() + b.get_width() / 2, b.get_height()),
+                textcoords="offset points",
+                xytext=(0, 2),
+                ha="center",
+                fontsize=7,
+            )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([f"{s}\nn={per[s].get('n', '?')}" for s in names], fontsize=8)
     ax.set_ylim(0, 105)
@@ -227,8 +260,7 @@ def subset_bars(summary: Mapping, path: str | os.PathLike, title: str = "per sub
     return save_figure(fig, path)
 
 
-def learning_curve(log_path: str | os.PathLike, path: str | os.PathLike,
-                   title: str = "training loss") -> Path | None:
+def learning_curve(log_path: str | os.PathLike, path: str | os.PathLike, title: str = "training loss") -> Path | None:
     """The loss terms (``loss``, ``loss_*``) of a training ``log.jsonl`` against the optimizer step (log scale);
     ``None`` (nothing written) if the log has no training row."""
     Figure = _matplotlib()
@@ -263,9 +295,16 @@ def learning_curve(log_path: str | os.PathLike, path: str | os.PathLike,
     return save_figure(fig, path)
 
 
-def evaluation_pictures(root: str | os.PathLike, split: str, rows: Sequence[Mapping], summary: Mapping,
-                        predictions: str | os.PathLike | None, out: str | os.PathLike, k: int,
-                        method: str = "") -> list[Path]:
+def evaluation_pictures(
+    root: str | os.PathLike,
+    split: str,
+    rows: Sequence[Mapping],
+    summary: Mapping,
+    predictions: str | os.PathLike | None,
+    out: str | os.PathLike,
+    k: int,
+    method: str = "",
+) -> list[Path]:
     """All pictures of one evaluation in ``out``: ``per_subset.png``, ``confusion_<subset>.png`` (+ json) and,
     when ``predictions`` has masks and ``k > 0``, ``overlays/<subset>_{worst,best}.png``."""
     from sim4seg.data.schema import load_split
@@ -277,6 +316,7 @@ def evaluation_pictures(root: str | os.PathLike, split: str, rows: Sequence[Mapp
     written += confusion(rows, {name: sub.labels for name, sub in info.subsets.items()}, out)
     if k > 0 and predictions is not None:
         masks = {pid: p.mask for pid, p in read_predictions(predictions).items() if p.mask is not None}
-        written += overlay_sheets(root, rows, masks, {s.id: s.image for s in samples}, {s.id: s.mask for s in samples},
-                                  out / "overlays", k)
+        written += overlay_sheets(
+            root, rows, masks, {s.id: s.image for s in samples}, {s.id: s.mask for s in samples}, out / "overlays", k
+        )
     return written

@@ -24,8 +24,8 @@ with ``@register_metric("name")``, and appears in every ``metrics.json`` from th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -119,6 +119,7 @@ def register_metric(name: str):
     def add(f: Callable[[MaskStats], float]) -> Callable[[MaskStats], float]:
         MASK_METRICS[name] = f
         return f
+
     return add
 
 
@@ -181,15 +182,20 @@ class MetricAccumulator:
         self._overall = _Totals()
         self._subsets: dict[str, _Totals] = {}
 
-    def add(self, subset: str, stats: MaskStats | None, correct: bool | None = None,
-            unparseable: bool = False) -> None:
+    def add(self, subset: str, stats: MaskStats | None, correct: bool | None = None, unparseable: bool = False) -> None:
         if unparseable and correct:
             raise ValueError("an unparseable answer cannot be correct")
         self._overall.add(stats, correct, unparseable)
         self._subsets.setdefault(subset, _Totals()).add(stats, correct, unparseable)
 
-    def add_masks(self, subset: str, pred: np.ndarray | None, gt: np.ndarray, correct: bool | None = None,
-                  unparseable: bool = False) -> MaskStats | None:
+    def add_masks(
+        self,
+        subset: str,
+        pred: np.ndarray | None,
+        gt: np.ndarray,
+        correct: bool | None = None,
+        unparseable: bool = False,
+    ) -> MaskStats | None:
         """Compute the sample's counts from its masks, add them, and return them."""
         stats = None if pred is None else mask_stats(pred, gt)
         self.add(subset, stats, correct, unparseable)
@@ -204,5 +210,7 @@ class MetricAccumulator:
         ``dice``, ``acc`` (fractions in [0, 1], or ``None``), ``n`` and ``unparseable`` (counts)."""
         if self._overall.n == 0:
             raise ValueError("no samples were scored")
-        return {"overall": self._overall.summary(),
-                "per_subset": {k: v.summary() for k, v in sorted(self._subsets.items())}}
+        return {
+            "overall": self._overall.summary(),
+            "per_subset": {k: v.summary() for k, v in sorted(self._subsets.items())},
+        }

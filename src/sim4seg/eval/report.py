@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from sim4seg._atomic import atomic_open, write_json, write_text
+from sim4seg._atomic import write_json, write_text
 from sim4seg.data.subsets import SUBSETS, SubsetInfo
 
 TABLE3_COLUMNS: tuple[tuple[str, str], ...] = tuple((s.name, s.column) for s in SUBSETS.values())
@@ -32,8 +32,7 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100.0 * value:.2f}"
 
 
-def subset_columns(results: Sequence[Result],
-                   subsets: Mapping[str, SubsetInfo] | None = None) -> list[tuple[str, str]]:
+def subset_columns(results: Sequence[Result], subsets: Mapping[str, SubsetInfo] | None = None) -> list[tuple[str, str]]:
     """The paper's ten columns, then any other subset found in ``results`` (by its title)."""
     known = dict(TABLE3_COLUMNS)
     extra = sorted({k for _, r in results for k in r.get("per_subset", {}) if k not in known})
@@ -64,8 +63,13 @@ def markdown(results: Sequence[Result], subsets: Mapping[str, SubsetInfo] | None
         lines.append(f"| {name} | {pct(o['dice'])} | {o['n']} | {o['unparseable']} |")
     columns = subset_columns(results, subsets)
     head = [title for _, title in columns] + ["Avg."]
-    lines += ["", "Table 3 layout — per subset (%):", "",
-              "| Method | | " + " | ".join(head) + " |", "|---|---|" + "---:|" * len(head)]
+    lines += [
+        "",
+        "Table 3 layout — per subset (%):",
+        "",
+        "| Method | | " + " | ".join(head) + " |",
+        "|---|---|" + "---:|" * len(head),
+    ]
     for name, r in results:
         for i, (key, label) in enumerate(METRICS):
             cells = [pct(v) for v in table3_values(r, columns, key)]
@@ -85,8 +89,9 @@ def csv_text(results: Sequence[Result], subsets: Mapping[str, SubsetInfo] | None
     return buf.getvalue()
 
 
-def write_metrics(out: str | os.PathLike, summary: Mapping, method: str = "Sim4Seg",
-                  subsets: Mapping[str, SubsetInfo] | None = None) -> list[Path]:
+def write_metrics(
+    out: str | os.PathLike, summary: Mapping, method: str = "Sim4Seg", subsets: Mapping[str, SubsetInfo] | None = None
+) -> list[Path]:
     """Write ``metrics.json`` (fractions), ``metrics.md`` and ``metrics.csv`` (percent) to ``out``."""
     out = Path(out)
     write_json(out / "metrics.json", dict(summary))
@@ -117,8 +122,15 @@ def _sweep_csv(path: Path, rows: Sequence[Mapping], fields: tuple[str, ...]) -> 
     write_text(path, buf.getvalue())
 
 
-def _panel(ax, rows: Sequence[Mapping], param: str, series: Sequence[tuple[str, str]], xlabel: str,
-           title: str, xticklabels=None) -> None:
+def _panel(
+    ax,
+    rows: Sequence[Mapping],
+    param: str,
+    series: Sequence[tuple[str, str]],
+    xlabel: str,
+    title: str,
+    xticklabels=None,
+) -> None:
     """One sweep panel on the full 0–100 % axis (a 0.1-point wobble must not look like a trend), with the
     rows' 95 % bootstrap intervals (``<key>_ci``) as error bars where present."""
     pts = sorted((r for r in rows if r["param"] == param), key=lambda r: r["value"])
@@ -214,12 +226,23 @@ def write_uncertainty(out: str | os.PathLike, report: Mapping) -> list[Path]:
         fig = Figure(figsize=(4.2, 4.0))
         ax = fig.subplots()
         full = [b for b in cal["bins"] if b["n"]]
-        ax.bar([(b["lo"] + b["hi"]) / 2 for b in full], [b["accuracy"] for b in full],
-               width=[(b["hi"] - b["lo"]) * 0.9 for b in full], color="#4c72b0", label="accuracy")
+        ax.bar(
+            [(b["lo"] + b["hi"]) / 2 for b in full],
+            [b["accuracy"] for b in full],
+            width=[(b["hi"] - b["lo"]) * 0.9 for b in full],
+            color="#4c72b0",
+            label="accuracy",
+        )
         ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
         for b in full:
-            ax.annotate(str(b["n"]), ((b["lo"] + b["hi"]) / 2, b["accuracy"]), textcoords="offset points",
-                        xytext=(0, 3), ha="center", fontsize=7)
+            ax.annotate(
+                str(b["n"]),
+                ((b["lo"] + b["hi"]) / 2, b["accuracy"]),
+                textcoords="offset points",
+                xytext=(0, 3),
+                ha="center",
+                fontsize=7,
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("confidence (agreement of the m answers)")
@@ -236,14 +259,18 @@ def uncertainty_lines(report: Mapping) -> list[str]:
     lines = []
     cal, unc = report.get("calibration"), report.get("uncertainty_vs_error")
     if cal:
-        lines.append(f"diagnosis confidence: ECE {100 * cal['ece']:.2f} % over {cal['n']} sample(s) "
-                     f"(mean confidence {pct(cal['mean_confidence'])} %, accuracy {pct(cal['accuracy'])} %)")
+        lines.append(
+            f"diagnosis confidence: ECE {100 * cal['ece']:.2f} % over {cal['n']} sample(s) "
+            f"(mean confidence {pct(cal['mean_confidence'])} %, accuracy {pct(cal['accuracy'])} %)"
+        )
     else:
         lines.append("diagnosis confidence: none in the predictions (a single answer per image: use --m 2 or more)")
     if unc:
         r = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
-        lines.append(f"mean pixel uncertainty vs 1-IoU: Pearson {r(unc['pearson'])}, Spearman {r(unc['spearman'])} "
-                     f"over {unc['n']} sample(s)")
+        lines.append(
+            f"mean pixel uncertainty vs 1-IoU: Pearson {r(unc['pearson'])}, Spearman {r(unc['spearman'])} "
+            f"over {unc['n']} sample(s)"
+        )
     else:
         lines.append("pixel uncertainty: none in the predictions (one candidate mask per image: use m·n ≥ 2)")
     return lines

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -41,8 +41,9 @@ def metric_arrays(rows: Sequence[Mapping], metric: str) -> tuple[np.ndarray, np.
     return np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
 
 
-def bootstrap_ci(rows: Sequence[Mapping], metric: str, *, n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_ci(
+    rows: Sequence[Mapping], metric: str, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval (fractions) of ``metric`` over the samples of ``rows``.
 
     cIoU resamples (intersection, union) pairs and takes the ratio of sums, as the metric does; an
@@ -66,8 +67,7 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, n_perm: int = 100_000,
-                            seed: int = 0) -> float:
+def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, n_perm: int = 100_000, seed: int = 0) -> float:
     """Two-sided p-value of ``mean(a - b)`` under the null that the arms are exchangeable within a pair.
 
     Flips the sign of each pair's difference: every one of the 2^K flips when K <= ``EXACT_LIMIT``,

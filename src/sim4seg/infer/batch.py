@@ -30,8 +30,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
-from typing import Collection
 
 from sim4seg._jsonl import AppendLog, decode_line, parse_line
 from sim4seg.data.io import read_mask
@@ -123,10 +123,20 @@ def open_predictions(path: Path) -> tuple[AppendLog, set[str]]:
     return store, ids
 
 
-def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
-                  overlays: int | Collection[str] = 0, limit: int | None = None, progress: bool = True,
-                  use_rvls2m: bool | None = None, batch_size: int = 1, subsets: Collection[str] | None = None,
-                  **overrides) -> Path:
+def predict_split(
+    predictor,
+    root: str | os.PathLike,
+    split: str,
+    out: str | os.PathLike,
+    *,
+    overlays: int | Collection[str] = 0,
+    limit: int | None = None,
+    progress: bool = True,
+    use_rvls2m: bool | None = None,
+    batch_size: int = 1,
+    subsets: Collection[str] | None = None,
+    **overrides,
+) -> Path:
     """Predict every sample of ``split`` (resuming ``OUT/predictions.jsonl``); return the file's path.
 
     ``overlays``: also write ``overlays/<id>.png`` for the first N samples of the split (or for these ids).
@@ -137,8 +147,8 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
     from tqdm.auto import tqdm
 
     from sim4seg.data.io import read_image, write_image, write_mask
-    from sim4seg.infer.predictor import overlay
     from sim4seg.eval.diagnosis import DiagnosisParser
+    from sim4seg.infer.predictor import overlay
 
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
@@ -163,24 +173,32 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
     known = {s.id for s in samples}
     if done - known:
         store.close()
-        raise InputError(f"holds {len(done - known)} id(s) not in the {split!r} split of {root} (another run's "
-                         "file?); choose another output directory", path)
+        raise InputError(
+            f"holds {len(done - known)} id(s) not in the {split!r} split of {root} (another run's "
+            "file?); choose another output directory",
+            path,
+        )
     todo = [(i, s) for i, s in enumerate(samples) if s.id not in done and i % world == rank]
     if done:
         log.info("resuming: %d of %d sample(s) already predicted in %s", len(done), len(samples), out)
     parser = DiagnosisParser(info.subsets)
     oracle = predictor.tts.upper_bound
-    bar = tqdm(total=len(todo), desc=f"predict {split}" + (f" [rank {rank}/{world}]" if world > 1 else ""),
-               unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo),
+        desc=f"predict {split}" + (f" [rank {rank}/{world}]" if world > 1 else ""),
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     truncated = 0
     with store:
         for start in range(0, len(todo), batch_size):
             chunk, images, gts = [], [], []
-            for i, s in todo[start:start + batch_size]:
+            for i, s in todo[start : start + batch_size]:
                 try:
                     image = read_image(root / s.image)
                     gt = read_mask(root / s.mask) if oracle else None
-                except InputError as e:   # one unreadable image never stops the run
+                except InputError as e:  # one unreadable image never stops the run
                     log.warning("%s: %s; recorded as failed, going on", s.id, e)
                     store.append({"id": s.id, "mask": None, "answer": None, "failed": str(e)})
                     bar.update(1)
@@ -191,9 +209,15 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
             if not chunk:
                 continue
             t0 = time.perf_counter()
-            images, preds = predictor.predict_batch(images, [s.query for _, s in chunk],
-                                                    subsets=[s.subset for _, s in chunk], parser=parser, gts=gts,
-                                                    use_rvls2m=use_rvls2m, **overrides)
+            images, preds = predictor.predict_batch(
+                images,
+                [s.query for _, s in chunk],
+                subsets=[s.subset for _, s in chunk],
+                parser=parser,
+                gts=gts,
+                use_rvls2m=use_rvls2m,
+                **overrides,
+            )
             per_image = round((time.perf_counter() - t0) / len(chunk), 4)
             for (i, s), image, pred in zip(chunk, images, preds):
                 mask_rel = f"masks/{s.id}.png"
@@ -201,14 +225,30 @@ def predict_split(predictor, root: str | os.PathLike, split: str, out: str | os.
                 if (i < overlays) if isinstance(overlays, int) else (s.id in overlays):
                     write_image(out / "overlays" / f"{s.id}.png", overlay(image, pred.mask))
                 truncated += pred.truncated
-                store.append({"id": s.id, "mask": mask_rel, "answer": pred.answer, "diagnosis": pred.diagnosis,
-                              "confidence": pred.confidence, "uncertainty_mean": pred.uncertainty_mean,
-                              "seg": pred.seg, "truncated": pred.truncated, "tts": pred.tts, "time_s": per_image})
+                store.append(
+                    {
+                        "id": s.id,
+                        "mask": mask_rel,
+                        "answer": pred.answer,
+                        "diagnosis": pred.diagnosis,
+                        "confidence": pred.confidence,
+                        "uncertainty_mean": pred.uncertainty_mean,
+                        "seg": pred.seg,
+                        "truncated": pred.truncated,
+                        "tts": pred.tts,
+                        "time_s": per_image,
+                    }
+                )
             bar.update(len(chunk))
     bar.close()
     if truncated:
-        log.warning("%d of %d answer(s) reached max_new_tokens=%d without EOS (truncated: true in %s); raise "
-                    "--max-new-tokens", truncated, len(todo), predictor.tts.max_new_tokens, path)
+        log.warning(
+            "%d of %d answer(s) reached max_new_tokens=%d without EOS (truncated: true in %s); raise --max-new-tokens",
+            truncated,
+            len(todo),
+            predictor.tts.max_new_tokens,
+            path,
+        )
     barrier()
     if rank == 0:
         merge(out, [s.id for s in samples])
@@ -226,14 +266,28 @@ def method_name(m: int, n: int, selector: str, use_rvls2m: bool | None) -> str:
     """A table row name for a checkpoint's predictions; ``oracle`` is marked as an upper bound."""
     name = "Sim4Seg" + (" w/o RVLS2M" if use_rvls2m is False else "")
     if m > 1 or n > 1:
-        name += f" +TTS {m}×{n} {selector}" + (" (UPPER BOUND: uses ground truth)" if SELECTORS[selector].needs_gt else "")
+        name += f" +TTS {m}×{n} {selector}" + (
+            " (UPPER BOUND: uses ground truth)" if SELECTORS[selector].needs_gt else ""
+        )
     return name
 
 
-def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, split: str, out: str | os.PathLike, *,
-                       m: int = 1, n: int = 1, selector: str = "consensus", use_rvls2m: bool | None = None,
-                       progress: bool = True, overlays: int | Collection[str] = 0, seed: int = 0,
-                       batch_size: int = 1, subsets: Collection[str] | None = None) -> tuple[Path, str]:
+def predict_checkpoint(
+    checkpoint: str | os.PathLike,
+    root: str | os.PathLike,
+    split: str,
+    out: str | os.PathLike,
+    *,
+    m: int = 1,
+    n: int = 1,
+    selector: str = "consensus",
+    use_rvls2m: bool | None = None,
+    progress: bool = True,
+    overlays: int | Collection[str] = 0,
+    seed: int = 0,
+    batch_size: int = 1,
+    subsets: Collection[str] | None = None,
+) -> tuple[Path, str]:
     """Load ``checkpoint`` and predict ``split`` into ``out`` (resumable); return ``(predictions path, method name)``."""
     from sim4seg.infer.predictor import Predictor
     from sim4seg.infer.tts import TTSConfig
@@ -243,6 +297,15 @@ def predict_checkpoint(checkpoint: str | os.PathLike, root: str | os.PathLike, s
     except ValueError as e:
         raise InputError(str(e)) from None
     predictor = Predictor.from_checkpoint(checkpoint, tts=cfg, device=default_device())
-    path = predict_split(predictor, root, split, out, overlays=overlays, progress=progress, use_rvls2m=use_rvls2m,
-                         batch_size=batch_size, subsets=subsets)
+    path = predict_split(
+        predictor,
+        root,
+        split,
+        out,
+        overlays=overlays,
+        progress=progress,
+        use_rvls2m=use_rvls2m,
+        batch_size=batch_size,
+        subsets=subsets,
+    )
     return path, method_name(m, n, selector, use_rvls2m)

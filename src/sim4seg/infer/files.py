@@ -110,8 +110,9 @@ def _choice(value: int | str | None, count: int) -> list[int | None]:
     return [None if value is None else int(value)]
 
 
-def expand(paths: list[Path], *, frame: int | str | None = None, axis: int = 2,
-           index: int | str | None = None) -> list[Unit]:
+def expand(
+    paths: list[Path], *, frame: int | str | None = None, axis: int = 2, index: int | str | None = None
+) -> list[Unit]:
     """One ``Unit`` per image, frame or slice; a file whose header cannot be read becomes one (failing) unit."""
     dirs = [os.path.abspath(p.parent) for p in paths]
     base = os.path.commonpath(dirs) if dirs else "."
@@ -153,8 +154,9 @@ def _images(units: list[Unit], max_pixels: int | None = None):
                 j += 1
             group = units[i:j]
             try:
-                for unit, image in zip(group, read_nifti_slices(u.path, u.axis, [g.index for g in group],
-                                                                max_pixels=max_pixels)):
+                for unit, image in zip(
+                    group, read_nifti_slices(u.path, u.axis, [g.index for g in group], max_pixels=max_pixels)
+                ):
                     yield unit, image
                     i += 1
             except InputError as e:
@@ -169,8 +171,17 @@ def _images(units: list[Unit], max_pixels: int | None = None):
         i += 1
 
 
-def predict_files(predictor, units: list[Unit], queries: list[str], out: str | os.PathLike, *, subset: str | None = None,
-                  overlays: int = 0, progress: bool = True, use_rvls2m: bool | None = None) -> dict:
+def predict_files(
+    predictor,
+    units: list[Unit],
+    queries: list[str],
+    out: str | os.PathLike,
+    *,
+    subset: str | None = None,
+    overlays: int = 0,
+    progress: bool = True,
+    use_rvls2m: bool | None = None,
+) -> dict:
     """Predict every unit × query into ``OUT/predictions.jsonl`` (resuming it); return the run's counts."""
     from tqdm.auto import tqdm
 
@@ -208,8 +219,7 @@ def predict_files(predictor, units: list[Unit], queries: list[str], out: str | o
             except InputError as e:
                 for q, query in enumerate(queries):
                     if rid(unit, q) not in done:
-                        store.append({"id": rid(unit, q), **where, "query": query, "status": "failed",
-                                     "error": str(e)})
+                        store.append({"id": rid(unit, q), **where, "query": query, "status": "failed", "error": str(e)})
                         counts["failed"] += 1
                 bar.update(1)
                 continue
@@ -224,10 +234,18 @@ def predict_files(predictor, units: list[Unit], queries: list[str], out: str | o
                     row["overlay"] = f"overlays/{name}.png"
                     write_image(out / row["overlay"], overlay(predictor.image, pred.mask))
                 rec = pred.record()
-                row.update(answer=rec["answer"], diagnosis=rec["diagnosis"], confidence=rec["confidence"],
-                           uncertainty_mean=rec["uncertainty_mean"], seg=rec["seg"], truncated=rec["truncated"],
-                           mask_area=rec["mask_area"], size=list(pred.mask.shape), tts=rec["tts"],
-                           time_s=round(time.perf_counter() - t0, 4))
+                row.update(
+                    answer=rec["answer"],
+                    diagnosis=rec["diagnosis"],
+                    confidence=rec["confidence"],
+                    uncertainty_mean=rec["uncertainty_mean"],
+                    seg=rec["seg"],
+                    truncated=rec["truncated"],
+                    mask_area=rec["mask_area"],
+                    size=list(pred.mask.shape),
+                    tts=rec["tts"],
+                    time_s=round(time.perf_counter() - t0, 4),
+                )
                 store.append(row)
                 counts["ok"] += 1
             bar.update(1)

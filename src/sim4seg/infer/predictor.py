@@ -22,9 +22,9 @@ import torch
 
 from sim4seg.data.dataset import ExampleEncoder
 from sim4seg.data.io import read_image
-from sim4seg.infer.tts import TTSConfig, TTSResult, run
 from sim4seg.errors import InputError
 from sim4seg.eval.figures import overlay  # re-exported as sim4seg.infer.predictor.overlay
+from sim4seg.infer.tts import TTSConfig, TTSResult, run
 
 if TYPE_CHECKING:
     from sim4seg.model.sim4seg import ImageEncoding
@@ -48,8 +48,9 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", d
         from sim4seg.model.checkpoint import load
 
         return load(d, device=device, dtype=dtype, trainable=False)
-    raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing; a training run's model is "
-                     "in its final/ folder)", d)
+    raise InputError(
+        f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing; a training run's model is in its final/ folder)", d
+    )
 
 
 @dataclass
@@ -78,10 +79,17 @@ class Prediction:
         return None if self.uncertainty is None else float(self.uncertainty.mean())
 
     def record(self) -> dict:
-        return {"answer": self.answer, "diagnosis": self.diagnosis, "confidence": self.confidence, "seg": self.seg,
-                "truncated": self.truncated, "mask_area": int(self.mask.sum()),
-                "uncertainty_mean": self.uncertainty_mean, "tts": self.tts,
-                "timings": self.timings}
+        return {
+            "answer": self.answer,
+            "diagnosis": self.diagnosis,
+            "confidence": self.confidence,
+            "seg": self.seg,
+            "truncated": self.truncated,
+            "mask_area": int(self.mask.sum()),
+            "uncertainty_mean": self.uncertainty_mean,
+            "tts": self.tts,
+            "timings": self.timings,
+        }
 
 
 class Predictor:
@@ -105,8 +113,14 @@ class Predictor:
         self.timings: dict[str, float] = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, tts: TTSConfig | None = None,
-                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "Predictor":
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        *,
+        tts: TTSConfig | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Predictor:
         from sim4seg.model.checkpoint import trained_subsets
 
         model, processor = load_model(path, device=device, dtype=dtype)
@@ -115,12 +129,19 @@ class Predictor:
     def check_subset(self, subset: str) -> None:
         """Raise on a subset with no known label set; warn (once) about one the checkpoint was not trained on."""
         if subset not in self.parser.subsets:
-            raise InputError(f"unknown subset {subset!r}: no label set to parse the diagnosis into; known: "
-                             f"{', '.join(self.parser.subsets)}")
+            raise InputError(
+                f"unknown subset {subset!r}: no label set to parse the diagnosis into; known: "
+                f"{', '.join(self.parser.subsets)}"
+            )
         if self.subsets is not None and subset not in self.subsets and subset not in self._warned:
             self._warned.add(subset)
-            log.warning("this checkpoint was never trained on subset %r (it knows %s): its diagnosis will most "
-                        "likely not parse into %r's labels", subset, ", ".join(self.subsets), subset)
+            log.warning(
+                "this checkpoint was never trained on subset %r (it knows %s): its diagnosis will most "
+                "likely not parse into %r's labels",
+                subset,
+                ", ".join(self.subsets),
+                subset,
+            )
 
     # ------------------------------------------------------------------ image
 
@@ -132,7 +153,7 @@ class Predictor:
         self.timings = {"read_encode_s": time.perf_counter() - t0}
 
     @torch.no_grad()
-    def encode(self, images) -> tuple[list[np.ndarray], "ImageEncoding"]:
+    def encode(self, images) -> tuple[list[np.ndarray], ImageEncoding]:
         """B images (arrays or paths) → ``(the (H, W, 3) uint8 arrays, their ImageEncoding)`` in one forward."""
         arrays = []
         for image in images:
@@ -142,8 +163,12 @@ class Predictor:
                 raise InputError(f"the image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
             arrays.append(image)
         xs = [self.encoder.image_inputs(a) for a in arrays]
-        encoding = self.model.encode_image(*(torch.stack([x[k] for x in xs])               # (B, ...) each
-                                             for k in ("pixel_values", "sam_pixel_values", "image_size", "token_box")))
+        encoding = self.model.encode_image(
+            *(
+                torch.stack([x[k] for x in xs])  # (B, ...) each
+                for k in ("pixel_values", "sam_pixel_values", "image_size", "token_box")
+            )
+        )
         return arrays, encoding
 
     def prompt_ids(self, query: str, n_image_tokens: int | None = None) -> torch.Tensor:
@@ -153,14 +178,25 @@ class Predictor:
         ids = self.encoder.prompt_ids(query.strip(), n_image_tokens or self.encoding.lvlm_features.shape[1])[None]
         room = int(self.model.lvlm.config.text_config.max_position_embeddings)
         if ids.shape[1] + self.tts.max_new_tokens > room:
-            raise InputError(f"the prompt ({ids.shape[1]} tokens) plus {self.tts.max_new_tokens} new tokens exceeds "
-                             f"the language model's {room} positions; shorten the query")
+            raise InputError(
+                f"the prompt ({ids.shape[1]} tokens) plus {self.tts.max_new_tokens} new tokens exceeds "
+                f"the language model's {room} positions; shorten the query"
+            )
         return ids
 
     # ------------------------------------------------------------------ queries
 
-    def predict(self, query: str, *, subset: str | None = None, parser=None, gt: np.ndarray | None = None,
-                tts: TTSConfig | None = None, use_rvls2m: bool | None = None, **overrides) -> Prediction:
+    def predict(
+        self,
+        query: str,
+        *,
+        subset: str | None = None,
+        parser=None,
+        gt: np.ndarray | None = None,
+        tts: TTSConfig | None = None,
+        use_rvls2m: bool | None = None,
+        **overrides,
+    ) -> Prediction:
         """Answer ``query`` about the current image. ``subset`` maps the answer onto that subset's label set
         (with ``parser``, a ``DiagnosisParser``, or else the checkpoint's own label sets and the paper's);
         without it the ``Diagnosis:`` line is taken as written. ``gt`` only for ``oracle``."""
@@ -176,17 +212,35 @@ class Predictor:
             parse = lambda a: parser.label(a, subset)  # noqa: E731
         gt_t = None if gt is None else torch.as_tensor(np.asarray(gt, dtype=bool))
         t0 = time.perf_counter()
-        res: TTSResult = run(self.model, self.tokenizer, ids, torch.ones_like(ids), self.encoding, cfg, parse=parse,
-                             gt=gt_t, use_rvls2m=use_rvls2m, **overrides)
+        res: TTSResult = run(
+            self.model,
+            self.tokenizer,
+            ids,
+            torch.ones_like(ids),
+            self.encoding,
+            cfg,
+            parse=parse,
+            gt=gt_t,
+            use_rvls2m=use_rvls2m,
+            **overrides,
+        )
         timings = {**self.timings, **res.timings, "predict_s": time.perf_counter() - t0}
-        return Prediction(res.answer, res.diagnosis.label, res.confidence, res.seg, res.mask.numpy(),
-                          res.details(cfg), timings, res.truncated[res.best],
-                          None if res.uncertainty is None else res.uncertainty.numpy())
-
+        return Prediction(
+            res.answer,
+            res.diagnosis.label,
+            res.confidence,
+            res.seg,
+            res.mask.numpy(),
+            res.details(cfg),
+            timings,
+            res.truncated[res.best],
+            None if res.uncertainty is None else res.uncertainty.numpy(),
+        )
 
     @torch.no_grad()
-    def predict_batch(self, images, queries, *, subsets=None, parser=None, gts=None,
-                      use_rvls2m: bool | None = None, **overrides) -> tuple[list[np.ndarray], list[Prediction]]:
+    def predict_batch(
+        self, images, queries, *, subsets=None, parser=None, gts=None, use_rvls2m: bool | None = None, **overrides
+    ) -> tuple[list[np.ndarray], list[Prediction]]:
         """B (image, query) pairs in one image-encoder forward and — greedy, m = 1 — one batched ``generate``
         over the left-padded prompts; the masks are then decoded per image. Returns the images (arrays) and
         their predictions, the same as ``set_image`` + ``predict`` one pair at a time. With sampling (m > 1)
@@ -199,7 +253,7 @@ class Predictor:
         arrays, encoding = self.encode(images)
         read_encode_s = (time.perf_counter() - t0) / len(arrays)
         n = encoding.lvlm_features.shape[1]
-        prompts = [self.prompt_ids(q, n)[0] for q in queries]                            # B × (T_i,)
+        prompts = [self.prompt_ids(q, n)[0] for q in queries]  # B × (T_i,)
         t1 = time.perf_counter()
         if cfg.m == 1 and cfg.greedy_first:
             width = max(len(p) for p in prompts)
@@ -207,11 +261,19 @@ class Predictor:
             ids = torch.full((len(prompts), width), pad, dtype=torch.long)
             mask = torch.zeros((len(prompts), width), dtype=torch.long)
             for b, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
-                ids[b, width - len(p):], mask[b, width - len(p):] = p, 1
+                ids[b, width - len(p) :], mask[b, width - len(p) :] = p, 1
             gens = split_generation(sample_answers(self.model, ids, mask, encoding, cfg))
         else:
-            gens = [sample_answers(self.model, p[None], torch.ones_like(p[None]), encoding.index(torch.tensor([b], device=encoding.image_sizes.device)), cfg)
-                    for b, p in enumerate(prompts)]
+            gens = [
+                sample_answers(
+                    self.model,
+                    p[None],
+                    torch.ones_like(p[None]),
+                    encoding.index(torch.tensor([b], device=encoding.image_sizes.device)),
+                    cfg,
+                )
+                for b, p in enumerate(prompts)
+            ]
         generate_s = (time.perf_counter() - t1) / len(arrays)
         preds = []
         for b, gen in enumerate(gens):
@@ -221,13 +283,36 @@ class Predictor:
                 parse = lambda a, subset=subset: parser.label(a, subset)  # noqa: E731
             gt = None if gts is None or gts[b] is None else torch.as_tensor(np.asarray(gts[b], dtype=bool))
             t2 = time.perf_counter()
-            res = finish(self.model, self.tokenizer, gen, encoding.index(torch.tensor([b], device=encoding.image_sizes.device)),
-                         cfg, parse=parse, gt=gt, use_rvls2m=use_rvls2m, generate_s=generate_s, **overrides)
-            timings = {"read_encode_s": read_encode_s, **res.timings,
-                       "predict_s": generate_s + time.perf_counter() - t2}
-            preds.append(Prediction(res.answer, res.diagnosis.label, res.confidence, res.seg, res.mask.numpy(),
-                                    res.details(cfg), timings, res.truncated[res.best],
-                                    None if res.uncertainty is None else res.uncertainty.numpy()))
+            res = finish(
+                self.model,
+                self.tokenizer,
+                gen,
+                encoding.index(torch.tensor([b], device=encoding.image_sizes.device)),
+                cfg,
+                parse=parse,
+                gt=gt,
+                use_rvls2m=use_rvls2m,
+                generate_s=generate_s,
+                **overrides,
+            )
+            timings = {
+                "read_encode_s": read_encode_s,
+                **res.timings,
+                "predict_s": generate_s + time.perf_counter() - t2,
+            }
+            preds.append(
+                Prediction(
+                    res.answer,
+                    res.diagnosis.label,
+                    res.confidence,
+                    res.seg,
+                    res.mask.numpy(),
+                    res.details(cfg),
+                    timings,
+                    res.truncated[res.best],
+                    None if res.uncertainty is None else res.uncertainty.numpy(),
+                )
+            )
         return arrays, preds
 
 
@@ -251,8 +336,9 @@ def uncertainty_heatmap(u: np.ndarray, image: np.ndarray | None = None, alpha: f
     return np.clip(image.astype(np.float32) * (1 - a) + hot * a, 0, 255).astype(np.uint8)
 
 
-def write_result(pred: Prediction, image: np.ndarray, out: str | os.PathLike, stem: str = "prediction",
-                 extra: dict | None = None) -> dict[str, Path]:
+def write_result(
+    pred: Prediction, image: np.ndarray, out: str | os.PathLike, stem: str = "prediction", extra: dict | None = None
+) -> dict[str, Path]:
     """Write ``stem_mask.png`` (original size), ``stem_overlay.png``, ``stem.json`` and, when the run had
     several candidates, ``stem_uncertainty.png`` (gray: 255 × the fraction of candidates that disagree)."""
     from sim4seg._atomic import write_json

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from sim4seg.data.io import read_mask
-from sim4seg.infer import tts
-from sim4seg.eval.diagnosis import DiagnosisParser
 from sim4seg.data.schema import load_split
+from sim4seg.eval.diagnosis import DiagnosisParser
 from sim4seg.eval.evaluate import Evaluator
 from sim4seg.eval.stats import bootstrap_ci
+from sim4seg.infer import tts
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,25 @@ def _images(predictor, root: Path, split: str, limit: int | None, progress: bool
         yield info, s, ids
 
 
-def sweep_tau(predictor, root: str | os.PathLike, split: str = "test", *, topks: Sequence[int] = TOPK_SWEEP,
-              grids: Sequence[int] = GRID_SWEEP, k_for_grid: int = 36, limit: int | None = None,
-              progress: bool = True) -> tuple[list[dict], dict]:
+def sweep_tau(
+    predictor,
+    root: str | os.PathLike,
+    split: str = "test",
+    *,
+    topks: Sequence[int] = TOPK_SWEEP,
+    grids: Sequence[int] = GRID_SWEEP,
+    k_for_grid: int = 36,
+    limit: int | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
     """Figure 6: gIoU / cIoU for top-k ∈ ``topks`` (grid 16) and grid g ∈ ``grids`` (top-``k_for_grid``).
 
     Returns ``(rows for write_tau_sweep, {setting name: metrics summary})``.
     """
     root = Path(root)
-    settings = [("topk", k, {"grid": 16, "tau": "topk", "k": k}) for k in topks] + \
-               [("grid", g, {"grid": g, "tau": "topk", "k": min(k_for_grid, g * g)}) for g in grids]
+    settings = [("topk", k, {"grid": 16, "tau": "topk", "k": k}) for k in topks] + [
+        ("grid", g, {"grid": g, "tau": "topk", "k": min(k_for_grid, g * g)}) for g in grids
+    ]
     evals: dict[tuple, Evaluator] = {}
     greedy = tts.TTSConfig(max_new_tokens=predictor.tts.max_new_tokens)
     for info, s, ids in _images(predictor, root, split, limit, progress, "τ sweep"):
@@ -64,15 +73,32 @@ def sweep_tau(predictor, root: str | os.PathLike, split: str = "test", *, topks:
     rows, summaries = [], {}
     for (param, value), ev in evals.items():
         o = ev.summary()
-        rows.append({"param": param, "value": value, "giou": o["overall"]["giou"], "ciou": o["overall"]["ciou"],
-                     "giou_ci": bootstrap_ci(ev.rows, "giou"), "ciou_ci": bootstrap_ci(ev.rows, "ciou")})
+        rows.append(
+            {
+                "param": param,
+                "value": value,
+                "giou": o["overall"]["giou"],
+                "ciou": o["overall"]["ciou"],
+                "giou_ci": bootstrap_ci(ev.rows, "giou"),
+                "ciou_ci": bootstrap_ci(ev.rows, "ciou"),
+            }
+        )
         summaries[f"{param}={value}"] = o
     return rows, summaries
 
 
-def sweep_tts(predictor, root: str | os.PathLike, split: str = "test", *, ms: Sequence[int] = (1, 2, 4, 8),
-              ns: Sequence[int] = (1, 2, 4, 8), selector: str = "consensus", seed: int = 0,
-              limit: int | None = None, progress: bool = True) -> tuple[list[dict], dict]:
+def sweep_tts(
+    predictor,
+    root: str | os.PathLike,
+    split: str = "test",
+    *,
+    ms: Sequence[int] = (1, 2, 4, 8),
+    ns: Sequence[int] = (1, 2, 4, 8),
+    selector: str = "consensus",
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
     """Figure 7: Acc for the vote over the first m of max(ms) sampled answers; gIoU / cIoU for the
     ``selector``'s choice among the candidates of perturbations j < n (all max(ms) answers).
 
@@ -80,9 +106,16 @@ def sweep_tts(predictor, root: str | os.PathLike, split: str = "test", *, ms: Se
     """
     root = Path(root)
     m_max, n_max = max(ms), max(ns)
-    cfg = tts.TTSConfig(m=m_max, n=n_max, selector=selector, seed=seed, greedy_first=False,
-                        temperature=predictor.tts.temperature, top_p=predictor.tts.top_p,
-                        max_new_tokens=predictor.tts.max_new_tokens)
+    cfg = tts.TTSConfig(
+        m=m_max,
+        n=n_max,
+        selector=selector,
+        seed=seed,
+        greedy_first=False,
+        temperature=predictor.tts.temperature,
+        top_p=predictor.tts.top_p,
+        max_new_tokens=predictor.tts.max_new_tokens,
+    )
     evals: dict[tuple, Evaluator] = {}
     parser = None
     for info, s, ids in _images(predictor, root, split, limit, progress, "TTS sweep"):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ def topk_cells(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     b, gh, gw = scores.shape
     k = k.to(scores.device).clamp(1, gh * gw)
     flat = scores.reshape(b, gh * gw)
-    idx = top_indices(flat, int(k.max()))                                          # (B, kmax)
+    idx = top_indices(flat, int(k.max()))  # (B, kmax)
     keep = torch.arange(idx.shape[1], device=scores.device)[None, :] < k[:, None]  # (B, kmax)
     out = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, keep)
     return out.reshape(b, gh, gw)
@@ -63,7 +63,7 @@ def shift(mask: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tenso
 
     ``(B, gh, gw)`` bool → ``(B, gh, gw)`` bool.
     """
-    padded = F.pad(mask[:, None].float(), (1, 1, 1, 1))[:, 0]                      # (B, gh+2, gw+2)
+    padded = F.pad(mask[:, None].float(), (1, 1, 1, 1))[:, 0]  # (B, gh+2, gw+2)
     b, gh, gw = mask.shape
     rows = torch.arange(gh, device=mask.device)[None, :] + 1 - dy.to(mask.device)[:, None]  # (B, gh)
     cols = torch.arange(gw, device=mask.device)[None, :] + 1 - dx.to(mask.device)[:, None]  # (B, gw)
@@ -96,9 +96,17 @@ def _keep_one(out: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor) -> to
     return torch.where(lost[:, None, None], best.reshape(b, gh, gw), out)
 
 
-def perturb(scores: torch.Tensor, mask: torch.Tensor, n: int, *, k: int, seed: int,
-            kinds: Sequence[str] = PERTURBATIONS, jitter: int | None = None,
-            drop: float = 0.25) -> torch.Tensor:
+def perturb(
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+    n: int,
+    *,
+    k: int,
+    seed: int,
+    kinds: Sequence[str] = PERTURBATIONS,
+    jitter: int | None = None,
+    drop: float = 0.25,
+) -> torch.Tensor:
     """n region masks per item: ``(B, gh, gw)`` scores and bool mask → ``(n, B, gh, gw)`` bool.
 
     ``out[0]`` is ``mask``. For ``j >= 1`` the kind is ``kinds[(j-1) % len(kinds)]`` and its
@@ -241,9 +249,11 @@ SELECTORS: dict[str, Selector] = {}
 
 def register_selector(name: str, *, needs_gt: bool = False):
     """Decorator: register ``f(cands, *, gt, pred_iou) -> (mask, index | None)`` as selector ``name``."""
+
     def add(f):
         SELECTORS[name] = Selector(f, needs_gt)
         return f
+
     return add
 
 
@@ -424,18 +434,27 @@ class TTSResult:
         """JSON-ready record of the run (what ``predict`` writes)."""
         c = self.candidates
         return {
-            "m": config.m, "n": config.n, "selector": config.selector,
+            "m": config.m,
+            "n": config.n,
+            "selector": config.selector,
             "upper_bound": config.upper_bound,
-            "sampling": None if config.m == 1 and config.greedy_first else
-            {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed},
-            "answers": self.answers, "labels": self.labels, "truncated": self.truncated,
-            "vote": {"label": self.diagnosis.label, "confidence": self.confidence,
-                     "counts": self.diagnosis.counts},
+            "sampling": None
+            if config.m == 1 and config.greedy_first
+            else {"temperature": config.temperature, "top_p": config.top_p, "seed": config.seed},
+            "answers": self.answers,
+            "labels": self.labels,
+            "truncated": self.truncated,
+            "vote": {"label": self.diagnosis.label, "confidence": self.confidence, "counts": self.diagnosis.counts},
             "uncertainty_mean": self.uncertainty_mean,
             "candidates": 0 if c is None else len(c.path),
-            "chosen": None if self.chosen is None or c is None else
-            {"index": self.chosen, "path": c.path[self.chosen], "perturbation": c.perturbation[self.chosen],
-             "pred_iou": float(c.pred_iou[self.chosen])},
+            "chosen": None
+            if self.chosen is None or c is None
+            else {
+                "index": self.chosen,
+                "path": c.path[self.chosen],
+                "perturbation": c.perturbation[self.chosen],
+                "pred_iou": float(c.pred_iou[self.chosen]),
+            },
         }
 
 
@@ -447,14 +466,32 @@ def sample_answers(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if config.m == 1 and config.greedy_first:
         return model.generate(input_ids, attention_mask, encoding, max_new_tokens=config.max_new_tokens)
     torch.manual_seed(config.seed)
-    return model.generate(input_ids, attention_mask, encoding, max_new_tokens=config.max_new_tokens, do_sample=True,
-                          temperature=config.temperature, top_p=config.top_p, num_return_sequences=config.m,
-                          share_prefill=True)
+    return model.generate(
+        input_ids,
+        attention_mask,
+        encoding,
+        max_new_tokens=config.max_new_tokens,
+        do_sample=True,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        num_return_sequences=config.m,
+        share_prefill=True,
+    )
 
 
 @torch.no_grad()
-def candidate_masks(model, encoding, gen, n: int, *, seed: int = 0, kinds: Sequence[str] = PERTURBATIONS,
-                    decode_batch: int = 64, use_rvls2m: bool | None = None, **overrides) -> Candidates | None:
+def candidate_masks(
+    model,
+    encoding,
+    gen,
+    n: int,
+    *,
+    seed: int = 0,
+    kinds: Sequence[str] = PERTURBATIONS,
+    decode_batch: int = 64,
+    use_rvls2m: bool | None = None,
+    **overrides,
+) -> Candidates | None:
     """Eq. 12: n perturbations of each answer's region mask, decoded against the cached SAM embedding.
 
     ``encoding`` holds one image; ``gen`` its m answers. **Every** [SEG] of an answer is segmented:
@@ -469,37 +506,39 @@ def candidate_masks(model, encoding, gen, n: int, *, seed: int = 0, kinds: Seque
     paths = [i for i, h in enumerate(gen.seg_hidden) if h.shape[0] > 0]
     if not paths:
         return None
-    owner = [a for a, i in enumerate(paths) for _ in range(gen.seg_hidden[i].shape[0])]   # (S,) answer of each [SEG]
-    seg_phi = model.phi(torch.cat([gen.seg_hidden[i] for i in paths]))                    # (S, D)
+    owner = [a for a, i in enumerate(paths) for _ in range(gen.seg_hidden[i].shape[0])]  # (S,) answer of each [SEG]
+    seg_phi = model.phi(torch.cat([gen.seg_hidden[i] for i in paths]))  # (S, D)
     m_, s_ = len(paths), len(owner)
     size, box = encoding.image_sizes[:1], encoding.token_boxes[:1]
     if use_rvls2m:
-        image_phi = model.phi(gen.image_hidden[:1]).expand(s_, -1, -1)                    # (S, n_tok, D)
+        image_phi = model.phi(gen.image_hidden[:1]).expand(s_, -1, -1)  # (S, n_tok, D)
         scores, region = model.region(image_phi, seg_phi, size.expand(s_, -1), box.expand(s_, -1), **overrides)
         c = {**model.config.rvls2m.__dict__, **overrides}
         k = c["k"] if c["tau"] == "topk" else max(1, int(region.flatten(1).sum(1).float().mean()))
-        regions = perturb(scores, region, n, k=k, seed=seed, kinds=kinds).flatten(0, 1)   # (n·S, g, g), j-major
+        regions = perturb(scores, region, n, k=k, seed=seed, kinds=kinds).flatten(0, 1)  # (n·S, g, g), j-major
         big = len(regions)
-        prompts = model.prompt(regions, size.expand(big, -1), box.expand(big, -1), overrides.get("pool"),
-                               gen.image_hidden.shape[1])                                 # (n·S, 1, P, P)
+        prompts = model.prompt(
+            regions, size.expand(big, -1), box.expand(big, -1), overrides.get("pool"), gen.image_hidden.shape[1]
+        )  # (n·S, 1, P, P)
         seg_cells = regions.flatten(1).sum(1).tolist()
         n_eff = n
     else:
         prompts, big, seg_cells, n_eff = None, s_, [0] * s_, 1
-    phi_all = seg_phi.repeat(n_eff, 1)                                                    # (big, D), j-major
+    phi_all = seg_phi.repeat(n_eff, 1)  # (big, D), j-major
     emb = encoding.sam_embeddings[:1]
     lows, ious = [], []
     for st in range(0, big, decode_batch):
         e = min(big, st + decode_batch)
-        low, iou = model.decode(emb.expand(e - st, -1, -1, -1), phi_all[st:e],
-                                None if prompts is None else prompts[st:e])
+        low, iou = model.decode(
+            emb.expand(e - st, -1, -1, -1), phi_all[st:e], None if prompts is None else prompts[st:e]
+        )
         lows.append(low)
         ious.append(iou)
-    seg_masks = _upscale(model, torch.cat(lows), tuple(size[0].tolist()))                 # (n·S, H, W)
+    seg_masks = _upscale(model, torch.cat(lows), tuple(size[0].tolist()))  # (n·S, H, W)
     seg_iou = torch.cat(ious).float()
-    if s_ == m_:                                                                          # one [SEG] per answer
+    if s_ == m_:  # one [SEG] per answer
         masks, pred_iou, cells = seg_masks, seg_iou, seg_cells
-    else:                                                                                 # union per (j, answer)
+    else:  # union per (j, answer)
         groups = [[s for s in range(s_) if owner[s] == a] for a in range(m_)]
         rows = [[j * s_ + s for s in g] for j in range(n_eff) for g in groups]
         masks = torch.stack([seg_masks[r].any(0) for r in rows])
@@ -515,13 +554,24 @@ def _upscale(model, low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     out = []
     sizes = torch.tensor([size], device=low.device)
     for s in range(0, len(low), 16):
-        chunk = low[s:s + 16]
+        chunk = low[s : s + 16]
         out.append(torch.stack(model.postprocess(chunk, sizes.expand(len(chunk), -1))) > 0)
     return torch.cat(out)
 
 
-def run(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding,
-        config: TTSConfig, *, parse=None, gt=None, use_rvls2m: bool | None = None, **overrides) -> TTSResult:
+def run(
+    model,
+    tokenizer,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    encoding,
+    config: TTSConfig,
+    *,
+    parse=None,
+    gt=None,
+    use_rvls2m: bool | None = None,
+    **overrides,
+) -> TTSResult:
     """The full test-time-scaling run on one encoded image and one prompt ``(1, T)``.
 
     ``parse(answer) -> label | None`` reads a diagnosis (default: the ``Diagnosis:`` line); ``gt``
@@ -531,8 +581,18 @@ def run(model, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
     t0 = time.perf_counter()
     gen = sample_answers(model, input_ids, attention_mask, encoding, config)
-    return finish(model, tokenizer, gen, encoding, config, parse=parse, gt=gt, use_rvls2m=use_rvls2m,
-                  generate_s=time.perf_counter() - t0, **overrides)
+    return finish(
+        model,
+        tokenizer,
+        gen,
+        encoding,
+        config,
+        parse=parse,
+        gt=gt,
+        use_rvls2m=use_rvls2m,
+        generate_s=time.perf_counter() - t0,
+        **overrides,
+    )
 
 
 def split_generation(gen) -> list:
@@ -540,13 +600,31 @@ def split_generation(gen) -> list:
     out = []
     for b in range(gen.image_hidden.shape[0]):
         idx = (gen.image_index == b).nonzero().flatten()
-        out.append(type(gen)(gen.sequences[idx], torch.zeros_like(idx), [gen.seg_hidden[j] for j in idx.tolist()],
-                             gen.image_hidden[b:b + 1], gen.truncated[idx]))
+        out.append(
+            type(gen)(
+                gen.sequences[idx],
+                torch.zeros_like(idx),
+                [gen.seg_hidden[j] for j in idx.tolist()],
+                gen.image_hidden[b : b + 1],
+                gen.truncated[idx],
+            )
+        )
     return out
 
 
-def finish(model, tokenizer, gen, encoding, config: TTSConfig, *, parse=None, gt=None, use_rvls2m: bool | None = None,
-           generate_s: float = 0.0, **overrides) -> TTSResult:
+def finish(
+    model,
+    tokenizer,
+    gen,
+    encoding,
+    config: TTSConfig,
+    *,
+    parse=None,
+    gt=None,
+    use_rvls2m: bool | None = None,
+    generate_s: float = 0.0,
+    **overrides,
+) -> TTSResult:
     """The rest of ``run`` once the answers of one image are generated: diagnosis vote, m×n masks, selection."""
     import time
 
@@ -559,8 +637,17 @@ def finish(model, tokenizer, gen, encoding, config: TTSConfig, *, parse=None, gt
     labels = [parse(a) for a in answers]
     vote = vote_diagnosis(labels)
     best = next((i for i, lb in enumerate(labels) if vote.label is not None and lb == vote.label), 0)
-    cands = candidate_masks(model, encoding, gen, config.n, seed=config.seed, kinds=config.kinds,
-                            decode_batch=config.decode_batch, use_rvls2m=use_rvls2m, **overrides)
+    cands = candidate_masks(
+        model,
+        encoding,
+        gen,
+        config.n,
+        seed=config.seed,
+        kinds=config.kinds,
+        decode_batch=config.decode_batch,
+        use_rvls2m=use_rvls2m,
+        **overrides,
+    )
     t2 = time.perf_counter()
     h, w = encoding.image_sizes[0].tolist()
     chosen = None
@@ -571,8 +658,20 @@ def finish(model, tokenizer, gen, encoding, config: TTSConfig, *, parse=None, gt
     unc = None if cands is None or len(cands.masks) < 2 else disagreement(cands.masks, mask).cpu()
     t3 = time.perf_counter()
     timings = {"generate_s": generate_s, "masks_s": t2 - t1, "select_s": t3 - t2}
-    return TTSResult(answers, labels, vote, answers[best], best, cands is not None, mask.cpu(), chosen, cands, timings,
-                     [bool(t) for t in gen.truncated.tolist()], unc)
+    return TTSResult(
+        answers,
+        labels,
+        vote,
+        answers[best],
+        best,
+        cands is not None,
+        mask.cpu(),
+        chosen,
+        cands,
+        timings,
+        [bool(t) for t in gen.truncated.tolist()],
+        unc,
+    )
 
 
 def _clean(text: str, tokenizer) -> str:

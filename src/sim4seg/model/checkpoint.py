@@ -24,17 +24,18 @@ from pathlib import Path
 
 import torch
 
-from sim4seg._atomic import atomic_open, write_json
+from sim4seg._atomic import write_json
+from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.errors import InputError
 from sim4seg.model import keymaps
-from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.compose import apply_trainable
+from sim4seg.model.config import CONFIG_FILE, Sim4SegConfig
 from sim4seg.model.sim4seg import Sim4SegModel
 from sim4seg.model.weights import WEIGHTS, read_state_dict, save_tensors
-from sim4seg.model.config import CONFIG_FILE, Sim4SegConfig
 
 log = logging.getLogger(__name__)
+
 
 def save(model, processor, directory: str | os.PathLike) -> Path:
     """Write ``model`` and ``processor`` as a checkpoint directory; return it."""
@@ -57,8 +58,16 @@ def save(model, processor, directory: str | os.PathLike) -> Path:
     if lora:
         t = model.config.trainable
         save_tensors(lora, d / "adapter" / "adapter_model.safetensors")
-        write_json(d / "adapter" / "adapter_config.json", {"peft_type": "LORA", "r": t.lora_r, "lora_alpha": t.lora_alpha,
-                                                           "lora_dropout": t.lora_dropout, "target_modules": t.lora_targets})
+        write_json(
+            d / "adapter" / "adapter_config.json",
+            {
+                "peft_type": "LORA",
+                "r": t.lora_r,
+                "lora_alpha": t.lora_alpha,
+                "lora_dropout": t.lora_dropout,
+                "target_modules": t.lora_targets,
+            },
+        )
     return d
 
 
@@ -97,14 +106,21 @@ def _empty_model(directory: Path, config: Sim4SegConfig, processor):
     la.check_processor(lvlm, processor, directory / "processor")
     frame = read_frame(sam_path)
     if frame.size != sa.image_size(sam):
-        raise InputError(f"the segmenter's processor config resizes to {frame.size} px but its model takes "
-                         f"{sa.image_size(sam)} px", sam_path / SAM_PREPROCESSOR)
+        raise InputError(
+            f"the segmenter's processor config resizes to {frame.size} px but its model takes {sa.image_size(sam)} px",
+            sam_path / SAM_PREPROCESSOR,
+        )
     seg_id = processor.tokenizer.convert_tokens_to_ids(config.seg_token)
     return Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, sam_frame=frame)
 
 
-def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-         trainable: bool = False):
+def load(
+    directory: str | os.PathLike,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trainable: bool = False,
+):
     """A checkpoint directory → ``(model, processor)``; eval mode unless ``trainable``."""
     from transformers import AutoProcessor
 
@@ -129,8 +145,8 @@ def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, de
         aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
     for k, src in aliases.items():
         sd[k] = sd[src]
-    config.trainable.lora = any("lora_" in k for k in sd)      # the structure the weights have
-    apply_trainable(model, config.trainable)        # injects the LoRA structure the weights expect
+    config.trainable.lora = any("lora_" in k for k in sd)  # the structure the weights have
+    apply_trainable(model, config.trainable)  # injects the LoRA structure the weights expect
     problems = keymaps.check_against(sd, model.state_dict(), [])
     if problems:
         raise InputError("weights do not fit the model: " + "; ".join(problems[:20]), d / WEIGHTS)
@@ -141,8 +157,13 @@ def load(directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32, de
     return model.to(device=device, dtype=dtype), processor
 
 
-def load_for_finetuning(directory: str | os.PathLike, config: Sim4SegConfig, *, dtype: torch.dtype = torch.float32,
-                        device: str | torch.device = "cpu"):
+def load_for_finetuning(
+    directory: str | os.PathLike,
+    config: Sim4SegConfig,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+):
     """A Sim4Seg checkpoint (ours, or one converted from LISA) as the start of a **new** run → ``(model, processor)``.
 
     The weights are the checkpoint's, with its LoRA folded into the base weights (the same function);
@@ -152,8 +173,10 @@ def load_for_finetuning(directory: str | os.PathLike, config: Sim4SegConfig, *, 
     """
     model, processor = load(directory, dtype=dtype, device=device, trainable=True)
     if config.seg_token != model.config.seg_token:
-        raise InputError(f"the recipe's seg_token {config.seg_token!r} differs from the checkpoint's "
-                         f"{model.config.seg_token!r}", Path(directory) / CONFIG_FILE)
+        raise InputError(
+            f"the recipe's seg_token {config.seg_token!r} differs from the checkpoint's {model.config.seg_token!r}",
+            Path(directory) / CONFIG_FILE,
+        )
     n = merge_lora(model)
     if n:
         log.info("init_from %s: folded %d LoRA layer(s) into the base weights", directory, n)

@@ -8,14 +8,16 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def convert_lisa(src: str, dst: str, base: str | None, sam: str, vision_tower: str | None, lora_alpha: float,
-                 lora_r: int) -> int:
+def convert_lisa(
+    src: str, dst: str, base: str | None, sam: str, vision_tower: str | None, lora_alpha: float, lora_r: int
+) -> int:
     """Convert a LISA checkpoint SRC (config.json + tokenizer + weights, plain or PEFT-wrapped) into a Sim4Seg checkpoint DST."""
     from sim4seg.model.checkpoint import save
     from sim4seg.model.lisa import load_lisa
 
-    model, processor = load_lisa(src, base=base, sam=sam, vision_tower=vision_tower, trainable=False,
-                                 lora_alpha=lora_alpha, lora_r=lora_r)
+    model, processor = load_lisa(
+        src, base=base, sam=sam, vision_tower=vision_tower, trainable=False, lora_alpha=lora_alpha, lora_r=lora_r
+    )
     save(model, processor, dst)
     print(f"wrote Sim4Seg checkpoint {dst} (from LISA {src})")
     return 0
@@ -53,25 +55,28 @@ def build(preset: str, out: str, shrink: bool) -> int:
         paths = {"checkpoint": save(model, processor, out)}
     print(f"wrote Sim4Seg checkpoint {paths['checkpoint']} ({preset}{', shrunk' if shrink else ''})")
     if "lvlm" in paths:
-        print(f"backbones for a training recipe: model.preset={preset} model.lvlm={paths['lvlm']} "
-              f"model.sam={paths['sam']}")
+        print(
+            f"backbones for a training recipe: model.preset={preset} model.lvlm={paths['lvlm']} "
+            f"model.sam={paths['sam']}"
+        )
     return 0
 
 
 def presets() -> int:
     """List the named presets for real checkpoints."""
-    from sim4seg.model.presets import PRESETS
-
     from sim4seg.model.backbones import LVLM_FAMILIES, SEGMENTER_FAMILIES, variant
+    from sim4seg.model.presets import PRESETS
 
     for name, p in PRESETS.items():
         lv, sv = variant(LVLM_FAMILIES, p.lvlm_variant)[1], variant(SEGMENTER_FAMILIES, p.sam_variant)[1]
         g = lv.image_size // lv.patch
         f = sv.frame
         prep = "mean/std" if f.do_normalize else "[0, 1]"
-        print(f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
-              f"{'':24s} {lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens "
-              f"({g}x{g}); {sv.name} {f.size} px ({prep}, {_resample_name(f.resample)}), prompt frame 256x256")
+        print(
+            f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
+            f"{'':24s} {lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens "
+            f"({g}x{g}); {sv.name} {f.size} px ({prep}, {_resample_name(f.resample)}), prompt frame 256x256"
+        )
     return 0
 
 
@@ -103,10 +108,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="LISA checkpoint directory or hub id (e.g. xinlai/LISA-7B-v1)")
     p.add_argument("dst", help="output Sim4Seg checkpoint directory")
     p.add_argument("--sam", default="facebook/sam-vit-huge", help="HF SAM config matching LISA's SAM (hub id or path)")
-    p.add_argument("--vision-tower", default=None,
-                   help="CLIP hub id or local path replacing config.json's mm_vision_tower (e.g. an offline copy)")
-    p.add_argument("--base", default=None,
-                   help="take the LLaVA config + processor from this HF LLaVA model instead of LISA's config.json")
+    p.add_argument(
+        "--vision-tower",
+        default=None,
+        help="CLIP hub id or local path replacing config.json's mm_vision_tower (e.g. an offline copy)",
+    )
+    p.add_argument(
+        "--base",
+        default=None,
+        help="take the LLaVA config + processor from this HF LLaVA model instead of LISA's config.json",
+    )
     p.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha of PEFT-wrapped weights (LISA: 16)")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank of PEFT-wrapped weights (LISA: 8)")
     p.set_defaults(handler=convert_lisa)
@@ -122,8 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="Sim4Seg checkpoint with LoRA adapters")
     p.add_argument("dst", help="output checkpoint directory")
     p.set_defaults(handler=merge)
-    p = msub.add_parser("info", help="show a checkpoint's backbones, label sets, training recipe, data and metrics",
-                        description=info.__doc__)
+    p = msub.add_parser(
+        "info",
+        help="show a checkpoint's backbones, label sets, training recipe, data and metrics",
+        description=info.__doc__,
+    )
     p.add_argument("checkpoint", metavar="CKPT", help="Sim4Seg checkpoint directory (a training run's final/)")
     p.add_argument("--json", dest="json_", action="store_true", help="print everything as JSON")
     p.set_defaults(handler=info)
@@ -131,9 +145,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = msub.add_parser("build", help=build.__doc__, description=build.__doc__)
     p.add_argument("preset", help="a named preset (sim4seg model presets)")
     p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint directory")
-    p.add_argument("--shrink", action="store_true",
-                   help="the preset's processors, image sizes, token counts, chat template, special tokens and SAM "
-                        "frame on a small random model (nothing downloaded)")
+    p.add_argument(
+        "--shrink",
+        action="store_true",
+        help="the preset's processors, image sizes, token counts, chat template, special tokens and SAM "
+        "frame on a small random model (nothing downloaded)",
+    )
     p.set_defaults(handler=build)
     p = msub.add_parser("presets", help=presets.__doc__, description=presets.__doc__)
     p.set_defaults(handler=presets)

@@ -10,7 +10,6 @@ from torch import nn
 
 from sim4seg.data.prompts import SEG_TOKEN
 from sim4seg.data.transforms import SegmenterFrame
-from sim4seg.errors import InputError
 from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.config import Sim4SegConfig, TrainableConfig
 from sim4seg.model.sim4seg import Sim4SegModel
@@ -36,8 +35,16 @@ def check_architecture(lvlm, sam, source: str = "", processor=None) -> None:
         la.check_processor(lvlm, processor, source or None)
 
 
-def compose(lvlm, sam, processor, config: Sim4SegConfig, *, sam_frame: SegmenterFrame, trainable: bool = True,
-            phi: nn.Module | None = None) -> Sim4SegModel:
+def compose(
+    lvlm,
+    sam,
+    processor,
+    config: Sim4SegConfig,
+    *,
+    sam_frame: SegmenterFrame,
+    trainable: bool = True,
+    phi: nn.Module | None = None,
+) -> Sim4SegModel:
     """Add [SEG], read the token grid, build the model and (if ``trainable``) set what trains.
 
     ``sam_frame``: the segmenter checkpoint's own preprocessing (its ``preprocessor_config.json``).
@@ -63,8 +70,13 @@ def apply_trainable(model: Sim4SegModel, t: TrainableConfig) -> Sim4SegModel:
         from peft import LoraConfig, inject_adapter_in_model
 
         targets = "|".join(t.lora_targets)
-        cfg = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, bias="none",
-                         target_modules=rf".*{model.lvlm_adapter.lora_scope}.*\.({targets})")
+        cfg = LoraConfig(
+            r=t.lora_r,
+            lora_alpha=t.lora_alpha,
+            lora_dropout=t.lora_dropout,
+            bias="none",
+            target_modules=rf".*{model.lvlm_adapter.lora_scope}.*\.({targets})",
+        )
         inject_adapter_in_model(cfg, model.lvlm)
     parts = {**model.lvlm_adapter.parts(model.lvlm), **model.seg_adapter.parts(model.sam), "projection": model.phi}
     for name, module in parts.items():

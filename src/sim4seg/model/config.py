@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sim4seg._atomic import write_json
 from sim4seg._config import from_dict, to_dict
+from sim4seg.data.prompts import SEG_TOKEN
 from sim4seg.errors import InputError
 from sim4seg.model.rvls2m import NORMALIZATIONS, POOLINGS, TAU_STRATEGIES
-from sim4seg.data.prompts import SEG_TOKEN
 
 CONFIG_FILE = "sim4seg_config.json"
 MODEL_TYPE = "sim4seg"
@@ -167,7 +167,7 @@ class Sim4SegConfig:
         if self.text_budget < 8:
             raise ValueError(f"text_budget must be >= 8, got {self.text_budget}")
 
-    def model_config(self) -> "Sim4SegConfig":
+    def model_config(self) -> Sim4SegConfig:
         """A copy holding only the model's own fields (what is saved beside the weights)."""
         return Sim4SegConfig(**{f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(Sim4SegConfig)})
 
@@ -175,7 +175,7 @@ class Sim4SegConfig:
         return {**to_dict(self.model_config()), "model_type": MODEL_TYPE}
 
     @classmethod
-    def from_json(cls, d: dict, source: str | os.PathLike | None = None) -> "Sim4SegConfig":
+    def from_json(cls, d: dict, source: str | os.PathLike | None = None) -> Sim4SegConfig:
         d = dict(d)
         if d.pop("model_type", None) != MODEL_TYPE:
             raise InputError(f"not a Sim4Seg config (model_type is not {MODEL_TYPE!r})", source)
@@ -185,7 +185,7 @@ class Sim4SegConfig:
         write_json(Path(directory) / CONFIG_FILE, self.to_json())
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Sim4SegConfig":
+    def load(cls, directory: str | os.PathLike) -> Sim4SegConfig:
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
             raise InputError(f"not a Sim4Seg checkpoint: {CONFIG_FILE} not found", directory)

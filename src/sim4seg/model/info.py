@@ -52,18 +52,34 @@ def _parameters(path: Path) -> dict:
 
 def _lvlm(cfg: dict) -> dict:
     text, vision = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
-    return {"type": cfg.get("model_type"), "name": cfg.get("_name_or_path") or None,
-            "text": {"type": text.get("model_type"), "layers": text.get("num_hidden_layers"),
-                     "hidden": text.get("hidden_size"), "vocab": text.get("vocab_size")},
-            "vision": {"type": vision.get("model_type"), "image_size": vision.get("image_size"),
-                       "patch": vision.get("patch_size"), "layers": vision.get("num_hidden_layers")}}
+    return {
+        "type": cfg.get("model_type"),
+        "name": cfg.get("_name_or_path") or None,
+        "text": {
+            "type": text.get("model_type"),
+            "layers": text.get("num_hidden_layers"),
+            "hidden": text.get("hidden_size"),
+            "vocab": text.get("vocab_size"),
+        },
+        "vision": {
+            "type": vision.get("model_type"),
+            "image_size": vision.get("image_size"),
+            "patch": vision.get("patch_size"),
+            "layers": vision.get("num_hidden_layers"),
+        },
+    }
 
 
 def _sam(cfg: dict) -> dict:
     vision = cfg.get("vision_config") or {}
-    return {"type": cfg.get("model_type"), "name": cfg.get("_name_or_path") or None,
-            "image_size": vision.get("image_size"), "patch": vision.get("patch_size"),
-            "layers": vision.get("num_hidden_layers"), "hidden": vision.get("hidden_size")}
+    return {
+        "type": cfg.get("model_type"),
+        "name": cfg.get("_name_or_path") or None,
+        "image_size": vision.get("image_size"),
+        "patch": vision.get("patch_size"),
+        "layers": vision.get("num_hidden_layers"),
+        "hidden": vision.get("hidden_size"),
+    }
 
 
 def checkpoint_info(directory: str | os.PathLike) -> dict:
@@ -72,8 +88,11 @@ def checkpoint_info(directory: str | os.PathLike) -> dict:
     if not d.is_dir():
         raise InputError("checkpoint directory not found", d)
     if not (d / CONFIG_FILE).is_file():
-        raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing; a training run's model is "
-                         "in its final/ folder)", d)
+        raise InputError(
+            f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing; a training run's model is "
+            "in its final/ folder)",
+            d,
+        )
     config = Sim4SegConfig.load(d)
     recipe = None
     if (d / "config.yaml").is_file():
@@ -83,9 +102,15 @@ def checkpoint_info(directory: str | os.PathLike) -> dict:
             recipe = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise InputError(f"invalid YAML: {e}", d / "config.yaml") from None
-    return {"path": str(d), "lvlm": _lvlm(_json(d / "lvlm" / "config.json")), "sam": _sam(_json(d / "sam" / "config.json")),
-            "parameters": _parameters(d / WEIGHTS), "sim4seg": config.to_json(), "recipe": recipe,
-            "training": read_training(d)}
+    return {
+        "path": str(d),
+        "lvlm": _lvlm(_json(d / "lvlm" / "config.json")),
+        "sam": _sam(_json(d / "sam" / "config.json")),
+        "parameters": _parameters(d / WEIGHTS),
+        "sim4seg": config.to_json(),
+        "recipe": recipe,
+        "training": read_training(d),
+    }
 
 
 def _n(v) -> str:
@@ -98,41 +123,75 @@ def describe(info: dict) -> str:
     t, r = cfg["trainable"], cfg["rvls2m"]
     lines = [f"checkpoint {info['path']}"]
     if p:
-        lines.append(f"  weights: {_n(p['total'])} parameters ({_n(p['lora'])} in LoRA adapters), {', '.join(p['dtypes'])}")
-    lines.append(f"  LVLM: {lv['type']}" + (f" ({lv['name']})" if lv["name"] else "")
-                 + f" — text {lv['text']['type']}, {lv['text']['layers']} layers, hidden {lv['text']['hidden']}, "
-                 f"vocabulary {lv['text']['vocab']}; vision {lv['vision']['type']}, {lv['vision']['image_size']} px, "
-                 f"patch {lv['vision']['patch']}")
-    lines.append(f"  segmenter: {sam['type']}" + (f" ({sam['name']})" if sam["name"] else "")
-                 + f" — image encoder {sam['layers']} layers, hidden {sam['hidden']}, {sam['image_size']} px, "
-                 f"patch {sam['patch']}")
-    lines.append(f"  RVLS2M: training {'on' if r['train'] else 'off'}, inference {'on' if r['infer'] else 'off'}; "
-                 f"grid {r['grid']}, τ {r['tau']}" + (f" k={r['k']}" if r["tau"] == "topk" else "")
-                 + f", {r['normalize']} normalisation, {r['pool']} pooling")
+        lines.append(
+            f"  weights: {_n(p['total'])} parameters ({_n(p['lora'])} in LoRA adapters), {', '.join(p['dtypes'])}"
+        )
+    lines.append(
+        f"  LVLM: {lv['type']}"
+        + (f" ({lv['name']})" if lv["name"] else "")
+        + f" — text {lv['text']['type']}, {lv['text']['layers']} layers, hidden {lv['text']['hidden']}, "
+        f"vocabulary {lv['text']['vocab']}; vision {lv['vision']['type']}, {lv['vision']['image_size']} px, "
+        f"patch {lv['vision']['patch']}"
+    )
+    lines.append(
+        f"  segmenter: {sam['type']}"
+        + (f" ({sam['name']})" if sam["name"] else "")
+        + f" — image encoder {sam['layers']} layers, hidden {sam['hidden']}, {sam['image_size']} px, "
+        f"patch {sam['patch']}"
+    )
+    lines.append(
+        f"  RVLS2M: training {'on' if r['train'] else 'off'}, inference {'on' if r['infer'] else 'off'}; "
+        f"grid {r['grid']}, τ {r['tau']}"
+        + (f" k={r['k']}" if r["tau"] == "topk" else "")
+        + f", {r['normalize']} normalisation, {r['pool']} pooling"
+    )
     parts = [f"LoRA r={t['lora_r']} α={t['lora_alpha']} on {'/'.join(t['lora_targets'])}"] if t["lora"] else []
-    parts += [k for k in ("llm", "lm_head", "embed_tokens", "vision_tower", "mm_projector", "sam_encoder",
-                          "prompt_encoder", "mask_decoder", "projection") if t.get(k)]
+    parts += [
+        k
+        for k in (
+            "llm",
+            "lm_head",
+            "embed_tokens",
+            "vision_tower",
+            "mm_projector",
+            "sam_encoder",
+            "prompt_encoder",
+            "mask_decoder",
+            "projection",
+        )
+        if t.get(k)
+    ]
     lines.append(f"  trained parts: {', '.join(parts) or 'none'}")
     tr = info["training"]
     if tr is None:
-        lines.append(f"training: no record ({TRAINING_FILE} is written by `sim4seg train`; this checkpoint came from "
-                     "elsewhere, e.g. `convert lisa` or an older version): label sets unknown")
+        lines.append(
+            f"training: no record ({TRAINING_FILE} is written by `sim4seg train`; this checkpoint came from "
+            "elsewhere, e.g. `convert lisa` or an older version): label sets unknown"
+        )
         return "\n".join(lines)
     m = tr.get("model", {})
-    lines.append(f"training: {tr.get('trained_at', '?')} with sim4seg {tr.get('sim4seg_version', '?')}; "
-                 f"{_n(tr.get('steps'))} steps, {_n(tr.get('epochs_completed'))} epoch(s) completed, "
-                 f"{_n(tr.get('samples_seen'))} samples seen; from preset {m.get('preset')!r}"
-                 + (f" (LVLM {m['lvlm']})" if m.get("lvlm") else "") + (f" (SAM {m['sam']})" if m.get("sam") else ""))
+    lines.append(
+        f"training: {tr.get('trained_at', '?')} with sim4seg {tr.get('sim4seg_version', '?')}; "
+        f"{_n(tr.get('steps'))} steps, {_n(tr.get('epochs_completed'))} epoch(s) completed, "
+        f"{_n(tr.get('samples_seen'))} samples seen; from preset {m.get('preset')!r}"
+        + (f" (LVLM {m['lvlm']})" if m.get("lvlm") else "")
+        + (f" (SAM {m['sam']})" if m.get("sam") else "")
+    )
     data = tr.get("data", {})
     build = data.get("build") or {}
     how = f" (built by `data {build['command']}`)" if build.get("command") else ""
-    lines.append(f"  data: {data.get('manifest')}{how}; split {data.get('train_split')!r} "
-                 f"({_n(data.get('n_train'))} samples), validation {data.get('val_split')!r} "
-                 f"({_n(data.get('n_val'))}); answer format {data.get('answer_format')!r}")
+    lines.append(
+        f"  data: {data.get('manifest')}{how}; split {data.get('train_split')!r} "
+        f"({_n(data.get('n_train'))} samples), validation {data.get('val_split')!r} "
+        f"({_n(data.get('n_val'))}); answer format {data.get('answer_format')!r}"
+    )
     subsets = tr.get("subsets") or {}
     counts = data.get("train_counts") or {}
-    lines.append(f"  label sets of the {len(subsets)} subset(s) trained on:" if subsets else
-                 "  label sets: not recorded (a custom dataset)")
+    lines.append(
+        f"  label sets of the {len(subsets)} subset(s) trained on:"
+        if subsets
+        else "  label sets: not recorded (a custom dataset)"
+    )
     for name, s in subsets.items():
         c = counts.get(name, {})
         labels = ", ".join(f"{lb} ({c.get(lb, 0)})" for lb in s["labels"])
@@ -140,9 +199,11 @@ def describe(info: dict) -> str:
     rec = info["recipe"] or {}
     o, tcfg = rec.get("optim", {}), rec.get("train", {})
     if o:
-        lines.append(f"  recipe (config.yaml): lr {o.get('lr')}, {o.get('epochs')} epoch(s), batch {o.get('batch_size')}"
-                     f" × accumulation {o.get('grad_accum')}, {o.get('schedule')} schedule, seed {tcfg.get('seed')}, "
-                     f"precision {tcfg.get('precision')}")
+        lines.append(
+            f"  recipe (config.yaml): lr {o.get('lr')}, {o.get('epochs')} epoch(s), batch {o.get('batch_size')}"
+            f" × accumulation {o.get('grad_accum')}, {o.get('schedule')} schedule, seed {tcfg.get('seed')}, "
+            f"precision {tcfg.get('precision')}"
+        )
     met = tr.get("metrics", {})
     last, vals = met.get("train") or {}, met.get("validations") or []
     figures = []
@@ -150,6 +211,9 @@ def describe(info: dict) -> str:
         figures.append(f"last training loss {last['loss']:.4f} (step {last.get('step')})")
     if vals and "val/loss" in vals[-1]:
         figures.append(f"validation loss {vals[-1]['val/loss']:.4f} (step {vals[-1].get('step')})")
-    lines.append("  metrics: " + ("; ".join(figures) if figures else "none recorded")
-                 + " — segmentation / diagnosis scores: `sim4seg evaluate --checkpoint`")
+    lines.append(
+        "  metrics: "
+        + ("; ".join(figures) if figures else "none recorded")
+        + " — segmentation / diagnosis scores: `sim4seg evaluate --checkpoint`"
+    )
     return "\n".join(lines)

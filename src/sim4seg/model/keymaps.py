@@ -22,7 +22,10 @@ SAM_KEY_MAP: list[Rule] = [
     (r"^image_encoder\.neck\.1\.(.*)$", r"vision_encoder.neck.layer_norm1.\1"),
     (r"^image_encoder\.neck\.2\.(.*)$", r"vision_encoder.neck.conv2.\1"),
     (r"^image_encoder\.neck\.3\.(.*)$", r"vision_encoder.neck.layer_norm2.\1"),
-    (r"^prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix$", r"prompt_encoder.shared_embedding.positional_embedding"),
+    (
+        r"^prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix$",
+        r"prompt_encoder.shared_embedding.positional_embedding",
+    ),
     (r"^prompt_encoder\.point_embeddings\.(\d+)\.(.*)$", r"prompt_encoder.point_embed.\1.\2"),
     (r"^prompt_encoder\.mask_downscaling\.0\.(.*)$", r"prompt_encoder.mask_embed.conv1.\1"),
     (r"^prompt_encoder\.mask_downscaling\.1\.(.*)$", r"prompt_encoder.mask_embed.layer_norm1.\1"),
@@ -34,10 +37,22 @@ SAM_KEY_MAP: list[Rule] = [
     (r"^mask_decoder\.output_upscaling\.1\.(.*)$", r"mask_decoder.upscale_layer_norm.\1"),
     (r"^mask_decoder\.output_upscaling\.3\.(.*)$", r"mask_decoder.upscale_conv2.\1"),
     # 3-layer MLPs: layers.0 / layers.1 / layers.2 → proj_in / layers.0 / proj_out
-    (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.0\.(.*)$", r"mask_decoder.\1.proj_in.\2"),
-    (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.1\.(.*)$", r"mask_decoder.\1.layers.0.\2"),
-    (r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.2\.(.*)$", r"mask_decoder.\1.proj_out.\2"),
-    (r"^mask_decoder\.transformer\.layers\.(\d+)\.norm(\d)\.(.*)$", r"mask_decoder.transformer.layers.\1.layer_norm\2.\3"),
+    (
+        r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.0\.(.*)$",
+        r"mask_decoder.\1.proj_in.\2",
+    ),
+    (
+        r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.1\.(.*)$",
+        r"mask_decoder.\1.layers.0.\2",
+    ),
+    (
+        r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.2\.(.*)$",
+        r"mask_decoder.\1.proj_out.\2",
+    ),
+    (
+        r"^mask_decoder\.transformer\.layers\.(\d+)\.norm(\d)\.(.*)$",
+        r"mask_decoder.transformer.layers.\1.layer_norm\2.\3",
+    ),
     (r"^mask_decoder\.transformer\.norm_final_attn\.(.*)$", r"mask_decoder.transformer.layer_norm_final_attn.\1"),
     (r"^mask_decoder\.(transformer|iou_token|mask_tokens)\.(.*)$", r"mask_decoder.\1.\2"),
 ]
@@ -49,8 +64,8 @@ LISA_KEY_MAP: list[Rule] = [
     (r"^model\.layers\.(.*)$", r"lvlm.model.language_model.layers.\1"),
     (r"^model\.norm\.(.*)$", r"lvlm.model.language_model.norm.\1"),
     (r"^lm_head\.(.*)$", r"lvlm.lm_head.\1"),
-    (r"^model\.mm_projector\.(weight|bias)$", r"lvlm.model.multi_modal_projector.linear_1.\1"),   # LLaVA v1
-    (r"^model\.mm_projector\.0\.(.*)$", r"lvlm.model.multi_modal_projector.linear_1.\1"),      # LLaVA-1.5
+    (r"^model\.mm_projector\.(weight|bias)$", r"lvlm.model.multi_modal_projector.linear_1.\1"),  # LLaVA v1
+    (r"^model\.mm_projector\.0\.(.*)$", r"lvlm.model.multi_modal_projector.linear_1.\1"),  # LLaVA-1.5
     (r"^model\.mm_projector\.2\.(.*)$", r"lvlm.model.multi_modal_projector.linear_2.\1"),
     (r"^model\.vision_tower\.vision_tower\.(.*)$", r"lvlm.model.vision_tower.\1"),
     (r"^model\.text_hidden_fcs\.0\.0\.(weight|bias)$", r"phi.0.\1"),
@@ -63,7 +78,7 @@ WRAPPER_PREFIXES = ("base_model.model.", "module.", "_orig_mod.")
 def strip_wrapper(key: str) -> str:
     """A state-dict key without ``base_model.model.`` / ``module.`` / ``_orig_mod.`` (PEFT, DDP, compile)."""
     while key.startswith(WRAPPER_PREFIXES):
-        key = key[len(next(p for p in WRAPPER_PREFIXES if key.startswith(p))):]
+        key = key[len(next(p for p in WRAPPER_PREFIXES if key.startswith(p))) :]
     return key
 
 
@@ -119,7 +134,7 @@ def merge_lora_keys(sd: dict[str, torch.Tensor], alpha: float, r: int) -> dict[s
 def convert_lisa(sd: dict[str, torch.Tensor], *, lora_alpha: float = 16, lora_r: int = 8):
     """A LISA state dict (plain or PEFT-wrapped) → ``(Sim4SegModel keys, unexpected keys)``."""
     sd = merge_lora_keys(strip_prefixes(sd), lora_alpha, lora_r)
-    sam_part = {k[len(LISA_SAM_PREFIX):]: v for k, v in sd.items() if k.startswith(LISA_SAM_PREFIX)}
+    sam_part = {k[len(LISA_SAM_PREFIX) :]: v for k, v in sd.items() if k.startswith(LISA_SAM_PREFIX)}
     rest = {k: v for k, v in sd.items() if not k.startswith(LISA_SAM_PREFIX)}
     out, unexpected = apply_map(rest, LISA_KEY_MAP)
     sam, sam_unexpected = convert_sam(sam_part, prefix="sam.")
@@ -139,7 +154,9 @@ def identity_projector(sd: dict[str, torch.Tensor], prefix: str = "lvlm.model.mu
     sd[prefix + "linear_2.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
 
 
-def align_optional_prefix(sd: dict[str, torch.Tensor], target_keys, stem: str, optional: str) -> dict[str, torch.Tensor]:
+def align_optional_prefix(
+    sd: dict[str, torch.Tensor], target_keys, stem: str, optional: str
+) -> dict[str, torch.Tensor]:
     """Add or drop ``optional`` after ``stem`` in ``sd``'s keys to match the target's convention.
 
     transformers 5 dropped CLIPVisionModel's ``vision_model.`` level (``vision_tower.encoder...``);
@@ -149,26 +166,39 @@ def align_optional_prefix(sd: dict[str, torch.Tensor], target_keys, stem: str, o
     out = {}
     for k, v in sd.items():
         if k.startswith(stem):
-            rest = k[len(stem):]
-            rest = rest[len(optional):] if rest.startswith(optional) else rest
+            rest = k[len(stem) :]
+            rest = rest[len(optional) :] if rest.startswith(optional) else rest
             k = stem + (optional if target_has else "") + rest
         out[k] = v
     return out
 
 
-def check_against(converted: dict[str, torch.Tensor], target: dict[str, torch.Tensor], unexpected: list[str],
-                  *, allow_missing: tuple[str, ...] = ()) -> list[str]:
+def check_against(
+    converted: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    unexpected: list[str],
+    *,
+    allow_missing: tuple[str, ...] = (),
+) -> list[str]:
     """Problems (missing, unexpected, mis-shaped keys, each named) of loading ``converted`` into ``target``."""
     problems = [f"unexpected key {k}" for k in unexpected]
     problems += [f"unexpected key {k}" for k in converted if k not in target]
     problems += [f"missing key {k}" for k in target if k not in converted and not k.startswith(allow_missing)]
-    problems += [f"mis-shaped key {k}: checkpoint {tuple(v.shape)}, model {tuple(target[k].shape)}"
-                 for k, v in converted.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    problems += [
+        f"mis-shaped key {k}: checkpoint {tuple(v.shape)}, model {tuple(target[k].shape)}"
+        for k, v in converted.items()
+        if k in target and tuple(v.shape) != tuple(target[k].shape)
+    ]
     return problems
 
 
-def remap_vocab_rows(weight: torch.Tensor, src_vocab: dict[str, int], dst_vocab: dict[str, int],
-                     init: torch.Tensor | None = None, rows: int | None = None) -> torch.Tensor:
+def remap_vocab_rows(
+    weight: torch.Tensor,
+    src_vocab: dict[str, int],
+    dst_vocab: dict[str, int],
+    init: torch.Tensor | None = None,
+    rows: int | None = None,
+) -> torch.Tensor:
     """Rows of an embedding / LM head by token string; rows of tokens the source lacks take ``init``'s
     rows, or (``init=None``) the mean source row, like transformers' mean resizing — deterministic."""
     out = init.clone() if init is not None else weight.mean(0, keepdim=True).repeat(rows, 1)

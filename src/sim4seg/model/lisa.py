@@ -37,22 +37,37 @@ from pathlib import Path
 
 import torch
 
+from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.errors import InputError
 from sim4seg.model import keymaps
-from sim4seg.model.compose import apply_trainable, compose
-from sim4seg.data.transforms import SegmenterFrame
-from sim4seg.model.backbones.llava import IM_END, IM_START, IMAGE_TOKEN, LISA_SYSTEM as SYSTEM  # noqa: F401 (re-exported)
+from sim4seg.model.backbones.llava import IM_END, IM_START, IMAGE_TOKEN  # noqa: F401 (re-exported)
 from sim4seg.model.backbones.llava import lisa_chat_template as chat_template
-from sim4seg.model.weights import read_state_dict, resolve_source
+from sim4seg.model.compose import apply_trainable, compose
 from sim4seg.model.config import Sim4SegConfig
+from sim4seg.model.weights import read_state_dict, resolve_source
 
 log = logging.getLogger(__name__)
 
 # transformers' LlamaConfig fields a LISA config.json carries
-LLAMA_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta",
-              "rope_scaling", "attention_bias", "mlp_bias", "pad_token_id", "bos_token_id", "eos_token_id")
-FILES = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]   # what a LISA / CLIP repo needs from the hub
+LLAMA_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "attention_bias",
+    "mlp_bias",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+)
+FILES = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]  # what a LISA / CLIP repo needs from the hub
 
 
 def read_lisa_config(directory: Path) -> dict:
@@ -61,14 +76,18 @@ def read_lisa_config(directory: Path) -> dict:
     try:
         cfg = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError("no config.json: a LISA checkpoint directory holds config.json, tokenizer and weights",
-                         directory) from None
+        raise InputError(
+            "no config.json: a LISA checkpoint directory holds config.json, tokenizer and weights", directory
+        ) from None
     except json.JSONDecodeError as e:
         raise InputError(f"config.json is not JSON ({e.msg})", path, e.lineno) from None
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in cfg]
     if missing or not (cfg.get("mm_vision_tower") or cfg.get("vision_tower")):
-        raise InputError(f"not a LISA config ({cfg.get('model_type', '?')!r}; it needs the LLaMA sizes and "
-                         f"mm_vision_tower, missing {missing or ['mm_vision_tower']})", path)
+        raise InputError(
+            f"not a LISA config ({cfg.get('model_type', '?')!r}; it needs the LLaMA sizes and "
+            f"mm_vision_tower, missing {missing or ['mm_vision_tower']})",
+            path,
+        )
     return cfg
 
 
@@ -76,14 +95,20 @@ def lisa_llava_config(cfg: dict, vision_config, *, image_token_id: int, vocab_si
     """A transformers ``LlavaConfig`` equal to LISA's architecture (patch features: LISA forces them)."""
     from transformers import LlamaConfig, LlavaConfig
 
-    text = LlamaConfig(**{k: cfg[k] for k in LLAMA_KEYS if k in cfg} | {"vocab_size": vocab_size,
-                                                                          "tie_word_embeddings": False})
+    text = LlamaConfig(
+        **{k: cfg[k] for k in LLAMA_KEYS if k in cfg} | {"vocab_size": vocab_size, "tie_word_embeddings": False}
+    )
     grid = vision_config.image_size // vision_config.patch_size
-    return LlavaConfig(vision_config=vision_config, text_config=text, image_token_index=image_token_id,
-                       projector_hidden_act="linear" if projector == "linear" else "gelu",
-                       vision_feature_layer=int(cfg.get("mm_vision_select_layer", -2)),
-                       vision_feature_select_strategy="default", image_seq_length=grid * grid,
-                       tie_word_embeddings=False)
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text,
+        image_token_index=image_token_id,
+        projector_hidden_act="linear" if projector == "linear" else "gelu",
+        vision_feature_layer=int(cfg.get("mm_vision_select_layer", -2)),
+        vision_feature_select_strategy="default",
+        image_seq_length=grid * grid,
+        tie_word_embeddings=False,
+    )
 
 
 @contextmanager
@@ -109,7 +134,7 @@ def _derived(directory: Path, cfg: dict, tower: str, has_vision: bool, projector
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlavaProcessor
 
     try:
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor   # no torchvision needed
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # no torchvision needed
     except ImportError:
         from transformers import CLIPImageProcessor
     path = resolve_source(tower, FILES, what="CLIP vision tower")
@@ -122,11 +147,21 @@ def _derived(directory: Path, cfg: dict, tower: str, has_vision: bool, projector
         tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
     tokenizer.image_token = IMAGE_TOKEN
     tokenizer.chat_template = chat_template(bool(cfg.get("mm_use_im_start_end", False)))
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vision.patch_size,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=tokenizer.chat_template)
-    lvlm_cfg = lisa_llava_config(cfg, vision, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                                 vocab_size=len(tokenizer), projector=projector)
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=vision.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tokenizer.chat_template,
+    )
+    lvlm_cfg = lisa_llava_config(
+        cfg,
+        vision,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vocab_size=len(tokenizer),
+        projector=projector,
+    )
     return processor, lvlm_cfg, {f"lvlm.model.vision_tower.{k}": v for k, v in weights.items()}
 
 
@@ -137,17 +172,33 @@ def _from_base(base: str, has_vision: bool, projector: str):
     path = resolve_source(base, FILES, what="base LLaVA model")
     with _loading("the base LLaVA model", path):
         processor, lvlm_cfg = AutoProcessor.from_pretrained(path), AutoConfig.from_pretrained(path)
-        weights = {} if has_vision else {f"lvlm.{k}": v for k, v in AutoModelForImageTextToText.from_pretrained(path)
-                                         .state_dict().items() if k.startswith("model.vision_tower.")}
+        weights = (
+            {}
+            if has_vision
+            else {
+                f"lvlm.{k}": v
+                for k, v in AutoModelForImageTextToText.from_pretrained(path).state_dict().items()
+                if k.startswith("model.vision_tower.")
+            }
+        )
     if projector == "linear":
         lvlm_cfg.projector_hidden_act = "linear"
     return processor, lvlm_cfg, weights
 
 
-def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, base: str | None = None,
-              sam: str = "facebook/sam-vit-huge", vision_tower: str | None = None,
-              dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", trainable: bool = True,
-              lora_alpha: float = 16, lora_r: int = 8):
+def load_lisa(
+    src: str | os.PathLike,
+    config: Sim4SegConfig | None = None,
+    *,
+    base: str | None = None,
+    sam: str = "facebook/sam-vit-huge",
+    vision_tower: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trainable: bool = True,
+    lora_alpha: float = 16,
+    lora_r: int = 8,
+):
     """A LISA checkpoint (directory or hub id; plain or PEFT-wrapped weights) → ``(model, processor)``.
 
     sam: a SamModel config of LISA's SAM size (ViT-H for the released LISA). base: an HF LLaVA
@@ -178,12 +229,13 @@ def load_lisa(src: str | os.PathLike, config: Sim4SegConfig | None = None, *, ba
     lvlm = AutoModelForImageTextToText.from_config(lvlm_cfg, dtype=dtype)
     # LISA feeds SAM through segment_anything's own transform: SAM's mean/std, bilinear, longest side → 1024
     frame = SegmenterFrame(size=int(sam_cfg.vision_config.image_size))
-    model = compose(lvlm, SamModel._from_config(sam_cfg, dtype=dtype), processor, config, trainable=False,
-                    sam_frame=frame)
+    model = compose(
+        lvlm, SamModel._from_config(sam_cfg, dtype=dtype), processor, config, trainable=False, sam_frame=frame
+    )
     target = model.state_dict()
     lisa_vocab, vocab = _lisa_tokenizer(directory).get_vocab(), processor.tokenizer.get_vocab()
     for key in ("lvlm.model.language_model.embed_tokens.weight", "lvlm.lm_head.weight"):
-        if key in sd and sd[key].shape[1:] == target[key].shape[1:]:      # else reported as mis-shaped below
+        if key in sd and sd[key].shape[1:] == target[key].shape[1:]:  # else reported as mis-shaped below
             sd[key] = keymaps.remap_vocab_rows(sd[key], lisa_vocab, vocab, rows=target[key].shape[0])
     sd.update(vision_weights)
     sd = keymaps.align_optional_prefix(sd, target, "lvlm.model.vision_tower.", "vision_model.")

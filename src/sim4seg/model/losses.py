@@ -24,4 +24,6 @@ def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     shift_labels = labels[:, 1:]
     if not bool((shift_labels != -100).any()):
         return shift_logits.sum() * 0.0
-    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+    )

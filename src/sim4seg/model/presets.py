@@ -35,13 +35,28 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "lisa-7b": Preset("xinlai/LISA-7B-v1", None, "lisa", "sam-vit-h", lisa=True,
-                      note="the paper's initialisation: LISA-7B (LLaVA + SAM ViT-H + ϕ), converted on load"),
-    "llava-1.5-7b+sam-vit-h": Preset("llava-hf/llava-1.5-7b-hf", "facebook/sam-vit-huge", "llava-1.5", "sam-vit-h",
-                                     note="LLaVA-1.5-7B and SAM ViT-H; ϕ and [SEG] start untrained"),
-    "llava-med+medsam": Preset("chaoyinshe/llava-med-v1.5-mistral-7b-hf", "flaviagiammarino/medsam-vit-base",
-                               "llava-med", "medsam",
-                               note="LLaVA-Med v1.5 and MedSAM, both in HF format (community conversions)"),
+    "lisa-7b": Preset(
+        "xinlai/LISA-7B-v1",
+        None,
+        "lisa",
+        "sam-vit-h",
+        lisa=True,
+        note="the paper's initialisation: LISA-7B (LLaVA + SAM ViT-H + ϕ), converted on load",
+    ),
+    "llava-1.5-7b+sam-vit-h": Preset(
+        "llava-hf/llava-1.5-7b-hf",
+        "facebook/sam-vit-huge",
+        "llava-1.5",
+        "sam-vit-h",
+        note="LLaVA-1.5-7B and SAM ViT-H; ϕ and [SEG] start untrained",
+    ),
+    "llava-med+medsam": Preset(
+        "chaoyinshe/llava-med-v1.5-mistral-7b-hf",
+        "flaviagiammarino/medsam-vit-base",
+        "llava-med",
+        "medsam",
+        note="LLaVA-Med v1.5 and MedSAM, both in HF format (community conversions)",
+    ),
 }
 
 
@@ -54,12 +69,21 @@ def sam_frame_of(sam: str | os.PathLike):
     try:
         d, _ = ImageProcessingMixin.get_image_processor_dict(str(sam))
     except (OSError, ValueError) as e:
-        raise InputError(f"the segmenter's processor config (preprocessor_config.json) cannot be read: {e}", sam) from None
+        raise InputError(
+            f"the segmenter's processor config (preprocessor_config.json) cannot be read: {e}", sam
+        ) from None
     return SegmenterFrame.from_processor_config(d, sam)
 
 
-def from_pretrained(lvlm: str | os.PathLike, sam: str | os.PathLike, config: Sim4SegConfig | None = None, *,
-                    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", trainable: bool = True):
+def from_pretrained(
+    lvlm: str | os.PathLike,
+    sam: str | os.PathLike,
+    config: Sim4SegConfig | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trainable: bool = True,
+):
     """An LVLM and a segmenter (HF formats) from hub ids or local paths → ``(model, processor)``."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -79,14 +103,25 @@ def from_pretrained(lvlm: str | os.PathLike, sam: str | os.PathLike, config: Sim
         raise InputError(f"cannot load ({type(e).__name__}): {e}", f"{lvlm} + {sam}") from None
     check_architecture(lvlm_model, sam_model, f"{lvlm} + {sam}", processor=processor)
     if frame.size != sa.image_size(sam_model):
-        raise InputError(f"the segmenter's processor config resizes to {frame.size} px but its model takes "
-                         f"{sa.image_size(sam_model)} px", sam)
+        raise InputError(
+            f"the segmenter's processor config resizes to {frame.size} px but its model takes "
+            f"{sa.image_size(sam_model)} px",
+            sam,
+        )
     model = compose(lvlm_model, sam_model, processor, config, trainable=trainable, sam_frame=frame)
     return model.to(device), processor
 
 
-def from_preset(name: str, config: Sim4SegConfig | None = None, *, lvlm: str | None = None, sam: str | None = None,
-                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", trainable: bool = True):
+def from_preset(
+    name: str,
+    config: Sim4SegConfig | None = None,
+    *,
+    lvlm: str | None = None,
+    sam: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trainable: bool = True,
+):
     """A named preset; ``lvlm`` / ``sam`` replace its hub ids with local paths."""
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")

@@ -20,38 +20,70 @@ A test checks them against the installed transformers classes (parameter counts,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                num_key_value_heads=32, hidden_act="silu")
+LLAMA_7B = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    hidden_act="silu",
+)
 
 
 def clip_vit_l14(image_size: int):
     """OpenAI CLIP ViT-L/14's vision tower at ``image_size`` (224 or 336)."""
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, projection_dim=768, num_hidden_layers=24,
-                            num_attention_heads=16, image_size=image_size, patch_size=14, hidden_act="quick_gelu",
-                            layer_norm_eps=1e-5)
+    return CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        projection_dim=768,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=image_size,
+        patch_size=14,
+        hidden_act="quick_gelu",
+        layer_norm_eps=1e-5,
+    )
 
 
 def llava_1_5_7b():
     """``LlavaConfig`` of llava-hf/llava-1.5-7b-hf."""
     from transformers import LlamaConfig, LlavaConfig
 
-    text = LlamaConfig(**LLAMA_7B, vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                       tie_word_embeddings=False, pad_token_id=32001)
-    return LlavaConfig(vision_config=clip_vit_l14(336), text_config=text, image_token_index=32000,
-                       projector_hidden_act="gelu", vision_feature_layer=-2, vision_feature_select_strategy="default",
-                       image_seq_length=576, tie_word_embeddings=False)
+    text = LlamaConfig(
+        **LLAMA_7B,
+        vocab_size=32064,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        pad_token_id=32001,
+    )
+    return LlavaConfig(
+        vision_config=clip_vit_l14(336),
+        text_config=text,
+        image_token_index=32000,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=576,
+        tie_word_embeddings=False,
+    )
 
 
 def lisa_7b():
     """``LlavaConfig`` of xinlai/LISA-7B-v1 after ``sim4seg convert lisa`` (``<image>`` added: vocab 32005)."""
     from sim4seg.model.lisa import lisa_llava_config
 
-    cfg = {**LLAMA_7B, "vocab_size": 32004, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
-           "mm_vision_select_layer": -2}
+    cfg = {
+        **LLAMA_7B,
+        "vocab_size": 32004,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-6,
+        "mm_vision_select_layer": -2,
+    }
     return lisa_llava_config(cfg, clip_vit_l14(224), image_token_id=32004, vocab_size=32005, projector="linear")
 
 
@@ -59,9 +91,17 @@ def sam_vit_h():
     """``SamConfig`` of facebook/sam-vit-huge."""
     from transformers import SamConfig, SamVisionConfig
 
-    vision = SamVisionConfig(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
-                             global_attn_indexes=[7, 15, 23, 31], mlp_dim=5120, image_size=1024, patch_size=16,
-                             output_channels=256, window_size=14)
+    vision = SamVisionConfig(
+        hidden_size=1280,
+        num_hidden_layers=32,
+        num_attention_heads=16,
+        global_attn_indexes=[7, 15, 23, 31],
+        mlp_dim=5120,
+        image_size=1024,
+        patch_size=16,
+        output_channels=256,
+        window_size=14,
+    )
     return SamConfig(vision_config=vision)
 
 

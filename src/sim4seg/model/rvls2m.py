@@ -30,12 +30,10 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-
-from sim4seg.data.transforms import sam_resized_size
 
 NORMALIZATIONS = ("softmax", "minmax")
 POOLINGS = ("image", "token")
@@ -89,8 +87,9 @@ def paper_grid(n: int) -> tuple[int, int]:
     return h, -(-n // h)
 
 
-def similarity(image_emb: torch.Tensor, seg_emb: torch.Tensor, normalize: str = "softmax",
-               temperature: float = 1.0) -> torch.Tensor:
+def similarity(
+    image_emb: torch.Tensor, seg_emb: torch.Tensor, normalize: str = "softmax", temperature: float = 1.0
+) -> torch.Tensor:
     """Eq. 4–5: ``(B, n, d)`` image tokens · ``(B, d)`` ``[SEG]`` → ``(B, n)`` normalised scores (float64).
 
     ``softmax``: ``exp((s - max s) / T) / Σ exp((s - max s) / T)``, max-subtracted and in float64, so
@@ -103,16 +102,21 @@ def similarity(image_emb: torch.Tensor, seg_emb: torch.Tensor, normalize: str = 
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-    if image_emb.ndim != 3 or seg_emb.ndim != 2 or image_emb.shape[0] != seg_emb.shape[0] \
-            or image_emb.shape[2] != seg_emb.shape[1]:
-        raise ValueError(f"image_emb must be (B, n, d) and seg_emb (B, d); got {tuple(image_emb.shape)} "
-                         f"and {tuple(seg_emb.shape)}")
+    if (
+        image_emb.ndim != 3
+        or seg_emb.ndim != 2
+        or image_emb.shape[0] != seg_emb.shape[0]
+        or image_emb.shape[2] != seg_emb.shape[1]
+    ):
+        raise ValueError(
+            f"image_emb must be (B, n, d) and seg_emb (B, d); got {tuple(image_emb.shape)} and {tuple(seg_emb.shape)}"
+        )
     # (B, 1, d) · (B, d, n): the row-vector form reads image_emb once, ~2x faster on CPU than (B, n, d) · (B, d, 1)
     sim = torch.bmm(seg_emb.float().unsqueeze(1), image_emb.float().transpose(1, 2)).squeeze(1).double()
     if normalize == "softmax":
-        z = (sim - sim.amax(-1, keepdim=True)) / float(temperature)            # <= 0: exp never overflows
+        z = (sim - sim.amax(-1, keepdim=True)) / float(temperature)  # <= 0: exp never overflows
         e = z.exp()
-        return e / e.sum(-1, keepdim=True)                                     # the max token gives e = 1
+        return e / e.sum(-1, keepdim=True)  # the max token gives e = 1
     lo, hi = sim.amin(-1, keepdim=True), sim.amax(-1, keepdim=True)
     return (sim - lo) / (hi - lo).clamp_min(1e-12)
 
@@ -140,11 +144,11 @@ def _axis_pool(length: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int,
     Sides shorter than ``grid`` are supersampled by an integer factor so every cell has samples.
     """
     device = lo.device
-    factor = torch.clamp(-(-grid // length), min=1)                           # (B,)
+    factor = torch.clamp(-(-grid // length), min=1)  # (B,)
     samples = int((length * factor).max())
-    r = torch.arange(samples, device=device, dtype=torch.float64)             # (L,)
-    valid = r[None] < (length * factor)[:, None]                              # (B, L)
-    centre = (r[None] + 0.5) / factor[:, None]                                # (B, L) image coords
+    r = torch.arange(samples, device=device, dtype=torch.float64)  # (L,)
+    valid = r[None] < (length * factor)[:, None]  # (B, L)
+    centre = (r[None] + 0.5) / factor[:, None]  # (B, L) image coords
     inside = valid & (centre >= lo[:, None]) & (centre < hi[:, None])
     # align_corners=False source coordinate on the token axis, clamped as F.interpolate does
     src = ((centre - lo[:, None]) * n / (hi - lo)[:, None] - 0.5).clamp(0, n - 1)
@@ -152,14 +156,14 @@ def _axis_pool(length: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, n: int,
     i1 = (i0 + 1).clamp(max=n - 1)
     w1 = (src - i0) * inside
     w0 = (1.0 - (src - i0)) * inside
-    interp = torch.zeros(*src.shape, n, device=device, dtype=torch.float64)   # (B, L, n)
+    interp = torch.zeros(*src.shape, n, device=device, dtype=torch.float64)  # (B, L, n)
     interp.scatter_add_(2, i0.unsqueeze(-1), w0.unsqueeze(-1))
     interp.scatter_add_(2, i1.unsqueeze(-1), w1.unsqueeze(-1))
     cell = (centre * grid / length[:, None]).floor().long().clamp(0, grid - 1)
-    member = F.one_hot(cell, grid).double() * valid.unsqueeze(-1)             # (B, L, g)
-    count = member.sum(1)                                                     # (B, g)
-    pool = member.transpose(1, 2) @ interp / count.unsqueeze(-1)              # (B, g, n)
-    frac = (member * inside.unsqueeze(-1)).sum(1) / count                     # (B, g)
+    member = F.one_hot(cell, grid).double() * valid.unsqueeze(-1)  # (B, L, g)
+    count = member.sum(1)  # (B, g)
+    pool = member.transpose(1, 2) @ interp / count.unsqueeze(-1)  # (B, g, n)
+    frac = (member * inside.unsqueeze(-1)).sum(1) / count  # (B, g)
     return pool, frac
 
 
@@ -179,21 +183,38 @@ def _pool_for(rows: tuple, token_grid: tuple[int, int], grid: int, device: torch
     return p_h.float().to(device), p_w.float().to(device), outside
 
 
-def image_pool_matrices(image_size: SizeLike, token_grid: tuple[int, int], *, batch: int,
-                        token_box: BoxLike | None = None, grid: int = 16, device=None):
+def image_pool_matrices(
+    image_size: SizeLike,
+    token_grid: tuple[int, int],
+    *,
+    batch: int,
+    token_box: BoxLike | None = None,
+    grid: int = 16,
+    device=None,
+):
     """``(P_h (·,g,h_p), P_w (·,g,w_p), outside (·,g,g) or None)`` float32 for ``pool="image"``.
 
     The leading dimension is 1 when every item has the same geometry, else ``batch``; see the
     module docstring. Computed once per distinct geometry and cached across calls.
     """
     geometry = _geometry(image_size, token_box, batch, "token_box")
-    return _per_geometry(_pool_for, geometry, tuple(int(v) for v in token_grid), int(grid),
-                         torch.device(device or "cpu"))
+    return _per_geometry(
+        _pool_for, geometry, tuple(int(v) for v in token_grid), int(grid), torch.device(device or "cpu")
+    )
 
 
-def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tuple[int, int] | None,
-                  image_size: SizeLike, *, token_box: BoxLike | None = None, grid: int = 16,
-                  normalize: str = "softmax", pool: str = "image", temperature: float = 1.0) -> torch.Tensor:
+def region_scores(
+    image_emb: torch.Tensor,
+    seg_emb: torch.Tensor,
+    token_grid: tuple[int, int] | None,
+    image_size: SizeLike,
+    *,
+    token_box: BoxLike | None = None,
+    grid: int = 16,
+    normalize: str = "softmax",
+    pool: str = "image",
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Region similarity matrix R (Eq. 4–7): ``(B, grid, grid)`` float64.
 
     image_emb: (B, n, d) image-token hidden states after ϕ; seg_emb: (B, d) ``[SEG]`` after ϕ.
@@ -210,21 +231,25 @@ def region_scores(image_emb: torch.Tensor, seg_emb: torch.Tensor, token_grid: tu
         raise ValueError(f"grid must be >= 1, got {grid}")
     grids = per_item_grids(token_grid, image_emb.shape[0], image_emb.shape[1])
     if grids is not None:
-        return _region_scores_per_grid(image_emb, seg_emb, grids, image_size, token_box, grid, normalize, pool,
-                                       temperature)
-    m = token_map(similarity(image_emb, seg_emb, normalize, temperature), token_grid)     # (B, h_p, w_p)
+        return _region_scores_per_grid(
+            image_emb, seg_emb, grids, image_size, token_box, grid, normalize, pool, temperature
+        )
+    m = token_map(similarity(image_emb, seg_emb, normalize, temperature), token_grid)  # (B, h_p, w_p)
     b, h_p, w_p = m.shape
     if pool == "token":
         block = min(h_p, w_p) // grid
         if block == 0:
-            raise ValueError(f"pool='token' needs grid <= min(token grid) = {min(h_p, w_p)}, got grid={grid}; "
-                             "use pool='image' for finer grids")
+            raise ValueError(
+                f"pool='token' needs grid <= min(token grid) = {min(h_p, w_p)}, got grid={grid}; "
+                "use pool='image' for finer grids"
+            )
         cells = m[:, : block * grid, : block * grid].reshape(b, grid, block, grid, block)
         return cells.mean(dim=(2, 4))
-    p_h, p_w, outside = image_pool_matrices(image_size, (h_p, w_p), batch=b, token_box=token_box,
-                                            grid=grid, device=m.device)
-    out = p_h.double() @ m @ p_w.double().transpose(1, 2)                     # float64: tiny scores stay > 0
-    if outside is not None:                                                  # the map's minimum outside the box
+    p_h, p_w, outside = image_pool_matrices(
+        image_size, (h_p, w_p), batch=b, token_box=token_box, grid=grid, device=m.device
+    )
+    out = p_h.double() @ m @ p_w.double().transpose(1, 2)  # float64: tiny scores stay > 0
+    if outside is not None:  # the map's minimum outside the box
         out = out + m.amin(dim=(1, 2))[:, None, None] * outside.double()
     return out
 
@@ -258,38 +283,48 @@ def _region_scores_per_grid(image_emb, seg_emb, grids, image_size, token_box, gr
     for g in dict.fromkeys(grids):
         idx = [i for i, gi in enumerate(grids) if gi == g]
         n = g[0] * g[1]
-        sub = region_scores(image_emb[idx, :n], seg_emb[idx], g, torch.tensor([sizes[i] for i in idx]),
-                            token_box=None if boxes is None else torch.tensor([boxes[i] for i in idx]),
-                            grid=grid, normalize=normalize, pool=pool, temperature=temperature)
+        sub = region_scores(
+            image_emb[idx, :n],
+            seg_emb[idx],
+            g,
+            torch.tensor([sizes[i] for i in idx]),
+            token_box=None if boxes is None else torch.tensor([boxes[i] for i in idx]),
+            grid=grid,
+            normalize=normalize,
+            pool=pool,
+            temperature=temperature,
+        )
         out[torch.tensor(idx, device=out.device)] = sub
     return out
 
 
-def token_pool_box(token_grid: tuple[int, int], grid: int, token_box: BoxLike | None,
-                   image_size: Sequence[int]) -> tuple[float, float, float, float]:
+def token_pool_box(
+    token_grid: tuple[int, int], grid: int, token_box: BoxLike | None, image_size: Sequence[int]
+) -> tuple[float, float, float, float]:
     """Where the cells of ``pool="token"`` lie in the image (the top-left ``b·g`` square of tokens)."""
     h_p, w_p = token_grid
     block = min(h_p, w_p) // grid
     if block == 0:
         raise ValueError(f"grid {grid} is finer than the token grid {h_p}x{w_p}")
-    x0, y0, x1, y1 = (0.0, 0.0, float(image_size[1]), float(image_size[0])) if token_box is None \
-        else (float(v) for v in token_box)
+    x0, y0, x1, y1 = (
+        (0.0, 0.0, float(image_size[1]), float(image_size[0])) if token_box is None else (float(v) for v in token_box)
+    )
     return x0, y0, x0 + (x1 - x0) * block * grid / w_p, y0 + (y1 - y0) * block * grid / h_p
 
 
 def _otsu(scores: torch.Tensor) -> torch.Tensor:
     """Per-row Otsu threshold over the values themselves (no histogram): (B, N) → (B,)."""
-    v, _ = scores.double().sort(dim=1)                                        # (B, N) ascending
+    v, _ = scores.double().sort(dim=1)  # (B, N) ascending
     n = v.shape[1]
     csum = v.cumsum(1)
     total = csum[:, -1:]
-    k = torch.arange(1, n, device=v.device, dtype=torch.float64)              # size of the low class
+    k = torch.arange(1, n, device=v.device, dtype=torch.float64)  # size of the low class
     w0, w1 = k / n, 1 - k / n
     mu0 = csum[:, :-1] / k
     mu1 = (total - csum[:, :-1]) / (n - k)
-    between = w0 * w1 * (mu0 - mu1) ** 2                                      # (B, N-1)
+    between = w0 * w1 * (mu0 - mu1) ** 2  # (B, N-1)
     between = torch.where(v[:, 1:] > v[:, :-1], between, torch.full_like(between, -1.0))
-    best = between.argmax(1, keepdim=True)                                    # split before index best+1
+    best = between.argmax(1, keepdim=True)  # split before index best+1
     return v.gather(1, best + 1).squeeze(1).to(scores.dtype)
 
 
@@ -302,8 +337,9 @@ def top_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
     return flat.sort(dim=1, descending=True, stable=True).indices[:, :k]
 
 
-def region_mask(scores: torch.Tensor, *, tau: str = "topk", k: int = 36, fraction: float | None = None,
-                alpha: float | None = None) -> torch.Tensor:
+def region_mask(
+    scores: torch.Tensor, *, tau: str = "topk", k: int = 36, fraction: float | None = None, alpha: float | None = None
+) -> torch.Tensor:
     """τ and the indicator (Eq. 8): ``(B, g, g)`` scores → ``(B, g, g)`` bool.
 
     ``topk``: the ``k`` best cells (the paper's best: 36 of 16×16). ``fraction``: the best
@@ -341,21 +377,29 @@ def _prompt_maps(rows: tuple, gh: int, gw: int, sam_size: int, prompt_size: int,
     columns, ``(U, P, gh + 1)`` and ``(U, gw + 1, P)`` float32; the extra last cell stands for "outside" (cached)."""
     t = torch.tensor(rows, dtype=torch.float64)
     size, box = t[:, :2], t[:, 2:]
-    resized = (size * (sam_size / size.amax(1))[:, None] + 0.5).floor()      # SAM's rounding
+    resized = (size * (sam_size / size.amax(1))[:, None] + 0.5).floor()  # SAM's rounding
     centre = (torch.arange(prompt_size, dtype=torch.float64) + 0.5) * sam_size / prompt_size
 
     def one_hot(axis: int, lo: torch.Tensor, hi: torch.Tensor, g: int) -> torch.Tensor:
-        orig = centre[None] * size[:, axis:axis + 1] / resized[:, axis:axis + 1]   # original coords
-        ok = (centre[None] < resized[:, axis:axis + 1]) & (orig >= lo[:, None]) & (orig < hi[:, None])
+        orig = centre[None] * size[:, axis : axis + 1] / resized[:, axis : axis + 1]  # original coords
+        ok = (centre[None] < resized[:, axis : axis + 1]) & (orig >= lo[:, None]) & (orig < hi[:, None])
         idx = ((orig - lo[:, None]) * g / (hi - lo)[:, None]).floor().long().clamp(0, g - 1)
         return F.one_hot(torch.where(ok, idx, torch.full_like(idx, g)), g + 1).float().to(device)
 
     return one_hot(0, box[:, 1], box[:, 3], gh), one_hot(1, box[:, 0], box[:, 2], gw).transpose(1, 2)
 
 
-def to_sam_prompt(mask: torch.Tensor, image_size: SizeLike, *, grid_box: BoxLike | None = None,
-                  sam_size: int = 1024, prompt_size: int = 256, on: float = 1.0, off: float = 0.0,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def to_sam_prompt(
+    mask: torch.Tensor,
+    image_size: SizeLike,
+    *,
+    grid_box: BoxLike | None = None,
+    sam_size: int = 1024,
+    prompt_size: int = 256,
+    on: float = 1.0,
+    off: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Region mask ``(B, g, g)`` bool → SAM mask prompt ``(B, 1, prompt_size, prompt_size)``.
 
     SAM sees the image resized so its longest side is ``sam_size`` and padded bottom-right; the

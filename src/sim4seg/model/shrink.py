@@ -32,8 +32,9 @@ def _tokenizer(v):
     return build_tiny_tokenizer(texts, 600, extra_special=v.special_tokens, chat_template=v.chat_template)
 
 
-def build_backbones(preset: str, *, seed: int = 0, width: int = 64, layers: int = 1, sam_width: int = 32,
-                    sam_layers: int = 1):
+def build_backbones(
+    preset: str, *, seed: int = 0, width: int = 64, layers: int = 1, sam_width: int = 32, sam_layers: int = 1
+):
     """``(lvlm, processor, segmenter, sam_frame)`` of ``preset``'s shrunk backbones (no [SEG], no ϕ yet)."""
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
@@ -45,12 +46,12 @@ def build_backbones(preset: str, *, seed: int = 0, width: int = 64, layers: int 
     return lvlm, processor, sm.shrunk(sv, width=sam_width, layers=sam_layers), sv.frame
 
 
-def build_shrunk(preset: str, config: Sim4SegConfig | None = None, *, seed: int = 0, trainable: bool = True,
-                 **sizes):
+def build_shrunk(preset: str, config: Sim4SegConfig | None = None, *, seed: int = 0, trainable: bool = True, **sizes):
     """``(model, processor)``: ``preset``'s geometry on a small random Sim4Seg (fp32, CPU)."""
     lvlm, processor, segmenter, frame = build_backbones(preset, seed=seed, **sizes)
-    return compose(lvlm, segmenter, processor, config or Sim4SegConfig(), sam_frame=frame,
-                   trainable=trainable), processor
+    return compose(
+        lvlm, segmenter, processor, config or Sim4SegConfig(), sam_frame=frame, trainable=trainable
+    ), processor
 
 
 def write_shrunk(preset: str, out: str | os.PathLike, *, seed: int = 0, **sizes) -> dict[str, Path]:
@@ -58,8 +59,8 @@ def write_shrunk(preset: str, out: str | os.PathLike, *, seed: int = 0, **sizes)
     ``sweep`` load) and, unless the preset is LISA's, ``out/hub/lvlm`` + ``out/hub/sam``: the backbones as
     transformers model directories, what ``model.lvlm`` / ``model.sam`` of a training recipe take in place of
     hub ids. Returns those paths."""
-    from sim4seg.model import checkpoint
     from sim4seg._atomic import write_json
+    from sim4seg.model import checkpoint
 
     out = Path(out)
     lvlm, processor, segmenter, frame = build_backbones(preset, seed=seed, **sizes)

@@ -49,10 +49,15 @@ class ImageEncoding:
     token_grids: torch.Tensor | None = None
     """(B, 2) long: each image's token grid (h_p, w_p); ``None``: the model's fixed grid."""
 
-    def index(self, idx: torch.Tensor) -> "ImageEncoding":
+    def index(self, idx: torch.Tensor) -> ImageEncoding:
         """Select / repeat images: ``idx`` (N,) long → an encoding of N images."""
-        return ImageEncoding(self.lvlm_features[idx], self.sam_embeddings[idx], self.image_sizes[idx],
-                             self.token_boxes[idx], None if self.token_grids is None else self.token_grids[idx])
+        return ImageEncoding(
+            self.lvlm_features[idx],
+            self.sam_embeddings[idx],
+            self.image_sizes[idx],
+            self.token_boxes[idx],
+            None if self.token_grids is None else self.token_grids[idx],
+        )
 
 
 @dataclass
@@ -110,8 +115,16 @@ class Generation:
 class Sim4SegModel(nn.Module):
     """LVLM ⊕ SAM with ϕ and RVLS2M. Build with ``sim4seg.model.compose`` (or ``tiny`` / ``presets``); device/dtype via ``.to()``."""
 
-    def __init__(self, lvlm: nn.Module, sam: nn.Module, config: Sim4SegConfig, *, seg_token_id: int,
-                 phi: nn.Module | None = None, sam_frame: SegmenterFrame | None = None):
+    def __init__(
+        self,
+        lvlm: nn.Module,
+        sam: nn.Module,
+        config: Sim4SegConfig,
+        *,
+        seg_token_id: int,
+        phi: nn.Module | None = None,
+        sam_frame: SegmenterFrame | None = None,
+    ):
         super().__init__()
         self.lvlm, self.sam, self.config = lvlm, sam, config
         self.lvlm_adapter, self.seg_adapter = lvlm_adapter(lvlm), segmenter_adapter(sam)
@@ -119,22 +132,30 @@ class Sim4SegModel(nn.Module):
         self.image_token_id = self.lvlm_adapter.image_token_id(lvlm)
         d_llm = self.lvlm_adapter.hidden_size(lvlm)
         d_sam = self.seg_adapter.prompt_dim(sam)
-        self.phi = phi if phi is not None else nn.Sequential(nn.Linear(d_llm, d_llm), nn.ReLU(), nn.Linear(d_llm, d_sam))
+        self.phi = (
+            phi if phi is not None else nn.Sequential(nn.Linear(d_llm, d_llm), nn.ReLU(), nn.Linear(d_llm, d_sam))
+        )
         first, last = self.phi[0], self.phi[-1]
         if first.in_features != d_llm or last.out_features != d_sam:
-            raise ValueError(f"mismatched dimensions: ϕ maps {first.in_features} → {last.out_features}, but the "
-                             f"LVLM's hidden size is {d_llm} and SAM's prompt dimension is {d_sam}")
+            raise ValueError(
+                f"mismatched dimensions: ϕ maps {first.in_features} → {last.out_features}, but the "
+                f"LVLM's hidden size is {d_llm} and SAM's prompt dimension is {d_sam}"
+            )
         vocab = self.lvlm.get_input_embeddings().num_embeddings
         if not 0 <= self.seg_token_id < vocab:
-            raise ValueError(f"[SEG] id {self.seg_token_id} is outside the LVLM's vocabulary of {vocab}; "
-                             "add it to the tokenizer and resize the embeddings (compose.add_seg_token)")
+            raise ValueError(
+                f"[SEG] id {self.seg_token_id} is outside the LVLM's vocabulary of {vocab}; "
+                "add it to the tokenizer and resize the embeddings (compose.add_seg_token)"
+            )
         self.sam_size = self.seg_adapter.image_size(sam)
         self.prompt_size = self.seg_adapter.prompt_size(sam)
         self.sam_frame = sam_frame or SegmenterFrame(size=self.sam_size)
         """The segmenter's preprocessing (its checkpoint's ``preprocessor_config.json``; default: SAM's)."""
         if self.sam_frame.size != self.sam_size:
-            raise ValueError(f"the segmenter's preprocessing resizes to {self.sam_frame.size} px but the model "
-                             f"takes {self.sam_size} px")
+            raise ValueError(
+                f"the segmenter's preprocessing resizes to {self.sam_frame.size} px but the model "
+                f"takes {self.sam_size} px"
+            )
         self.token_grid_fixed = self.lvlm_adapter.token_grid(lvlm)
         self.image_tokens = self.lvlm_adapter.image_tokens(lvlm)
         """Image tokens in one prompt (dynamic resolution: the most one image can take)."""
@@ -155,8 +176,13 @@ class Sim4SegModel(nn.Module):
     def device(self) -> torch.device:
         return self.phi[0].weight.device
 
-    def encode_image(self, pixel_values: torch.Tensor, sam_pixel_values: torch.Tensor,
-                     image_sizes: torch.Tensor, token_boxes: torch.Tensor) -> ImageEncoding:
+    def encode_image(
+        self,
+        pixel_values: torch.Tensor,
+        sam_pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor,
+        token_boxes: torch.Tensor,
+    ) -> ImageEncoding:
         """pixel_values (B,3,h,w) LVLM frame; sam_pixel_values (B,3,S,S); image_sizes (B,2); token_boxes (B,4)."""
         feats = self.lvlm_adapter.image_features(self.lvlm, pixel_values.to(self.device, self.dtype))
         feats = torch.stack(feats)
@@ -172,20 +198,24 @@ class Sim4SegModel(nn.Module):
         n = encoding.lvlm_features.shape[1]
         if bool((counts == 0).any()):
             rows = (counts == 0).nonzero().flatten().tolist()
-            raise ValueError(f"sequence(s) {rows} hold no image token (id {self.image_token_id}); the prompt must "
-                             "contain the LVLM's image placeholder, expanded by its processor")
+            raise ValueError(
+                f"sequence(s) {rows} hold no image token (id {self.image_token_id}); the prompt must "
+                "contain the LVLM's image placeholder, expanded by its processor"
+            )
         if encoding.lvlm_features.shape[0] != input_ids.shape[0]:
             raise ValueError(f"{input_ids.shape[0]} sequences but {encoding.lvlm_features.shape[0]} encoded images")
         feats = encoding.lvlm_features
-        if encoding.token_grids is not None:      # dynamic resolution: each image its own grid, features padded
+        if encoding.token_grids is not None:  # dynamic resolution: each image its own grid, features padded
             want = encoding.token_grids.to(counts.device).prod(1)
             bad = (want != counts).nonzero().flatten().tolist()
             if bad:
                 i = bad[0]
                 h, w = encoding.token_grids[i].tolist()
-                raise ValueError(f"image {i}: its token grid {h}x{w} = {h * w} tokens, but its prompt holds "
-                                 f"{int(counts[i])} image tokens; the processor's grid (image_grid_thw) and the "
-                                 "expanded placeholder disagree")
+                raise ValueError(
+                    f"image {i}: its token grid {h}x{w} = {h * w} tokens, but its prompt holds "
+                    f"{int(counts[i])} image tokens; the processor's grid (image_grid_thw) and the "
+                    "expanded placeholder disagree"
+                )
             feats = feats[torch.arange(n, device=feats.device)[None] < want.to(feats.device)[:, None]]
         elif bool((counts != n).any()):
             raise ValueError(f"image-token counts {counts.tolist()} do not match the {n} image features per image")
@@ -209,9 +239,15 @@ class Sim4SegModel(nn.Module):
 
     # ------------------------------------------------------------------ RVLS2M + SAM
 
-    def region(self, image_phi: torch.Tensor, seg_phi: torch.Tensor, image_sizes: torch.Tensor,
-               token_boxes: torch.Tensor, token_grids: torch.Tensor | None = None,
-               **overrides) -> tuple[torch.Tensor, torch.Tensor]:
+    def region(
+        self,
+        image_phi: torch.Tensor,
+        seg_phi: torch.Tensor,
+        image_sizes: torch.Tensor,
+        token_boxes: torch.Tensor,
+        token_grids: torch.Tensor | None = None,
+        **overrides,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """RVLS2M scores and cells: image_phi (N, n, D), seg_phi (N, D) → ((N,g,g) float, (N,g,g) bool).
 
         ``token_grids`` (N, 2): per-item grids (dynamic resolution); default the model's fixed grid.
@@ -222,17 +258,31 @@ class Sim4SegModel(nn.Module):
         token_grid = tuple(self.config.token_grid) if self.config.token_grid else None
         if token_grids is not None:
             token_grid = token_grids
-        scores = rvls2m.region_scores(image_phi, seg_phi, token_grid, image_sizes, token_box=token_boxes,
-                                      grid=c["grid"], normalize=c["normalize"], pool=c["pool"],
-                                      temperature=c["temperature"])
+        scores = rvls2m.region_scores(
+            image_phi,
+            seg_phi,
+            token_grid,
+            image_sizes,
+            token_box=token_boxes,
+            grid=c["grid"],
+            normalize=c["normalize"],
+            pool=c["pool"],
+            temperature=c["temperature"],
+        )
         return scores, rvls2m.region_mask(scores, tau=c["tau"], k=c["k"], fraction=c["fraction"], alpha=c["alpha"])
 
     def token_grid(self, n_tokens: int) -> tuple[int, int]:
         """The LVLM's patch grid (config), else the paper's fallback for ``n_tokens``."""
         return tuple(self.config.token_grid) if self.config.token_grid else rvls2m.paper_grid(n_tokens)
 
-    def prompt(self, region: torch.Tensor, image_sizes: torch.Tensor, token_boxes: torch.Tensor,
-               pool: str | None = None, n_tokens: int | None = None) -> torch.Tensor:
+    def prompt(
+        self,
+        region: torch.Tensor,
+        image_sizes: torch.Tensor,
+        token_boxes: torch.Tensor,
+        pool: str | None = None,
+        n_tokens: int | None = None,
+    ) -> torch.Tensor:
         """(N, g, g) bool cells → (N, 1, P, P) SAM mask prompt in SAM's frame.
 
         With ``pool="token"`` the cells cover only the tokens Algorithm 1 pools; ``n_tokens`` is then needed
@@ -242,34 +292,56 @@ class Sim4SegModel(nn.Module):
         grid_box = None
         if (pool or c.pool) == "token":
             grid = self.token_grid(n_tokens or 0)
-            grid_box = torch.tensor([rvls2m.token_pool_box(grid, region.shape[1], box.tolist(), size.tolist())
-                                     for box, size in zip(token_boxes, image_sizes)], device=region.device)
-        return rvls2m.to_sam_prompt(region, image_sizes, grid_box=grid_box, sam_size=self.sam_size,
-                                    prompt_size=self.prompt_size, on=c.on, off=c.off, dtype=self.dtype)
+            grid_box = torch.tensor(
+                [
+                    rvls2m.token_pool_box(grid, region.shape[1], box.tolist(), size.tolist())
+                    for box, size in zip(token_boxes, image_sizes)
+                ],
+                device=region.device,
+            )
+        return rvls2m.to_sam_prompt(
+            region,
+            image_sizes,
+            grid_box=grid_box,
+            sam_size=self.sam_size,
+            prompt_size=self.prompt_size,
+            on=c.on,
+            off=c.off,
+            dtype=self.dtype,
+        )
 
-    def decode(self, sam_embeddings: torch.Tensor, seg_phi: torch.Tensor,
-               prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, sam_embeddings: torch.Tensor, seg_phi: torch.Tensor, prompt: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's prompt encoder + mask decoder with ϕ(E_seg) as the sparse token.
 
         sam_embeddings (N, C, h, w); seg_phi (N, D); prompt (N, 1, P, P) or None →
         (low-res logits (N, 4h, 4w), predicted IoU (N,)).
         """
-        sparse = seg_phi.to(self.dtype).reshape(seg_phi.shape[0], 1, 1, -1)   # (N, point_batch=1, tokens=1, D)
+        sparse = seg_phi.to(self.dtype).reshape(seg_phi.shape[0], 1, 1, -1)  # (N, point_batch=1, tokens=1, D)
         return self.seg_adapter.decode(self.sam, sam_embeddings, sparse, prompt)
 
     def postprocess(self, low_res: torch.Tensor, image_sizes: torch.Tensor) -> list[torch.Tensor]:
         """(N, h', w') low-res logits → N logit maps (H_i, W_i): upscale, crop SAM's padding, resize."""
-        up = F.interpolate(low_res.float().unsqueeze(1), (self.sam_size, self.sam_size), mode="bilinear",
-                           align_corners=False)
+        up = F.interpolate(
+            low_res.float().unsqueeze(1), (self.sam_size, self.sam_size), mode="bilinear", align_corners=False
+        )
         out = []
         for i, (h, w) in enumerate(image_sizes.tolist()):
             rh, rw = rvls2m.sam_resized_size((h, w), self.sam_size)
-            out.append(F.interpolate(up[i:i + 1, :, :rh, :rw], (h, w), mode="bilinear", align_corners=False)[0, 0])
+            out.append(F.interpolate(up[i : i + 1, :, :rh, :rw], (h, w), mode="bilinear", align_corners=False)[0, 0])
         return out
 
-    def segment(self, encoding: ImageEncoding, seg_hidden: torch.Tensor, image_index: torch.Tensor,
-                image_hidden: torch.Tensor | None = None, *, use_rvls2m: bool | None = None,
-                **overrides) -> Segmentation:
+    def segment(
+        self,
+        encoding: ImageEncoding,
+        seg_hidden: torch.Tensor,
+        image_index: torch.Tensor,
+        image_hidden: torch.Tensor | None = None,
+        *,
+        use_rvls2m: bool | None = None,
+        **overrides,
+    ) -> Segmentation:
         """Masks for N [SEG] states: seg_hidden (N, d_llm), image_index (N,) into ``encoding``.
 
         image_hidden (B, n, d_llm) is needed when RVLS2M is on (default: ``config.rvls2m.infer``
@@ -278,31 +350,40 @@ class Sim4SegModel(nn.Module):
         if use_rvls2m is None:
             use_rvls2m = self.config.rvls2m.train if self.training else self.config.rvls2m.infer
         seg_phi = self.phi(seg_hidden)
-        if len(image_index) == 0:      # no [SEG]: an explicit "no mask" result
+        if len(image_index) == 0:  # no [SEG]: an explicit "no mask" result
             g, p = self.config.rvls2m.grid, self.prompt_size
             empty = seg_phi.new_zeros(0, g, g, dtype=torch.float32) if use_rvls2m else None
-            return Segmentation([], seg_phi.new_zeros(0), seg_phi.new_zeros(0, p, p), empty,
-                                None if empty is None else empty.bool())
+            return Segmentation(
+                [], seg_phi.new_zeros(0), seg_phi.new_zeros(0, p, p), empty, None if empty is None else empty.bool()
+            )
         sizes, boxes = encoding.image_sizes[image_index], encoding.token_boxes[image_index]
         scores = region = prompt = None
         if use_rvls2m:
             if image_hidden is None:
                 raise ValueError("RVLS2M is on but no image-token hidden states were given")
             grids = None if encoding.token_grids is None else encoding.token_grids[image_index]
-            scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, grids,
-                                         **overrides)
+            scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, grids, **overrides)
             prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1])
         low, iou = self.decode(encoding.sam_embeddings[image_index], seg_phi, prompt)
         return Segmentation(self.postprocess(low, sizes), iou, low, scores, region)
 
     # ------------------------------------------------------------------ teacher-forced forward
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                sam_pixel_values: torch.Tensor | None = None, image_sizes: torch.Tensor | None = None,
-                token_boxes: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                masks: list[torch.Tensor] | None = None, seg_counts: torch.Tensor | None = None,
-                encoding: ImageEncoding | None = None, use_rvls2m: bool | None = None,
-                meta: dict | None = None) -> Sim4SegOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        sam_pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        token_boxes: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        masks: list[torch.Tensor] | None = None,
+        seg_counts: torch.Tensor | None = None,
+        encoding: ImageEncoding | None = None,
+        use_rvls2m: bool | None = None,
+        meta: dict | None = None,
+    ) -> Sim4SegOutput:
         """Consume ``sim4seg.data.dataset.collate``'s batch (``meta`` is carried, not used).
 
         input_ids, attention_mask, labels: (B, T); masks: B bool tensors (H_i, W_i) (or (k_i, H_i, W_i)
@@ -318,18 +399,23 @@ class Sim4SegModel(nn.Module):
         if seg_counts is not None:
             short = (counts < seg_counts.to(counts.device)).nonzero().flatten().tolist()
             if short:
-                raise ValueError(f"sequence(s) {short} were truncated before [SEG] (expected {seg_counts.tolist()}, "
-                                 f"found {counts.tolist()}); raise max_length or shorten the prompt")
+                raise ValueError(
+                    f"sequence(s) {short} were truncated before [SEG] (expected {seg_counts.tolist()}, "
+                    f"found {counts.tolist()}); raise max_length or shorten the prompt"
+                )
         b_idx, pos = is_seg.nonzero(as_tuple=True)
-        seg = self.segment(encoding, hidden[b_idx, pos - 1], b_idx, self.image_hidden(hidden, input_ids),
-                           use_rvls2m=use_rvls2m)
+        seg = self.segment(
+            encoding, hidden[b_idx, pos - 1], b_idx, self.image_hidden(hidden, input_ids), use_rvls2m=use_rvls2m
+        )
         per_masks, per_iou, per_region = [], [], []
         start = 0
         for i, k in enumerate(counts.tolist()):
             h, w = encoding.image_sizes[i].tolist()
-            per_masks.append(torch.stack(seg.masks[start:start + k]) if k else hidden.new_zeros(0, h, w, dtype=torch.float32))
-            per_iou.append(seg.iou[start:start + k])
-            per_region.append(None if seg.region is None else seg.region[start:start + k])
+            per_masks.append(
+                torch.stack(seg.masks[start : start + k]) if k else hidden.new_zeros(0, h, w, dtype=torch.float32)
+            )
+            per_iou.append(seg.iou[start : start + k])
+            per_region.append(None if seg.region is None else seg.region[start : start + k])
             start += k
         out = Sim4SegOutput(None, None, None, None, logits, per_masks, per_iou, per_region, counts)
         if labels is not None:
@@ -346,8 +432,10 @@ class Sim4SegModel(nn.Module):
             gt = masks[i].to(pred.device)
             gt = gt.unsqueeze(0) if gt.ndim == 2 else gt
             if gt.shape[-2:] != pred.shape[-2:] or gt.shape[0] not in (1, pred.shape[0]):
-                raise ValueError(f"sample {i}: ground-truth mask {tuple(gt.shape)} does not fit {pred.shape[0]} "
-                                 f"predicted mask(s) of size {tuple(pred.shape[-2:])}")
+                raise ValueError(
+                    f"sample {i}: ground-truth mask {tuple(gt.shape)} does not fit {pred.shape[0]} "
+                    f"predicted mask(s) of size {tuple(pred.shape[-2:])}"
+                )
             gt = gt.expand_as(pred)
             for p, t in zip(pred, gt):
                 bce.append(losses.bce_loss(p, t))
@@ -361,8 +449,16 @@ class Sim4SegModel(nn.Module):
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding: ImageEncoding,
-                 *, max_new_tokens: int = 128, share_prefill: bool = False, **generate_kwargs) -> Generation:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        encoding: ImageEncoding,
+        *,
+        max_new_tokens: int = 128,
+        share_prefill: bool = False,
+        **generate_kwargs,
+    ) -> Generation:
         """Answer prompts (left-padded, ending in the assistant turn) about encoded images.
 
         ``generate_kwargs`` go to ``transformers`` ``generate`` (``do_sample``, ``temperature``,
@@ -378,33 +474,48 @@ class Sim4SegModel(nn.Module):
         if share_prefill and m > 1:
             # prompt minus its last token through the LLM once; generate() then runs only that token
             pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-            pre = self.lvlm.model.language_model(inputs_embeds=embeds[:, :-1], attention_mask=attention_mask[:, :-1],
-                                                 position_ids=pos[:, :-1], use_cache=True)
-            prefix_hidden = pre.last_hidden_state                                         # (B, T-1, d)
-            cache = pre.cache                                                             # a DynamicCache
+            pre = self.lvlm.model.language_model(
+                inputs_embeds=embeds[:, :-1],
+                attention_mask=attention_mask[:, :-1],
+                position_ids=pos[:, :-1],
+                use_cache=True,
+            )
+            prefix_hidden = pre.last_hidden_state  # (B, T-1, d)
+            cache = pre.cache  # a DynamicCache
             cache.batch_repeat_interleave(m)
             # transformers v5 names the KV cache ``cache`` (``past_key_values`` is deprecated, removed in v6)
             generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "cache": cache}
             embeds, attention_mask = embeds.repeat_interleave(m, 0), attention_mask.repeat_interleave(m, 0)
-        out = self.lvlm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                 output_hidden_states=True, return_dict_in_generate=True, **generate_kwargs)
+        out = self.lvlm.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            output_hidden_states=True,
+            return_dict_in_generate=True,
+            **generate_kwargs,
+        )
         steps = out.hidden_states
         m = out.sequences.shape[0] // input_ids.shape[0]
         # state that predicted new token j: prefill's last position for j = 0, then step j's output
-        states = torch.cat([steps[0][-1][:, -1:]] + [s[-1] for s in steps[1:]], dim=1)     # (N, L, d)
-        seqs = out.sequences[:, -states.shape[1]:]
+        states = torch.cat([steps[0][-1][:, -1:]] + [s[-1] for s in steps[1:]], dim=1)  # (N, L, d)
+        seqs = out.sequences[:, -states.shape[1] :]
         eos = self.lvlm.generation_config.eos_token_id
         eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=seqs.device)
         is_eos = torch.isin(seqs, eos)
-        alive = (is_eos.long().cumsum(1) - is_eos.long()) == 0                            # up to and incl. EOS
+        alive = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # up to and incl. EOS
         is_seg = (seqs == self.seg_token_id) & alive
         seg_hidden = [states[j][is_seg[j]] for j in range(seqs.shape[0])]
-        if prefix_hidden is not None:   # the prompt ends in the assistant turn: no image token is last
+        if prefix_hidden is not None:  # the prompt ends in the assistant turn: no image token is last
             image_hidden = self.image_hidden(prefix_hidden, input_ids[:, :-1])
         else:
-            image_hidden = self.image_hidden(steps[0][-1][::m], input_ids)                # prefill (B, T, d)
-        return Generation(seqs, torch.arange(input_ids.shape[0], device=seqs.device).repeat_interleave(m),
-                          seg_hidden, image_hidden, ~is_eos.any(1))
+            image_hidden = self.image_hidden(steps[0][-1][::m], input_ids)  # prefill (B, T, d)
+        return Generation(
+            seqs,
+            torch.arange(input_ids.shape[0], device=seqs.device).repeat_interleave(m),
+            seg_hidden,
+            image_hidden,
+            ~is_eos.any(1),
+        )
 
     @torch.no_grad()
     def segment_generation(self, gen: Generation, encoding: ImageEncoding, **kwargs) -> list[Segmentation | None]:
@@ -420,8 +531,14 @@ class Sim4SegModel(nn.Module):
                 out.append(None)
                 continue
             sl = slice(start, start + k)
-            out.append(Segmentation(seg.masks[sl], seg.iou[sl], seg.low_res[sl],
-                                    None if seg.scores is None else seg.scores[sl],
-                                    None if seg.region is None else seg.region[sl]))
+            out.append(
+                Segmentation(
+                    seg.masks[sl],
+                    seg.iou[sl],
+                    seg.low_res[sl],
+                    None if seg.scores is None else seg.scores[sl],
+                    None if seg.region is None else seg.region[sl],
+                )
+            )
             start += k
         return out

@@ -7,7 +7,7 @@ LVLM is a tiny ``LlavaForConditionalGeneration`` (CLIP + Llama) and the segmente
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -34,9 +34,14 @@ def default_corpus() -> list[str]:
     return texts + [prompts.PLAIN_ANSWER]
 
 
-def build_tiny_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 600, *,
-                         extra_special: Iterable[str] = (), chat_template: str = CHAT_TEMPLATE,
-                         image_token: str = IMAGE_TOKEN):
+def build_tiny_tokenizer(
+    texts: Iterable[str] | None = None,
+    vocab_size: int = 600,
+    *,
+    extra_special: Iterable[str] = (),
+    chat_template: str = CHAT_TEMPLATE,
+    image_token: str = IMAGE_TOKEN,
+):
     """A byte-level BPE tokenizer trained here on ``texts`` (default: ``default_corpus()``); no download.
 
     Byte-level: any text round-trips; the corpus only decides which words are one token.
@@ -50,11 +55,21 @@ def build_tiny_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 6
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     special = list(dict.fromkeys([*SPECIAL_TOKENS[:4], image_token, *extra_special]))
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(list(texts if texts is not None else default_corpus()), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", extra_special_tokens={"image_token": image_token})
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": image_token},
+    )
     fast.chat_template = chat_template
     return fast
 
@@ -66,27 +81,53 @@ def tiny_processor(tokenizer, spec: TinySpec):
         from transformers import CLIPImageProcessorPil as CLIPImageProcessor
     except ImportError:
         from transformers import CLIPImageProcessor
-    image_processor = CLIPImageProcessor(size={"shortest_edge": spec.image_size},
-                                         crop_size={"height": spec.image_size, "width": spec.image_size})
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=CHAT_TEMPLATE)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": spec.image_size}, crop_size={"height": spec.image_size, "width": spec.image_size}
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def tiny_lvlm(tokenizer, spec: TinySpec):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    vision = CLIPVisionConfig(hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
-                              num_hidden_layers=2, num_attention_heads=2, image_size=spec.image_size,
-                              patch_size=spec.patch, projection_dim=spec.vision_hidden)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.llm_hidden, intermediate_size=2 * spec.llm_hidden,
-                       num_hidden_layers=spec.llm_layers, num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
-                       max_position_embeddings=1024, tie_word_embeddings=False,
-                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id)
+    vision = CLIPVisionConfig(
+        hidden_size=spec.vision_hidden,
+        intermediate_size=2 * spec.vision_hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=spec.image_size,
+        patch_size=spec.patch,
+        projection_dim=spec.vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.llm_hidden,
+        intermediate_size=2 * spec.llm_hidden,
+        num_hidden_layers=spec.llm_layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     n = (spec.image_size // spec.patch) ** 2
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                         image_seq_length=n, vision_feature_layer=-1, vision_feature_select_strategy="default")
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=n,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
     lvlm = LlavaForConditionalGeneration(config)
     lvlm.generation_config.eos_token_id = tokenizer.eos_token_id
     lvlm.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -97,25 +138,48 @@ def tiny_sam(spec: TinySpec):
     from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
     d = spec.sam_hidden
-    vision = SamVisionConfig(hidden_size=d, output_channels=d, num_hidden_layers=2, num_attention_heads=2,
-                             image_size=spec.sam_image_size, patch_size=spec.sam_patch, mlp_dim=2 * d,
-                             global_attn_indexes=[1], window_size=4, num_pos_feats=d // 2)
+    vision = SamVisionConfig(
+        hidden_size=d,
+        output_channels=d,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=spec.sam_image_size,
+        patch_size=spec.sam_patch,
+        mlp_dim=2 * d,
+        global_attn_indexes=[1],
+        window_size=4,
+        num_pos_feats=d // 2,
+    )
     # SAM's 16: the mask embedding's first LayerNorm spans 16 // 4 = 4 channels; with 8 it spans 2, whose
     # normalised values are always ±1 — the region-mask prompt would reach the decoder as a constant.
-    prompt = SamPromptEncoderConfig(hidden_size=d, image_size=spec.sam_image_size, patch_size=spec.sam_patch,
-                                    mask_input_channels=16)
-    decoder = SamMaskDecoderConfig(hidden_size=d, num_hidden_layers=2, num_attention_heads=2, mlp_dim=2 * d,
-                                   iou_head_hidden_dim=d)
+    prompt = SamPromptEncoderConfig(
+        hidden_size=d, image_size=spec.sam_image_size, patch_size=spec.sam_patch, mask_input_channels=16
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=d, num_hidden_layers=2, num_attention_heads=2, mlp_dim=2 * d, iou_head_hidden_dim=d
+    )
     return SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder))
 
 
-def build_tiny(config: Sim4SegConfig | None = None, *, spec: TinySpec | None = None, texts: Iterable[str] | None = None,
-               seed: int = 0, trainable: bool = True):
+def build_tiny(
+    config: Sim4SegConfig | None = None,
+    *,
+    spec: TinySpec | None = None,
+    texts: Iterable[str] | None = None,
+    seed: int = 0,
+    trainable: bool = True,
+):
     """A tiny randomly initialised Sim4Seg and its processor: ``(model, processor)`` (fp32, CPU)."""
     spec = spec or TinySpec()
     config = config or Sim4SegConfig(max_length=256)
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer(texts, spec.vocab_size)
     processor = tiny_processor(tokenizer, spec)
-    return compose(tiny_lvlm(tokenizer, spec), tiny_sam(spec), processor, config, trainable=trainable,
-                   sam_frame=SegmenterFrame(size=spec.sam_image_size)), processor
+    return compose(
+        tiny_lvlm(tokenizer, spec),
+        tiny_sam(spec),
+        processor,
+        config,
+        trainable=trainable,
+        sam_frame=SegmenterFrame(size=spec.sam_image_size),
+    ), processor

@@ -90,6 +90,7 @@ def resolve_source(src: str | os.PathLike, patterns: list[str], *, what: str) ->
         return Path(snapshot_download(str(src), allow_patterns=patterns))
     except HFValidationError:
         raise InputError(f"{what}: no such file or directory, and not a hub id", src) from None
-    except Exception as e:   # network, auth, offline cache miss: name the cause, not a traceback
-        raise InputError(f"{what}: not a local path, and the hub could not provide it ({type(e).__name__}: {e})",
-                         src) from None
+    except Exception as e:  # network, auth, offline cache miss: name the cause, not a traceback
+        raise InputError(
+            f"{what}: not a local path, and the hub could not provide it ({type(e).__name__}: {e})", src
+        ) from None

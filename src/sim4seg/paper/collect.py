@@ -38,8 +38,11 @@ def row_values(row: Row, result: dict | None) -> list[tuple[str, str, str, float
     if row.layout == "avg":
         g, c = o.get("giou"), o.get("ciou")
         avg = None if g is None or c is None else (g + c) / 2
-        return [(row.label, "overall", "gIoU", _pct(g)), (row.label, "overall", "cIoU", _pct(c)),
-                (row.label, "overall", "Avg.", _pct(avg))]
+        return [
+            (row.label, "overall", "gIoU", _pct(g)),
+            (row.label, "overall", "cIoU", _pct(c)),
+            (row.label, "overall", "Avg.", _pct(avg)),
+        ]
     if row.layout == "heldout":
         return [(row.label, row.column, m, _pct(o.get(_KEYS[m]))) for m in ("gIoU", "cIoU")]
     if row.layout == "subsets":
@@ -74,9 +77,18 @@ def collect(protocol: Protocol, out: Path) -> list[dict]:
                 note = "no reference cell"
             if ours is None:
                 note = (note + "; " if note else "") + f"not run yet ({path})"
-            cells.append({"table": protocol.name, "row": label, "column": column, "metric": metric, "ours": ours,
-                          "paper": paper, "diff": None if ours is None or paper is None else round(ours - paper, 2),
-                          "note": note})
+            cells.append(
+                {
+                    "table": protocol.name,
+                    "row": label,
+                    "column": column,
+                    "metric": metric,
+                    "ours": ours,
+                    "paper": paper,
+                    "diff": None if ours is None or paper is None else round(ours - paper, 2),
+                    "note": note,
+                }
+            )
     return cells
 
 
@@ -99,8 +111,12 @@ def markdown(protocol: Protocol, cells: list[dict]) -> str:
             heads.append(head_key(c))
         lines.setdefault(line_key(c), {})[head_key(c)] = c
     first = ("Method", "metric") if by_subset else ("Row", "column")
-    text = [f"{protocol.title} — cells: ours / paper (ours − paper), percent", "",
-            f"| {first[0]} | {first[1]} | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(heads)]
+    text = [
+        f"{protocol.title} — cells: ours / paper (ours − paper), percent",
+        "",
+        f"| {first[0]} | {first[1]} | " + " | ".join(heads) + " |",
+        "|---|---|" + "---:|" * len(heads),
+    ]
     for (a, b), row in lines.items():
         text.append(f"| {a} | {b} | " + " | ".join(_cell(row[h]) if h in row else "" for h in heads) + " |")
     notes = sorted({c["note"] for c in cells if c["note"]})
@@ -111,8 +127,9 @@ def markdown(protocol: Protocol, cells: list[dict]) -> str:
 
 def csv_text(cells: list[dict]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["table", "row", "column", "metric", "ours", "paper", "diff", "note"],
-                       lineterminator="\n")
+    w = csv.DictWriter(
+        buf, fieldnames=["table", "row", "column", "metric", "ours", "paper", "diff", "note"], lineterminator="\n"
+    )
     w.writeheader()
     w.writerows(cells)
     return buf.getvalue()

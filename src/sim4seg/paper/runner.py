@@ -52,17 +52,35 @@ class Scale:
         return "diagnosis" if self.tiny else "cot"
 
 
-def make_scale(out: Path, tiny: bool, recipe: str | None, manifest: str | None, base: str | None,
-               overrides: list[str] | None, steps: int | None, samples: int | None) -> Scale:
+def make_scale(
+    out: Path,
+    tiny: bool,
+    recipe: str | None,
+    manifest: str | None,
+    base: str | None,
+    overrides: list[str] | None,
+    steps: int | None,
+    samples: int | None,
+) -> Scale:
     if samples is not None and (not tiny or samples < 10):
         raise InputError("--samples is for --tiny and needs at least 10 (one per subset; 60 gives each a test sample)")
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be >= 1, got {steps}")
     if tiny:
         over = tuple(overrides or ()) + ((f"train.max_steps={steps}",) if steps else ())
-        return Scale(True, Path(recipe) if recipe else TINY_RECIPE, Path(manifest) if manifest else out / "m3ds",
-                     Path(base) if base else None, over, tts_m=2, tts_n=2, max_new_tokens=24,
-                     sweep_values=(1, 2), limit=24, samples=samples)
+        return Scale(
+            True,
+            Path(recipe) if recipe else TINY_RECIPE,
+            Path(manifest) if manifest else out / "m3ds",
+            Path(base) if base else None,
+            over,
+            tts_m=2,
+            tts_n=2,
+            max_new_tokens=24,
+            sweep_values=(1, 2),
+            limit=24,
+            samples=samples,
+        )
     if manifest is None:
         raise InputError("give --manifest (the M3DS directory), or --tiny for the toy scale")
     over = tuple(overrides or ()) + ((f"train.max_steps={steps}",) if steps else ())
@@ -92,8 +110,9 @@ def write_recipe(run: Run, scale: Scale, out: Path) -> Path:
     from sim4seg.train.recipe import load_config
 
     if not scale.recipe.is_file():
-        raise InputError("base recipe not found (give --recipe configs/sim4seg-7b.yaml from the repository)",
-                         scale.recipe)
+        raise InputError(
+            "base recipe not found (give --recipe configs/sim4seg-7b.yaml from the repository)", scale.recipe
+        )
     cfg = load_config(scale.recipe, recipe_overrides(run, scale, out))
     path = run_dir(out, run.name) / "recipe.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,12 +139,17 @@ def base_checkpoint(scale: Scale, out: Path) -> Path:
 
     if scale.base is not None:
         if not (scale.base / CONFIG_FILE).is_file():
-            raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing); convert LISA with "
-                             "`sim4seg convert lisa SRC DST`", scale.base)
+            raise InputError(
+                f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing); convert LISA with "
+                "`sim4seg convert lisa SRC DST`",
+                scale.base,
+            )
         return scale.base
     if not scale.tiny:
-        raise InputError("the zero-shot rows need --base: a Sim4Seg checkpoint converted from LISA-7B "
-                         "(`sim4seg convert lisa SRC DST`)")
+        raise InputError(
+            "the zero-shot rows need --base: a Sim4Seg checkpoint converted from LISA-7B "
+            "(`sim4seg convert lisa SRC DST`)"
+        )
     final = run_dir(out, "lisa-zero-shot") / "model"
     if not (final / CONFIG_FILE).is_file():
         from sim4seg.model import checkpoint
@@ -163,8 +187,9 @@ def _predictor(checkpoint: Path, scale: Scale, it: Item):
     from sim4seg.infer.tts import TTSConfig
 
     m, n = (scale.tts_m, scale.tts_n) if it.tts else (1, 1)
-    return Predictor.from_checkpoint(checkpoint, tts=TTSConfig(m=m, n=n, selector=it.selector,
-                                                             max_new_tokens=scale.max_new_tokens))
+    return Predictor.from_checkpoint(
+        checkpoint, tts=TTSConfig(m=m, n=n, selector=it.selector, max_new_tokens=scale.max_new_tokens)
+    )
 
 
 def _subsets(scale: Scale, it: Item) -> list[str] | None:
@@ -173,8 +198,13 @@ def _subsets(scale: Scale, it: Item) -> list[str] | None:
     from sim4seg.data.schema import read_info
     from sim4seg.data.selection import resolve_subsets
 
-    return resolve_subsets(read_info(scale.manifest), subsets=it.subsets, modalities=it.modalities,
-                           where=scale.manifest, what=f"the held-out {it.subsets or it.modalities}")
+    return resolve_subsets(
+        read_info(scale.manifest),
+        subsets=it.subsets,
+        modalities=it.modalities,
+        where=scale.manifest,
+        what=f"the held-out {it.subsets or it.modalities}",
+    )
 
 
 def run_item(checkpoint: Path, scale: Scale, out: Path, run: str, it: Item) -> None:
@@ -188,8 +218,15 @@ def run_item(checkpoint: Path, scale: Scale, out: Path, run: str, it: Item) -> N
     result = item_result(out, run, it)
     if it.kind == "eval":
         only = _subsets(scale, it)
-        preds = predict_split(predictor, scale.manifest, "test", result.parent / "predictions",
-                              use_rvls2m=it.rvls2m, subsets=only, progress=False)
+        preds = predict_split(
+            predictor,
+            scale.manifest,
+            "test",
+            result.parent / "predictions",
+            use_rvls2m=it.rvls2m,
+            subsets=only,
+            progress=False,
+        )
         ev = evaluate_predictions(scale.manifest, "test", preds, subsets=only)
         t = predictor.tts
         write_metrics(result.parent, ev.summary(), method_name(t.m, t.n, t.selector, it.rvls2m), ev.info.subsets)
@@ -198,8 +235,16 @@ def run_item(checkpoint: Path, scale: Scale, out: Path, run: str, it: Item) -> N
         write_tau_sweep(result.parent, rows)
         write_json(result, summaries)
     else:
-        rows, summaries = sweep_tts(predictor, scale.manifest, "test", ms=scale.sweep_values, ns=scale.sweep_values,
-                                    selector=it.selector, limit=scale.limit, progress=False)
+        rows, summaries = sweep_tts(
+            predictor,
+            scale.manifest,
+            "test",
+            ms=scale.sweep_values,
+            ns=scale.sweep_values,
+            selector=it.selector,
+            limit=scale.limit,
+            progress=False,
+        )
         write_tts_sweep(result.parent, rows)
         write_json(result, summaries)
 
@@ -243,16 +288,28 @@ def write_commands(run: Run, scale: Scale, out: Path, ckpt: Path, items: list[It
 
     d = run_dir(out, run.name)
     lines = ["#!/bin/sh", f"# run {run.name}: the equivalent ordinary commands", "set -e"]
-    lines += [f"# the protocol's evaluations generate at most {scale.max_new_tokens} new tokens per answer "
-              "(TTSConfig.max_new_tokens); `sim4seg evaluate` uses its default"]
+    lines += [
+        f"# the protocol's evaluations generate at most {scale.max_new_tokens} new tokens per answer "
+        "(TTSConfig.max_new_tokens); `sim4seg evaluate` uses its default"
+    ]
     if run.recipe is not None:
         lines.append(f"sim4seg train --config {shlex.quote(str(d / 'recipe.yaml'))} --resume auto")
     for it in items:
         if it.kind != "eval":
             lines.append(f"# {it.name}: infer.sweep.sweep_{it.kind}(...) on {ckpt} (see sim4seg.paper.runner)")
             continue
-        cmd = ["sim4seg", "evaluate", "--checkpoint", str(ckpt), "--manifest", str(scale.manifest), "--split", "test",
-               "--out", str(d / "eval" / it.name)]
+        cmd = [
+            "sim4seg",
+            "evaluate",
+            "--checkpoint",
+            str(ckpt),
+            "--manifest",
+            str(scale.manifest),
+            "--split",
+            "test",
+            "--out",
+            str(d / "eval" / it.name),
+        ]
         if it.rvls2m is False:
             cmd.append("--no-rvls2m")
         if it.tts:
@@ -280,4 +337,3 @@ def protocol(name: str) -> Protocol:
 def check_run(p: Protocol, run: str | None) -> None:
     if run is not None and run not in p.runs:
         raise InputError(f"{p.name} has no run {run!r}; its runs: {', '.join(p.runs)}")
-

@@ -29,21 +29,41 @@ from sim4seg.serve.limits import BodyLimit, Gate, Refused, check_token
 
 log = logging.getLogger(__name__)
 
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/tiff", "image/bmp", "application/dicom",
-               "image/dicom", "application/octet-stream", "")
+IMAGE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/jpg",
+    "image/tiff",
+    "image/bmp",
+    "application/dicom",
+    "image/dicom",
+    "application/octet-stream",
+    "",
+)
 """Content types accepted for the uploaded image part (octet-stream or none: the bytes decide)."""
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,(?P<data>.*)$", re.DOTALL)
 
 
-def create_app(engine: Engine, *, token: str | None = None, concurrency: int = 1, queue: int = 8,
-               timeout_s: float = 120.0, max_body_bytes: int = 32 * 2**20, page: bool = True) -> FastAPI:
+def create_app(
+    engine: Engine,
+    *,
+    token: str | None = None,
+    concurrency: int = 1,
+    queue: int = 8,
+    timeout_s: float = 120.0,
+    max_body_bytes: int = 32 * 2**20,
+    page: bool = True,
+) -> FastAPI:
     """The ASGI app around ``engine``. ``token``: require ``Authorization: Bearer <token>`` on ``/v1/*``
     (and the same token as the page's password); ``queue``: requests that may wait for the model."""
     gate = Gate(concurrency, queue, timeout_s)
-    app = FastAPI(title="sim4seg", version=__version__,
-                  description="Medical Diagnosis Segmentation: a mask, a diagnosis and its reasoning for an image "
-                              "and a clinical question.")
+    app = FastAPI(
+        title="sim4seg",
+        version=__version__,
+        description="Medical Diagnosis Segmentation: a mask, a diagnosis and its reasoning for an image "
+        "and a clinical question.",
+    )
     app.state.engine, app.state.gate = engine, gate
 
     async def auth(request: Request) -> None:
@@ -68,10 +88,16 @@ def create_app(engine: Engine, *, token: str | None = None, concurrency: int = 1
     async def _invalid(request: Request, e: RequestValidationError):
         ctype = request.headers.get("content-type", "")
         if request.url.path == "/v1/segment" and not ctype.startswith("multipart/form-data"):
-            return JSONResponse({"error": f"send multipart/form-data (an 'image' file and a 'query' field), "
-                                          f"not {ctype or 'no content type'}"}, status_code=415)
-        problems = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}"
-                             for err in e.errors())
+            return JSONResponse(
+                {
+                    "error": f"send multipart/form-data (an 'image' file and a 'query' field), "
+                    f"not {ctype or 'no content type'}"
+                },
+                status_code=415,
+            )
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}" for err in e.errors()
+        )
         return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -103,9 +129,16 @@ def create_app(engine: Engine, *, token: str | None = None, concurrency: int = 1
     @app.get("/v1/info", tags=["meta"], dependencies=[Depends(auth)])
     async def info() -> dict:
         """Backbones, label sets, version, TTS defaults and limits."""
-        return {**engine.info(), "server": {"concurrency": gate.concurrency, "queue": gate.queue,
-                                            "timeout_s": gate.timeout_s, "max_body_bytes": max_body_bytes,
-                                            "auth": token is not None}}
+        return {
+            **engine.info(),
+            "server": {
+                "concurrency": gate.concurrency,
+                "queue": gate.queue,
+                "timeout_s": gate.timeout_s,
+                "max_body_bytes": max_body_bytes,
+                "auth": token is not None,
+            },
+        }
 
     @app.get("/v1/models", tags=["openai"], dependencies=[Depends(auth)])
     async def models() -> dict:
@@ -113,22 +146,28 @@ def create_app(engine: Engine, *, token: str | None = None, concurrency: int = 1
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "owned_by": "sim4seg"}]}
 
     @app.post("/v1/segment", tags=["segment"], dependencies=[Depends(auth)])
-    async def segment(image: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM"),
-                      query: str = Form(..., description="the clinical question"),
-                      subset: str | None = Form(None, description="M3DS subset whose label set the diagnosis "
-                                                                  "is parsed into (see /v1/info)"),
-                      m: int | None = Form(None, description="TTS: sampled answers"),
-                      n: int | None = Form(None, description="TTS: region-mask perturbations per answer"),
-                      selector: str | None = Form(None, description="TTS mask selector: consensus, score, vote"),
-                      seed: int | None = Form(None), png: bool = Form(True, description="include PNGs (base64)"),
-                      ) -> dict:
+    async def segment(
+        image: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM"),
+        query: str = Form(..., description="the clinical question"),
+        subset: str | None = Form(
+            None, description="M3DS subset whose label set the diagnosis is parsed into (see /v1/info)"
+        ),
+        m: int | None = Form(None, description="TTS: sampled answers"),
+        n: int | None = Form(None, description="TTS: region-mask perturbations per answer"),
+        selector: str | None = Form(None, description="TTS mask selector: consensus, score, vote"),
+        seed: int | None = Form(None),
+        png: bool = Form(True, description="include PNGs (base64)"),
+    ) -> dict:
         """Segment and diagnose one image: the answer, the diagnosis, its confidence (the agreement of the m
         answers; null for one), the mask as PNG (base64) and COCO RLE, the uncertainty map, timings."""
         ctype = (image.content_type or "").split(";")[0].strip().lower()
         if ctype not in IMAGE_TYPES:
-            raise HTTPException(415, f"the image part has content type {ctype!r}; send PNG, JPEG, TIFF or DICOM "
-                                     "(image/png, image/jpeg, image/tiff, application/dicom or "
-                                     "application/octet-stream)")
+            raise HTTPException(
+                415,
+                f"the image part has content type {ctype!r}; send PNG, JPEG, TIFF or DICOM "
+                "(image/png, image/jpeg, image/tiff, application/dicom or "
+                "application/octet-stream)",
+            )
         data = await image.read()
         res, extra = await predict(data, image.filename, query, subset or None, m, n, selector, seed)
         return result_json(res, png=png, extra_timings=extra)
@@ -154,15 +193,30 @@ def create_app(engine: Engine, *, token: str | None = None, concurrency: int = 1
         for key in ("m", "n", "seed"):
             if opts.get(key) is not None and (not isinstance(opts[key], int) or isinstance(opts[key], bool)):
                 raise InputError(f"sim4seg.{key} must be an integer")
-        res, extra = await predict(data, "upload.dcm" if "dicom" in mime else None, query, opts.get("subset"),
-                                   opts.get("m"), opts.get("n"), opts.get("selector"), opts.get("seed"))
+        res, extra = await predict(
+            data,
+            "upload.dcm" if "dicom" in mime else None,
+            query,
+            opts.get("subset"),
+            opts.get("m"),
+            opts.get("n"),
+            opts.get("selector"),
+            opts.get("seed"),
+        )
         full = result_json(res, png=False, extra_timings=extra)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model") or engine.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": res.pred.answer},
-                             "finish_reason": "stop"}],
-                "sim4seg": {k: full[k] for k in ("diagnosis", "subset", "confidence", "seg", "image_size", "masks",
-                                                 "uncertainty", "timings")}}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or engine.name,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": res.pred.answer}, "finish_reason": "stop"}
+            ],
+            "sim4seg": {
+                k: full[k]
+                for k in ("diagnosis", "subset", "confidence", "seg", "image_size", "masks", "uncertainty", "timings")
+            },
+        }
 
     if page:
         import gradio as gr
@@ -171,8 +225,7 @@ def create_app(engine: Engine, *, token: str | None = None, concurrency: int = 1
 
         blocks = build_page(engine).queue(default_concurrency_limit=concurrency, max_size=queue)
         auth_fn = None if token is None else (lambda _user, password: check_token(f"Bearer {password}", token))
-        app = gr.mount_gradio_app(app, blocks, path="/", auth=auth_fn, max_file_size=max_body_bytes,
-                                  show_error=True)
+        app = gr.mount_gradio_app(app, blocks, path="/", auth=auth_fn, max_file_size=max_body_bytes, show_error=True)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app
 
@@ -182,7 +235,7 @@ def _chat_request(body) -> tuple[str, bytes, str]:
     if not isinstance(body, dict):
         raise InputError("the body must be a JSON object")
     if body.get("stream"):
-        raise InputError("streaming is not supported; send \"stream\": false")
+        raise InputError('streaming is not supported; send "stream": false')
     if body.get("n") not in (None, 1):
         raise InputError("only one choice per request (n = 1); for test-time scaling use sim4seg.m / sim4seg.n")
     messages = body.get("messages")
@@ -211,8 +264,7 @@ def _chat_request(body) -> tuple[str, bytes, str]:
         raise InputError(f"the last user message must hold exactly one image_url part, found {len(images)}")
     match = _DATA_URL.match(images[0])
     if match is None:
-        raise InputError("the image must be a base64 data URL (data:image/png;base64,...); remote URLs are not "
-                         "fetched")
+        raise InputError("the image must be a base64 data URL (data:image/png;base64,...); remote URLs are not fetched")
     try:
         data = base64.b64decode(match["data"], validate=True)
     except (binascii.Error, ValueError):

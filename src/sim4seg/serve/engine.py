@@ -76,8 +76,9 @@ class Engine:
         self.default_tts = predictor.tts
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, limits: Limits = Limits(), device: str = "cpu",
-                        max_new_tokens: int = 64) -> "Engine":
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, limits: Limits = Limits(), device: str = "cpu", max_new_tokens: int = 64
+    ) -> Engine:
         predictor = Predictor.from_checkpoint(path, tts=TTSConfig(max_new_tokens=max_new_tokens), device=device)
         return cls(predictor, limits=limits, name=Path(path).resolve().name or "sim4seg")
 
@@ -96,8 +97,9 @@ class Engine:
             except ImageReadError as e:
                 raise InputError(f"the uploaded image cannot be used: {e.problem}") from None
 
-    def tts_config(self, m: int | None = None, n: int | None = None, selector: str | None = None,
-                   seed: int | None = None) -> TTSConfig:
+    def tts_config(
+        self, m: int | None = None, n: int | None = None, selector: str | None = None, seed: int | None = None
+    ) -> TTSConfig:
         """The server's TTS settings with the request's overrides, checked against ``limits``."""
         base = self.default_tts
         m = base.m if m is None else m
@@ -106,11 +108,20 @@ class Engine:
             raise InputError(f"m must be in 1..{self.limits.max_m} and n in 1..{self.limits.max_n}, got m={m}, n={n}")
         selector = base.selector if selector is None else selector
         if selector not in gt_free_selectors():
-            raise InputError(f"selector must be one of {', '.join(gt_free_selectors())} (oracle needs the ground "
-                             f"truth), got {selector!r}")
+            raise InputError(
+                f"selector must be one of {', '.join(gt_free_selectors())} (oracle needs the ground "
+                f"truth), got {selector!r}"
+            )
         try:
-            return TTSConfig(m=m, n=n, selector=selector, seed=base.seed if seed is None else seed,
-                             temperature=base.temperature, top_p=base.top_p, max_new_tokens=base.max_new_tokens)
+            return TTSConfig(
+                m=m,
+                n=n,
+                selector=selector,
+                seed=base.seed if seed is None else seed,
+                temperature=base.temperature,
+                top_p=base.top_p,
+                max_new_tokens=base.max_new_tokens,
+            )
         except ValueError as e:
             raise InputError(str(e)) from None
 
@@ -125,8 +136,9 @@ class Engine:
 
     # ------------------------------------------------------------ the prediction
 
-    def segment(self, image: np.ndarray, query: str, *, subset: str | None = None,
-                tts: TTSConfig | None = None) -> Result:
+    def segment(
+        self, image: np.ndarray, query: str, *, subset: str | None = None, tts: TTSConfig | None = None
+    ) -> Result:
         """Encode ``image`` and answer ``query`` (holding the model for the whole call)."""
         query = self.check_query(query, subset)
         tts = tts or self.tts_config()
@@ -136,22 +148,41 @@ class Engine:
             self.predictor.set_image(image)
             pred = self.predictor.predict(query, subset=subset, parser=self.parser if subset else None, tts=tts)
         timings = {"wait_model_s": t1 - t0, **pred.timings}
-        log.info("answered a query: image %dx%d, m=%d n=%d, %.3fs", image.shape[1], image.shape[0], tts.m, tts.n,
-                 time.perf_counter() - t1)
+        log.info(
+            "answered a query: image %dx%d, m=%d n=%d, %.3fs",
+            image.shape[1],
+            image.shape[0],
+            tts.m,
+            tts.n,
+            time.perf_counter() - t1,
+        )
         return Result(image, pred, subset, timings)
 
     def info(self) -> dict:
         """Backbones, label sets, version, TTS defaults and limits (``GET /v1/info``)."""
         model = self.predictor.model
         return {
-            "name": "sim4seg", "version": __version__, "model": self.name,
-            "backbones": {"lvlm": type(model.lvlm).__name__, "lvlm_type": model.lvlm.config.model_type,
-                          "segmenter": type(model.sam).__name__, "segmenter_type": model.sam.config.model_type,
-                          "rvls2m": model.config.rvls2m.infer},
-            "label_sets": {k: {"title": s.title, "modality": s.modality, "labels": list(s.labels)}
-                           for k, s in SUBSETS.items()},
-            "tts": {"m": self.default_tts.m, "n": self.default_tts.n, "selector": self.default_tts.selector,
-                    "selectors": gt_free_selectors(), "max_m": self.limits.max_m, "max_n": self.limits.max_n},
+            "name": "sim4seg",
+            "version": __version__,
+            "model": self.name,
+            "backbones": {
+                "lvlm": type(model.lvlm).__name__,
+                "lvlm_type": model.lvlm.config.model_type,
+                "segmenter": type(model.sam).__name__,
+                "segmenter_type": model.sam.config.model_type,
+                "rvls2m": model.config.rvls2m.infer,
+            },
+            "label_sets": {
+                k: {"title": s.title, "modality": s.modality, "labels": list(s.labels)} for k, s in SUBSETS.items()
+            },
+            "tts": {
+                "m": self.default_tts.m,
+                "n": self.default_tts.n,
+                "selector": self.default_tts.selector,
+                "selectors": gt_free_selectors(),
+                "max_m": self.limits.max_m,
+                "max_n": self.limits.max_n,
+            },
             "limits": {"max_pixels": self.limits.max_pixels, "max_query_chars": self.limits.max_query_chars},
         }
 
@@ -163,22 +194,33 @@ def result_json(res: Result, *, png: bool = True, extra_timings: dict | None = N
     mask = {"rle": rle.encode(p.mask), "area": int(p.mask.sum())}
     if png:
         mask["png_base64"] = b64png(np.where(p.mask, 255, 0))
-    unc = {"mean": p.uncertainty_mean, "diagnosis_agreement": p.confidence,
-           "candidates": p.tts.get("candidates", 0)}
+    unc = {"mean": p.uncertainty_mean, "diagnosis_agreement": p.confidence, "candidates": p.tts.get("candidates", 0)}
     if png and p.uncertainty is not None:
         unc["png_base64"] = b64png(uncertainty_gray(p.uncertainty))
     body = {
-        "answer": p.answer, "diagnosis": p.diagnosis, "subset": res.subset, "confidence": p.confidence,
-        "seg": p.seg, "image_size": {"width": int(w), "height": int(h)}, "masks": [mask], "uncertainty": unc,
+        "answer": p.answer,
+        "diagnosis": p.diagnosis,
+        "subset": res.subset,
+        "confidence": p.confidence,
+        "seg": p.seg,
+        "image_size": {"width": int(w), "height": int(h)},
+        "masks": [mask],
+        "uncertainty": unc,
         "tts": {k: p.tts[k] for k in ("m", "n", "selector", "answers", "labels", "vote", "chosen") if k in p.tts},
     }
-    body["timings"] = {**{k: round(v, 6) for k, v in res.timings.items()},
-                       "encode_response_s": round(time.perf_counter() - t0, 6), **(extra_timings or {})}
+    body["timings"] = {
+        **{k: round(v, 6) for k, v in res.timings.items()},
+        "encode_response_s": round(time.perf_counter() - t0, 6),
+        **(extra_timings or {}),
+    }
     return body
 
 
 def pictures(res: Result) -> dict[str, np.ndarray]:
     """What the page shows: the overlay, the mask and the uncertainty heat map (None without one)."""
     p = res.pred
-    return {"overlay": overlay(res.image, p.mask), "mask": np.where(p.mask, 255, 0).astype(np.uint8),
-            "uncertainty": None if p.uncertainty is None else uncertainty_heatmap(p.uncertainty, res.image)}
+    return {
+        "overlay": overlay(res.image, p.mask),
+        "mask": np.where(p.mask, 255, 0).astype(np.uint8),
+        "uncertainty": None if p.uncertainty is None else uncertainty_heatmap(p.uncertainty, res.image),
+    }

@@ -18,8 +18,9 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -59,8 +60,11 @@ class Gate:
         with self._mutex:
             if self._pending >= self.concurrency + self.queue:
                 self.refused += 1
-                raise Refused(503, f"the server is busy ({self._pending} requests in progress or queued, the limit); "
-                                   "retry later", self.retry_after())
+                raise Refused(
+                    503,
+                    f"the server is busy ({self._pending} requests in progress or queued, the limit); retry later",
+                    self.retry_after(),
+                )
             self._pending += 1
 
     def _release(self, run_s: float | None) -> None:
@@ -95,11 +99,12 @@ class Gate:
         future = loop.run_in_executor(self._pool, work)
         try:
             result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             cancelled.set()
             future.add_done_callback(lambda f: f.exception())  # the late outcome is dropped, not logged as lost
-            raise Refused(504, f"the request took longer than the server's limit of {self.timeout_s:g}s",
-                          self.retry_after()) from None
+            raise Refused(
+                504, f"the request took longer than the server's limit of {self.timeout_s:g}s", self.retry_after()
+            ) from None
         return result, waited[0] if waited else 0.0
 
 
@@ -127,8 +132,9 @@ class BodyLimit:
             except ValueError:
                 return await _json(send, 400, "invalid Content-Length header")
             if too_big:
-                return await _json(send, 413, f"the request body ({int(length)} bytes) is over the limit of "
-                                              f"{self.max_bytes} bytes")
+                return await _json(
+                    send, 413, f"the request body ({int(length)} bytes) is over the limit of {self.max_bytes} bytes"
+                )
             return await self.app(scope, receive, send)
         if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
@@ -154,7 +160,15 @@ class BodyLimit:
 
 async def _json(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

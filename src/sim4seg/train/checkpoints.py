@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sim4seg.train.recipe import CONFIG_NAME, Config
 from sim4seg.errors import InputError
 from sim4seg.model.keymaps import strip_wrapper
 from sim4seg.model.weights import WEIGHTS
+from sim4seg.train.recipe import CONFIG_NAME, Config
 from sim4seg.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,11 @@ def load_trainable(model: nn.Module, path: Path, device: str | torch.device = "c
     missing = sorted(saved_keys(model) - set(sd))
     unexpected = sorted(set(sd) - set(model.state_dict()))
     if missing or unexpected:
-        raise InputError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]} "
-                         "(was it written for another recipe?)", path)
+        raise InputError(
+            f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]} "
+            "(was it written for another recipe?)",
+            path,
+        )
     model.load_state_dict(sd, strict=False)
 
 
@@ -181,22 +184,41 @@ def load(accelerator, path: Path, current: TrainState) -> TrainState:
         raise InputError(f"invalid JSON: {e.msg}", path / STATE_NAME, e.lineno) from None
     known = {f.name for f in fields(TrainState)}
     saved = TrainState(**{k: v for k, v in d.items() if k in known})
-    for key, what in (("world_size", "processes"), ("batch_size", "optim.batch_size"),
-                      ("grad_accum", "optim.grad_accum"), ("steps_per_epoch", "optimizer steps per epoch")):
+    for key, what in (
+        ("world_size", "processes"),
+        ("batch_size", "optim.batch_size"),
+        ("grad_accum", "optim.grad_accum"),
+        ("steps_per_epoch", "optimizer steps per epoch"),
+    ):
         if getattr(saved, key) != getattr(current, key):
-            raise InputError(f"cannot resume exactly: the checkpoint was written with {what} = {getattr(saved, key)}, "
-                             f"this run has {getattr(current, key)}; start a new output_dir or restore the setting",
-                             path)
+            raise InputError(
+                f"cannot resume exactly: the checkpoint was written with {what} = {getattr(saved, key)}, "
+                f"this run has {getattr(current, key)}; start a new output_dir or restore the setting",
+                path,
+            )
     try:
         accelerator.load_state(str(path))
     except InputError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError,
-            AttributeError, IndexError, zipfile.BadZipFile) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        zipfile.BadZipFile,
+    ) as e:
         bad = _unreadable_state_file(path)
-        raise InputError("refused to load this training state: it is truncated, corrupt or holds something other "
-                         f"than tensors and plain values (nothing is unpickled; {type(e).__name__}). Resume from "
-                         "another checkpoint or start a new output_dir", bad or path) from None
+        raise InputError(
+            "refused to load this training state: it is truncated, corrupt or holds something other "
+            f"than tensors and plain values (nothing is unpickled; {type(e).__name__}). Resume from "
+            "another checkpoint or start a new output_dir",
+            bad or path,
+        ) from None
     saved.total_steps = current.total_steps
     return saved
 
@@ -220,16 +242,20 @@ def truncate_log(path: Path, step: int) -> None:
         return
     from sim4seg._atomic import write_text
 
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    keep = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
     write_text(path, "".join(keep))
 
 
 # ---------------------------------------------------------------------------- export
 
 
-def export(accelerator, model: nn.Module, directory: Path, config: Config, save_model=None,
-           record: dict | None = None) -> None:
+def export(
+    accelerator, model: nn.Module, directory: Path, config: Config, save_model=None, record: dict | None = None
+) -> None:
     """Write the trained model to ``directory`` (atomically): ``save_model(model, dir)`` if given, else the
     trainable weights (``model.safetensors``); the recipe beside it, and ``record`` as ``training.json``.
 
@@ -250,8 +276,9 @@ def export(accelerator, model: nn.Module, directory: Path, config: Config, save_
         _export(inner, state_dict, directory, config, save_model, record)
 
 
-def _export(inner: nn.Module, state_dict: dict, directory: Path, config: Config, save_model,
-            record: dict | None) -> None:
+def _export(
+    inner: nn.Module, state_dict: dict, directory: Path, config: Config, save_model, record: dict | None
+) -> None:
     tmp = directory.parent / f".{directory.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)

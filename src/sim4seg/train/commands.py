@@ -6,8 +6,9 @@ import argparse
 import logging
 
 
-def train(config: str, overrides: list[str] | None, resume: str | None, dry_run: bool = False,
-          dry_run_samples: int = 8) -> int:
+def train(
+    config: str, overrides: list[str] | None, resume: str | None, dry_run: bool = False, dry_run_samples: int = 8
+) -> int:
     """Train Sim4Seg (or the recipe's model) from a YAML recipe; --resume auto continues a killed run exactly;
     --dry-run checks the data, builds the model on the meta device and prints lengths, parameters, memory, steps."""
     from sim4seg.train.recipe import load_config
@@ -15,7 +16,8 @@ def train(config: str, overrides: list[str] | None, resume: str | None, dry_run:
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     cfg = load_config(config, overrides or [])
     if dry_run:
-        from sim4seg.train.dryrun import dry_run as run_dry, format_report
+        from sim4seg.train.dryrun import dry_run as run_dry
+        from sim4seg.train.dryrun import format_report
 
         print(f"dry run of {config}: nothing is trained and no weights are loaded")
         print(format_report(run_dry(cfg, dry_run_samples), cfg))
@@ -27,9 +29,11 @@ def train(config: str, overrides: list[str] | None, resume: str | None, dry_run:
     if result.last_logs or s.validations:
         last = result.last_logs.get("loss")
         val = s.validations[-1].get("val/loss") if s.validations else None
-        print(f"trained {s.global_step} step(s), {s.samples_seen} examples"
-              + (f"; last train loss {last:.4f}" if last is not None else "")
-              + (f"; validation loss {val:.4f}" if val is not None else ""))
+        print(
+            f"trained {s.global_step} step(s), {s.samples_seen} examples"
+            + (f"; last train loss {last:.4f}" if last is not None else "")
+            + (f"; validation loss {val:.4f}" if val is not None else "")
+        )
     print(f"model: {result.final_dir}   logs: {result.output_dir / 'log.jsonl'}")
     return 0
 
@@ -37,13 +41,28 @@ def train(config: str, overrides: list[str] | None, resume: str | None, dry_run:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train from a YAML recipe (configs/*.yaml)", description=train.__doc__)
     p.add_argument("--config", required=True, metavar="YAML", help="training recipe, e.g. configs/tiny-cpu.yaml")
-    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="override recipe values, e.g. --set optim.lr=1e-4 train.max_steps=100 (repeatable)")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="continue from the latest checkpoint in train.output_dir (auto) or from a checkpoint directory")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check the data, build the model on the meta device (no weights), encode the first samples and "
-                        "print token lengths, parameters per part, estimated memory per GPU and steps per epoch")
-    p.add_argument("--dry-run-samples", type=int, default=8, metavar="N",
-                   help="training samples the dry run encodes (default 8)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="override recipe values, e.g. --set optim.lr=1e-4 train.max_steps=100 (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="auto|PATH",
+        help="continue from the latest checkpoint in train.output_dir (auto) or from a checkpoint directory",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the data, build the model on the meta device (no weights), encode the first samples and "
+        "print token lengths, parameters per part, estimated memory per GPU and steps per epoch",
+    )
+    p.add_argument(
+        "--dry-run-samples", type=int, default=8, metavar="N", help="training samples the dry run encodes (default 8)"
+    )
     p.set_defaults(handler=train)

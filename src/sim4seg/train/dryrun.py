@@ -129,9 +129,16 @@ def _configs(config: Config):
     if m.init_from:
         d = Path(m.init_from)
         if not (d / "lvlm" / "config.json").is_file() or not (d / "sam" / "config.json").is_file():
-            raise InputError("model.init_from is not a Sim4Seg checkpoint directory (lvlm/ and sam/ configs missing)", d)
-        return (AutoConfig.from_pretrained(d / "lvlm"), SamConfig.from_pretrained(d / "sam"),
-                AutoProcessor.from_pretrained(d / "processor"), f"the checkpoint {d} (model.init_from)", notes)
+            raise InputError(
+                "model.init_from is not a Sim4Seg checkpoint directory (lvlm/ and sam/ configs missing)", d
+            )
+        return (
+            AutoConfig.from_pretrained(d / "lvlm"),
+            SamConfig.from_pretrained(d / "sam"),
+            AutoProcessor.from_pretrained(d / "processor"),
+            f"the checkpoint {d} (model.init_from)",
+            notes,
+        )
     if m.preset not in PRESETS:
         raise InputError(f"unknown preset {m.preset!r}; known: tiny, {', '.join(PRESETS)}")
     p = PRESETS[m.preset]
@@ -141,11 +148,15 @@ def _configs(config: Config):
             lvlm_cfg, sam_cfg = AutoConfig.from_pretrained(lvlm_src), SamConfig.from_pretrained(sam_src)
         except (OSError, ValueError) as e:
             if m.preset not in published.PUBLISHED:
-                raise InputError(f"cannot read the configs of {lvlm_src} + {sam_src} ({type(e).__name__}) and no "
-                                 "published configs are written for this preset; give model.lvlm / model.sam as local "
-                                 "directories") from None
-            notes.append(f"configs of {lvlm_src} + {sam_src} not reachable ({type(e).__name__}); used the published "
-                         "values (sim4seg.model.published)")
+                raise InputError(
+                    f"cannot read the configs of {lvlm_src} + {sam_src} ({type(e).__name__}) and no "
+                    "published configs are written for this preset; give model.lvlm / model.sam as local "
+                    "directories"
+                ) from None
+            notes.append(
+                f"configs of {lvlm_src} + {sam_src} not reachable ({type(e).__name__}); used the published "
+                "values (sim4seg.model.published)"
+            )
         else:
             try:
                 processor = AutoProcessor.from_pretrained(lvlm_src)
@@ -154,8 +165,7 @@ def _configs(config: Config):
                 notes.append(f"no processor from {lvlm_src} ({type(e).__name__})")
             return lvlm_cfg, sam_cfg, processor, f"{lvlm_src} + {sam_src}", notes
     lvlm_fn, sam_fn = published.PUBLISHED[m.preset]
-    return (lvlm_fn(), sam_fn(), None,
-            f"the published configs of preset {m.preset!r} (sim4seg.model.published)", notes)
+    return (lvlm_fn(), sam_fn(), None, f"the published configs of preset {m.preset!r} (sim4seg.model.published)", notes)
 
 
 def build_meta_model(config: Config):
@@ -194,10 +204,14 @@ def count_parts(model) -> list[Part]:
     """Parameters per part (LoRA counted apart from the LLM it adapts); every parameter in exactly one part."""
     lvlm = model.lvlm
     groups = [
-        ("LVLM vision tower", lvlm.model.vision_tower), ("LVLM projector", lvlm.model.multi_modal_projector),
-        ("LLM embeddings", lvlm.get_input_embeddings()), ("LLM lm_head", lvlm.lm_head),
-        ("LLM (decoder)", lvlm.model.language_model), ("ϕ (projection)", model.phi),
-        ("SAM image encoder", model.sam.vision_encoder), ("SAM prompt encoder", model.sam.prompt_encoder),
+        ("LVLM vision tower", lvlm.model.vision_tower),
+        ("LVLM projector", lvlm.model.multi_modal_projector),
+        ("LLM embeddings", lvlm.get_input_embeddings()),
+        ("LLM lm_head", lvlm.lm_head),
+        ("LLM (decoder)", lvlm.model.language_model),
+        ("ϕ (projection)", model.phi),
+        ("SAM image encoder", model.sam.vision_encoder),
+        ("SAM prompt encoder", model.sam.prompt_encoder),
         ("SAM mask decoder", model.sam.mask_decoder),
     ]
     owner: dict[int, str] = {}
@@ -221,11 +235,12 @@ def count_parts(model) -> list[Part]:
 # ---------------------------------------------------------------------------- memory and steps
 
 
-def memory_terms(parts: list[Part], *, weight_bytes: int, hidden: int, layers: int, vocab: int, seq: int,
-                 batch: int, bf16: bool) -> dict[str, float]:
+def memory_terms(
+    parts: list[Part], *, weight_bytes: int, hidden: int, layers: int, vocab: int, seq: int, batch: int, bf16: bool
+) -> dict[str, float]:
     """The per-GPU byte terms of the module docstring's formulas (unsharded)."""
     total, trainable = sum(p.total for p in parts), sum(p.trainable for p in parts)
-    ab = 1 if bf16 else 2                                       # activation bytes / 2 (the 34 counts 16-bit bytes)
+    ab = 1 if bf16 else 2  # activation bytes / 2 (the 34 counts 16-bit bytes)
     layer = 34 * seq * batch * hidden * ab
     logits = batch * seq * vocab * (4 + 2 * ab)
     return {
@@ -281,7 +296,7 @@ def dry_run(config: Config, samples: int = 8) -> DryRun:
 
     if samples < 0:
         raise InputError(f"--dry-run-samples must be >= 0, got {samples}")
-    checked = check_data(config)                                  # before the model, as a run does
+    checked = check_data(config)  # before the model, as a run does
     model, processor, source, meta, notes = build_meta_model(config)
     first = checked.train[:samples]
     text_note = None
@@ -290,23 +305,46 @@ def dry_run(config: Config, samples: int = 8) -> DryRun:
     else:
         n_img = int(getattr(model.lvlm.config, "image_seq_length", 0) or 0)
         lengths = [SampleLength(s.id, n_img, 0, None) for s in first]
-        text_note = ("text not measured: no tokenizer for this model here (offline, published configs); image "
-                     f"tokens from the config. Give model.lvlm a local directory with the processor to measure.")
+        text_note = (
+            "text not measured: no tokenizer for this model here (offline, published configs); image "
+            "tokens from the config. Give model.lvlm a local directory with the processor to measure."
+        )
     parts = count_parts(model)
     text = model.lvlm.config.text_config
     dtype = getattr(torch, config.model.dtype)
     bf16 = config.train.precision == "bf16"
-    geometry = dict(hidden=int(text.hidden_size), layers=int(text.num_hidden_layers), seq=config.model.max_length,
-                    vocab=model.lvlm.get_input_embeddings().num_embeddings, batch=config.optim.batch_size, bf16=bf16)
+    geometry = dict(
+        hidden=int(text.hidden_size),
+        layers=int(text.num_hidden_layers),
+        seq=config.model.max_length,
+        vocab=model.lvlm.get_input_embeddings().num_embeddings,
+        batch=config.optim.batch_size,
+        bf16=bf16,
+    )
     terms = memory_terms(parts, weight_bytes=torch.finfo(dtype).bits // 8, **geometry)
     zero = memory_terms(parts, weight_bytes=2 if bf16 else torch.finfo(dtype).bits // 8, **geometry)
     table = {(st, n): per_gpu(terms if st == "DDP" else zero, st, n) for st in STRATEGIES for n in GPUS}
     d, o = config.data, config.optim
     n_epoch = d.samples_per_epoch or len(checked.train)
     steps = {n: steps_per_epoch(n_epoch, o.batch_size, o.grad_accum, n) for n in GPUS}
-    return DryRun(source, meta, config.model.max_length, parts, lengths, text_note, terms, zero, table, steps,
-                  len(checked.train), None if checked.val is None else len(checked.val), checked.root,
-                  sorted({s.subset for s in checked.train}), d.answer_format, notes)
+    return DryRun(
+        source,
+        meta,
+        config.model.max_length,
+        parts,
+        lengths,
+        text_note,
+        terms,
+        zero,
+        table,
+        steps,
+        len(checked.train),
+        None if checked.val is None else len(checked.val),
+        checked.root,
+        sorted({s.subset for s in checked.train}),
+        d.answer_format,
+        notes,
+    )
 
 
 # ---------------------------------------------------------------------------- the report
@@ -320,9 +358,10 @@ def format_report(r: DryRun, config: Config) -> str:
     o, t = config.optim, config.train
     lines = [f"model: {r.model_source}" + (" — on the meta device (no weights allocated)" if r.meta else "")]
     lines += [f"note: {n}" for n in r.notes]
-    lines.append(f"data: {r.data_root}: {r.n_train} training sample(s) of {', '.join(r.subsets)} "
-                 f"({r.answer_format} answers); " + ("no validation" if r.n_val is None else
-                                                    f"{r.n_val} validation sample(s)"))
+    lines.append(
+        f"data: {r.data_root}: {r.n_train} training sample(s) of {', '.join(r.subsets)} "
+        f"({r.answer_format} answers); " + ("no validation" if r.n_val is None else f"{r.n_val} validation sample(s)")
+    )
     lines.append(f"\ntoken lengths of the first {len(r.lengths)} training sample(s) (max_length {r.max_length}):")
     if r.lengths:
         lines.append(f"  {'id':<28} {'image':>6} {'prompt':>7} {'answer':>7} {'total':>7}")
@@ -330,8 +369,9 @@ def format_report(r: DryRun, config: Config) -> str:
             ans = "-" if s.answer is None else str(s.answer)
             tot = "-" if s.total is None else str(s.total)
             flag = "  OVER max_length" if s.total is not None and s.total > r.max_length else ""
-            lines.append(f"  {s.id:<28} {s.image:>6} {s.prompt if s.answer is not None else '-':>7} {ans:>7} "
-                         f"{tot:>7}{flag}")
+            lines.append(
+                f"  {s.id:<28} {s.image:>6} {s.prompt if s.answer is not None else '-':>7} {ans:>7} {tot:>7}{flag}"
+            )
         totals = [s.total for s in r.lengths if s.total is not None]
         if totals:
             over = sum(x > r.max_length for x in totals)
@@ -342,20 +382,28 @@ def format_report(r: DryRun, config: Config) -> str:
     lines.append(f"  {'part':<22} {'total':>15} {'trainable':>15}")
     for p in r.parts:
         lines.append(f"  {p.name:<22} {p.total:>15,} {p.trainable:>15,}")
-    lines.append(f"  {'all':<22} {r.total:>15,} {r.trainable:>15,}  ({100 * r.trainable / max(r.total, 1):.2f} % "
-                 "trainable)")
-    lines.append(f"\nmemory per GPU — ESTIMATE (formulas: sim4seg.train.dryrun), model.dtype {config.model.dtype}, "
-                 f"precision {t.precision}, batch {o.batch_size} × max_length {r.max_length}; unsharded terms:")
+    lines.append(
+        f"  {'all':<22} {r.total:>15,} {r.trainable:>15,}  ({100 * r.trainable / max(r.total, 1):.2f} % trainable)"
+    )
+    lines.append(
+        f"\nmemory per GPU — ESTIMATE (formulas: sim4seg.train.dryrun), model.dtype {config.model.dtype}, "
+        f"precision {t.precision}, batch {o.batch_size} × max_length {r.max_length}; unsharded terms:"
+    )
     for name, m in (("DDP", r.memory), ("ZeRO", r.memory_zero)):
-        lines.append(f"  {name + ':':<5} weights {m['weights'] / 1e9:.1f} GB, gradients {m['gradients'] / 1e9:.2f} GB, "
-                     f"optimizer {m['optimizer'] / 1e9:.2f} GB, activations {m['activations'] / 1e9:.2f} GB "
-                     f"({m['activations_ckpt'] / 1e9:.2f} GB with checkpointing)")
+        lines.append(
+            f"  {name + ':':<5} weights {m['weights'] / 1e9:.1f} GB, gradients {m['gradients'] / 1e9:.2f} GB, "
+            f"optimizer {m['optimizer'] / 1e9:.2f} GB, activations {m['activations'] / 1e9:.2f} GB "
+            f"({m['activations_ckpt'] / 1e9:.2f} GB with checkpointing)"
+        )
     lines.append(f"  {'strategy':<8} {'GPUs':>4} {'GB/GPU':>8} {'GB/GPU (ckpt)':>14}")
     for (st, n), (a, b) in r.per_gpu.items():
         lines.append(f"  {st:<8} {n:>4} {_gb(a)} {_gb(b):>14}")
-    lines.append(f"  (gradient checkpointing is {'on' if t.gradient_checkpointing else 'off'} in this recipe; "
-                 "add ~1-3 GB per GPU for the CUDA context and fragmentation)")
+    lines.append(
+        f"  (gradient checkpointing is {'on' if t.gradient_checkpointing else 'off'} in this recipe; "
+        "add ~1-3 GB per GPU for the CUDA context and fragmentation)"
+    )
     steps = ", ".join(f"{n} GPU{'s' if n > 1 else ''}: {s}" for n, s in r.steps_per_epoch.items())
-    lines.append(f"\nsteps per epoch: {steps} (batch {o.batch_size} × grad_accum {o.grad_accum} per GPU; "
-                 f"{o.epochs} epochs)")
+    lines.append(
+        f"\nsteps per epoch: {steps} (batch {o.batch_size} × grad_accum {o.grad_accum} per GPU; {o.epochs} epochs)"
+    )
     return "\n".join(lines)

@@ -39,8 +39,11 @@ class Window:
 
     def flush(self) -> dict:
         keys = list(self.sums)
-        vec = torch.tensor([self.sums[k] for k in keys] + [self.batches, self.samples], dtype=torch.float64,
-                           device=self.accelerator.device)
+        vec = torch.tensor(
+            [self.sums[k] for k in keys] + [self.batches, self.samples],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
         vec = self.accelerator.reduce(vec, reduction="sum")
         *sums, batches, samples = vec.tolist()
         elapsed = time.perf_counter() - self.t0

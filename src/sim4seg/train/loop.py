@@ -28,19 +28,20 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from sim4seg.train.recipe import CONFIG_NAME, Config
+from sim4seg.errors import InputError
 from sim4seg.train import checkpoints as ckpt
 from sim4seg.train import task
 from sim4seg.train.logs import LOG_NAME, RunLogger, Window
+from sim4seg.train.recipe import CONFIG_NAME, Config
 from sim4seg.train.state import TrainData, TrainState
-from sim4seg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ def forward_task(model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         items = ((k, getattr(out, k)) for k in dir(out) if k.startswith("loss") and not k.startswith("_"))
     terms = {k: v for k, v in items if k.startswith("loss") and isinstance(v, torch.Tensor) and v.numel() == 1}
     if "loss" not in terms:
-        raise InputError(f"{type(inner).__name__}.forward must return a 'loss' (got {sorted(terms) or type(out).__name__})")
+        raise InputError(
+            f"{type(inner).__name__}.forward must return a 'loss' (got {sorted(terms) or type(out).__name__})"
+        )
     return {"loss": terms.pop("loss"), **dict(sorted(terms.items()))}
 
 
@@ -120,8 +123,11 @@ def _takes_kwargs(module: nn.Module) -> bool:
     """``forward(**batch)`` when forward needs more than one argument (e.g. ``Sim4SegModel``), else ``forward(batch)``."""
     import inspect
 
-    params = [p for p in inspect.signature(module.forward).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    params = [
+        p
+        for p in inspect.signature(module.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     return sum(p.default is inspect.Parameter.empty for p in params) > 1
 
 
@@ -210,19 +216,26 @@ def make_accelerator(config: Config):
         if not path.is_file():
             raise InputError("DeepSpeed config not found (train.deepspeed)", path)
         if importlib.util.find_spec("deepspeed") is None:
-            raise InputError("train.deepspeed is set but the deepspeed package is not installed "
-                             "(DS_BUILD_OPS=0 pip install -c constraints.txt -e '.[deepspeed]')", path)
+            raise InputError(
+                "train.deepspeed is set but the deepspeed package is not installed "
+                "(DS_BUILD_OPS=0 pip install -c constraints.txt -e '.[deepspeed]')",
+                path,
+            )
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise InputError(f"invalid JSON: {e.msg}", path, e.lineno) from None
         if not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) < 0:
-            raise InputError("DeepSpeed without a GPU runs under a launcher: accelerate launch --config_file "
-                             "configs/accelerate/deepspeed-cpu-2proc.yaml -m sim4seg train ... (or torchrun)", path)
+            raise InputError(
+                "DeepSpeed without a GPU runs under a launcher: accelerate launch --config_file "
+                "configs/accelerate/deepspeed-cpu-2proc.yaml -m sim4seg train ... (or torchrun)",
+                path,
+            )
         from accelerate.utils import DeepSpeedPlugin
 
-        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=str(path), gradient_accumulation_steps=o.grad_accum,
-                                                     gradient_clipping=o.max_grad_norm)
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(
+            hf_ds_config=str(path), gradient_accumulation_steps=o.grad_accum, gradient_clipping=o.max_grad_norm
+        )
         init_deepspeed_on_cpu()
     # cpu=True on a machine without CUDA: several processes there run DDP over gloo (accelerate turns
     # DeepSpeed off with cpu=True, so a DeepSpeed run keeps cpu=False and uses the group started above)
@@ -230,10 +243,13 @@ def make_accelerator(config: Config):
         from accelerate.utils import InitProcessGroupKwargs
 
         kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
-    return Accelerator(cpu=not (torch.cuda.is_available() or t.deepspeed), gradient_accumulation_steps=o.grad_accum,
-                       mixed_precision=t.precision,
-                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False, even_batches=True),
-                       **kwargs)
+    return Accelerator(
+        cpu=not (torch.cuda.is_available() or t.deepspeed),
+        gradient_accumulation_steps=o.grad_accum,
+        mixed_precision=t.precision,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False, even_batches=True),
+        **kwargs,
+    )
 
 
 def init_deepspeed_on_cpu() -> None:
@@ -287,7 +303,9 @@ def enable_gradient_checkpointing(model: nn.Module) -> bool:
         if any(name.startswith(d + ".") for d in done) or not getattr(m, "supports_gradient_checkpointing", False):
             continue
         # transformers: activation_checkpointing_enable (v5), gradient_checkpointing_enable (older)
-        enable = getattr(m, "activation_checkpointing_enable", None) or getattr(m, "gradient_checkpointing_enable", None)
+        enable = getattr(m, "activation_checkpointing_enable", None) or getattr(
+            m, "gradient_checkpointing_enable", None
+        )
         if enable is None:
             continue
         try:
@@ -299,9 +317,15 @@ def enable_gradient_checkpointing(model: nn.Module) -> bool:
 
 
 def _loader(dataset, config: Config, collate_fn, sampler, seed: int):
-    return torch.utils.data.DataLoader(dataset, batch_size=config.optim.batch_size, sampler=sampler,
-                                       collate_fn=collate_fn, num_workers=config.data.num_workers, drop_last=False,
-                                       generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.optim.batch_size,
+        sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=config.data.num_workers,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -319,9 +343,15 @@ def _learning_curve(out: Path) -> None:
     learning_curve(out / LOG_NAME, out / "learning_curve.png", f"training loss ({out.name})")
 
 
-def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None = None,
-          datasets: TrainData | None = None, validator: Validator | None = None,
-          callbacks: Sequence[Callback] = (), resume: str | None = None) -> TrainResult:
+def train(
+    config: Config,
+    *,
+    model_factory: Callable[[Config], nn.Module] | None = None,
+    datasets: TrainData | None = None,
+    validator: Validator | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: str | None = None,
+) -> TrainResult:
     """Train the task the recipe describes; ``resume`` is ``"auto"`` (latest checkpoint, if any) or a path."""
     from accelerate.utils import set_seed
 
@@ -337,13 +367,17 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
         else:
             model, save_model = model_factory(config), None
     if t.gradient_checkpointing and not enable_gradient_checkpointing(model):
-        log.warning("train.gradient_checkpointing is on but %s has no gradient_checkpointing_enable", type(model).__name__)
+        log.warning(
+            "train.gradient_checkpointing is on but %s has no gradient_checkpointing_enable", type(model).__name__
+        )
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     sampler = datasets.sampler or EpochShuffle(len(datasets.train), t.seed)
     train_dl = _loader(datasets.train, config, datasets.collate_fn, sampler, t.seed)
     val_dl = None
     if datasets.val is not None and len(datasets.val) and t.validate:
-        val_dl = _loader(datasets.val, config, datasets.collate_fn, EpochShuffle(len(datasets.val), shuffle=False), t.seed)
+        val_dl = _loader(
+            datasets.val, config, datasets.collate_fn, EpochShuffle(len(datasets.val), shuffle=False), t.seed
+        )
     model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
     if val_dl is not None:
         val_dl = accelerator.prepare(val_dl)
@@ -354,21 +388,35 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     raw_optimizer = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside accelerate's wrapper
     while not isinstance(raw_optimizer, torch.optim.Optimizer) and hasattr(raw_optimizer, "optimizer"):
         raw_optimizer = raw_optimizer.optimizer  # and inside DeepSpeed ZeRO's
-    scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lambda s: lr_factor(
-        s, warmup=warm, total=total, schedule=o.schedule, min_ratio=o.min_lr_ratio))
-    state = TrainState(total_steps=total, steps_per_epoch=steps_per_epoch, world_size=accelerator.num_processes,
-                       batch_size=o.batch_size, grad_accum=o.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        raw_optimizer, lambda s: lr_factor(s, warmup=warm, total=total, schedule=o.schedule, min_ratio=o.min_lr_ratio)
+    )
+    state = TrainState(
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        world_size=accelerator.num_processes,
+        batch_size=o.batch_size,
+        grad_accum=o.grad_accum,
+    )
     ckpt.register_hooks(accelerator)
 
     start = ckpt.find(out, resume) if resume else None
     if resume is None and ckpt.find(out, "auto") is not None:
-        raise InputError("output directory already holds checkpoints: continue with --resume auto, or choose another "
-                         "train.output_dir", out)
+        raise InputError(
+            "output directory already holds checkpoints: continue with --resume auto, or choose another "
+            "train.output_dir",
+            out,
+        )
     if start is not None:
         state = ckpt.load(accelerator, start, state)
         scheduler.load_state_dict(state.scheduler)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", start, state.global_step, state.epoch,
-                 state.batch_in_epoch)
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            start,
+            state.global_step,
+            state.epoch,
+            state.batch_in_epoch,
+        )
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / CONFIG_NAME)
@@ -376,8 +424,13 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     accelerator.wait_for_everyone()
     logger = RunLogger(out, accelerator.is_main_process, state.global_step)
     n_train = sum(p.numel() for p in accelerator.unwrap_model(model).parameters() if p.requires_grad)
-    log.info("training %d parameters for %d steps (%d per epoch) on %d process(es)", n_train, total, steps_per_epoch,
-             accelerator.num_processes)
+    log.info(
+        "training %d parameters for %d steps (%d per epoch) on %d process(es)",
+        n_train,
+        total,
+        steps_per_epoch,
+        accelerator.num_processes,
+    )
 
     def save() -> None:
         state.scheduler = scheduler.state_dict()
@@ -398,8 +451,14 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (t.progress and accelerator.is_local_main_process))
+    bar = tqdm(
+        total=total,
+        initial=state.global_step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (t.progress and accelerator.is_local_main_process),
+    )
     window = Window(accelerator)
     last_logs: dict = {}
     validated_at = state.validations[-1]["step"] if state.validations else -1
@@ -430,8 +489,13 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
             state.samples_seen += window.samples_total()
             logs: dict = {}
             if state.global_step % t.log_every == 0 or state.global_step == total:
-                logs = {"step": state.global_step, "epoch": state.epoch + state.batch_in_epoch / n_batches, "lr": lr,
-                        **window.flush(), "grad_norm": None if grad_norm is None else float(grad_norm)}
+                logs = {
+                    "step": state.global_step,
+                    "epoch": state.epoch + state.batch_in_epoch / n_batches,
+                    "lr": lr,
+                    **window.flush(),
+                    "grad_norm": None if grad_norm is None else float(grad_norm),
+                }
                 logger.write(logs, "train")
                 last_logs = logs
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
@@ -455,8 +519,9 @@ def train(config: Config, *, model_factory: Callable[[Config], nn.Module] | None
     if not ckpt.find(out, "auto") or ckpt.step_of(ckpt.find(out, "auto")) != state.global_step:
         save()
     final = out / "final"
-    ckpt.export(accelerator, model, final, config, save_model,
-                record=task.training_record(config, datasets, state, last_logs))
+    ckpt.export(
+        accelerator, model, final, config, save_model, record=task.training_record(config, datasets, state, last_logs)
+    )
     logger.close()
     if accelerator.is_main_process:
         _learning_curve(out)

@@ -17,14 +17,13 @@ overrides) beside the checkpoints.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import yaml
 
 from sim4seg._atomic import write_text
 from sim4seg._config import from_dict, load_yaml, to_dict
-from sim4seg.errors import InputError
 from sim4seg.model.config import Sim4SegConfig, TinySpec
 
 PRECISIONS = ("no", "bf16")
@@ -113,7 +112,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:
             raise ValueError(f"data.answer_format must be one of {ANSWER_FORMATS}, got {self.answer_format!r}")
-        if self.mix is not None and (any(r < 0 for r in self.mix.values()) or not any(r > 0 for r in self.mix.values())):
+        if self.mix is not None and (
+            any(r < 0 for r in self.mix.values()) or not any(r > 0 for r in self.mix.values())
+        ):
             raise ValueError(f"data.mix rates must be >= 0 with at least one > 0, got {self.mix}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
             raise ValueError(f"data.samples_per_epoch must be >= 1, got {self.samples_per_epoch}")
@@ -210,7 +211,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ValueError("train.output_dir must be set")
-        if self.precision in ("false", "fp32"):   # `precision: false` / `--set train.precision=no`
+        if self.precision in ("false", "fp32"):  # `precision: false` / `--set train.precision=no`
             self.precision = "no"
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")

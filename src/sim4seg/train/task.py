@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from sim4seg.train.recipe import Config
 from sim4seg.errors import InputError
+from sim4seg.train.recipe import Config
 from sim4seg.train.state import TrainData
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,13 @@ def build_model(config: Config):
 
     m = config.model
     dtype = getattr(torch, m.dtype)
-    if m.init_from:        # fine-tune: the checkpoint's weights, the recipe's trainable policy, a new run
+    if m.init_from:  # fine-tune: the checkpoint's weights, the recipe's trainable policy, a new run
         from sim4seg.model.checkpoint import load_for_finetuning
 
         log.info("initialising from the Sim4Seg checkpoint %s", m.init_from)
         return load_for_finetuning(m.init_from, config.sim4seg_config(), dtype=dtype)
     if m.preset == "tiny":
-        model, processor = tiny.build_tiny(config.sim4seg_config(), spec=m.tiny,
-                                               seed=config.train.seed)
+        model, processor = tiny.build_tiny(config.sim4seg_config(), spec=m.tiny, seed=config.train.seed)
         return model.to(dtype), processor
     return presets.from_preset(m.preset, config.sim4seg_config(), lvlm=m.lvlm, sam=m.sam, dtype=dtype)
 
@@ -48,10 +47,14 @@ class CheckedData:
 def _answers_present(samples: list, fmt: str, path: Path) -> None:
     missing = [s.id for s in samples if not s.answers.get(fmt)]
     if missing:
-        hint = ("generate them with `sim4seg cot generate` and `sim4seg cot apply`, or set data.answer_format="
-                "diagnosis") if fmt == "cot" else "rebuild the manifest"
-        raise InputError(f"{len(missing)} of {len(samples)} sample(s) have no {fmt!r} answer (first: {missing[0]}); "
-                         f"{hint}", path)
+        hint = (
+            ("generate them with `sim4seg cot generate` and `sim4seg cot apply`, or set data.answer_format=diagnosis")
+            if fmt == "cot"
+            else "rebuild the manifest"
+        )
+        raise InputError(
+            f"{len(missing)} of {len(samples)} sample(s) have no {fmt!r} answer (first: {missing[0]}); {hint}", path
+        )
 
 
 def check_data(config: Config, accelerator=None) -> CheckedData:
@@ -75,8 +78,11 @@ def check_data(config: Config, accelerator=None) -> CheckedData:
     with first:
         if not (root / "dataset_info.json").is_file():
             if not d.synthetic.n:
-                raise InputError("no M3DS manifest here (dataset_info.json not found); build one with "
-                                 "`sim4seg data synth` or set data.synthetic.n to write a synthetic one", root)
+                raise InputError(
+                    "no M3DS manifest here (dataset_info.json not found); build one with "
+                    "`sim4seg data synth` or set data.synthetic.n to write a synthetic one",
+                    root,
+                )
             if accelerator is None or accelerator.is_main_process:
                 from sim4seg.data.synthetic import synthesize
 
@@ -88,22 +94,35 @@ def check_data(config: Config, accelerator=None) -> CheckedData:
     path = root / f"{d.train_split}.jsonl"
     train = select_subsets(read_split(root, d.train_split, info), subsets, list(info.subsets), where=path)
     if not train:
-        raise InputError(f"the {d.train_split!r} split has no samples" + (f" of {subsets}" if subsets else "")
-                         + f" ({path.name} missing or empty)", root)
+        raise InputError(
+            f"the {d.train_split!r} split has no samples"
+            + (f" of {subsets}" if subsets else "")
+            + f" ({path.name} missing or empty)",
+            root,
+        )
     _answers_present(train, d.answer_format, path)
     if d.mix is not None:
         absent = sorted(set(d.mix) - {s.subset for s in train})
         if absent:
-            raise InputError(f"data.mix names subset(s) with no training samples: {absent}; trained on: "
-                             f"{sorted({s.subset for s in train})}", path)
+            raise InputError(
+                f"data.mix names subset(s) with no training samples: {absent}; trained on: "
+                f"{sorted({s.subset for s in train})}",
+                path,
+            )
     val = None
     if d.val_split:
         vpath = root / f"{d.val_split}.jsonl"
         val = select_subsets(read_split(root, d.val_split, info), subsets, list(info.subsets), where=vpath)
         val = val[: d.max_val_samples] if d.max_val_samples is not None else val
         _answers_present(val, d.answer_format, vpath)
-    log.info("data: %d training sample(s) of %s (%s answers), %s validation sample(s), from %s", len(train),
-             ", ".join(sorted({s.subset for s in train})), d.answer_format, "no" if val is None else len(val), root)
+    log.info(
+        "data: %d training sample(s) of %s (%s answers), %s validation sample(s), from %s",
+        len(train),
+        ", ".join(sorted({s.subset for s in train})),
+        d.answer_format,
+        "no" if val is None else len(val),
+        root,
+    )
     return CheckedData(root, train, val)
 
 
@@ -120,8 +139,12 @@ def build_data(config: Config, model, processor, accelerator, checked: CheckedDa
         val = M3DSDataset(checked.root, d.val_split, encoder, answer_format=d.answer_format, samples=checked.val)
     sampler = None
     if d.mix is not None or d.samples_per_epoch is not None:
-        sampler = SubsetMixSampler([s.subset for s in train.samples], d.mix,
-                                   num_samples=d.samples_per_epoch or len(train), seed=config.train.seed)
+        sampler = SubsetMixSampler(
+            [s.subset for s in train.samples],
+            d.mix,
+            num_samples=d.samples_per_epoch or len(train),
+            seed=config.train.seed,
+        )
     return TrainData(train, val, Collator(processor.tokenizer.pad_token_id), sampler)
 
 
@@ -132,8 +155,14 @@ def selected_subsets(d, root: Path) -> list[str] | None:
     from sim4seg.data.schema import read_info
     from sim4seg.data.selection import resolve_subsets
 
-    return resolve_subsets(read_info(root), subsets=d.subsets, exclude_subsets=d.exclude_subsets,
-                           exclude_modalities=d.exclude_modalities, where=root, what="the recipe's data selection")
+    return resolve_subsets(
+        read_info(root),
+        subsets=d.subsets,
+        exclude_subsets=d.exclude_subsets,
+        exclude_modalities=d.exclude_modalities,
+        where=root,
+        what="the recipe's data selection",
+    )
 
 
 def build(config: Config, accelerator, datasets=None):
@@ -144,7 +173,7 @@ def build(config: Config, accelerator, datasets=None):
     """
     from sim4seg.model import checkpoint
 
-    checked = check_data(config, accelerator) if datasets is None else None    # before a 14 GB model loads
+    checked = check_data(config, accelerator) if datasets is None else None  # before a 14 GB model loads
     model, processor = build_model(config)
     if datasets is None:
         datasets = build_data(config, model, processor, accelerator, checked)
@@ -160,16 +189,28 @@ def training_record(config: Config, datasets, state, last_logs: dict) -> dict:
 
     record: dict = {
         "format": 1,
-        "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sim4seg_version": __version__,
-        "model": {"preset": config.model.preset, "lvlm": config.model.lvlm, "sam": config.model.sam,
-                  "dtype": config.model.dtype},
-        "steps": state.global_step, "epochs_completed": state.epoch, "samples_seen": state.samples_seen,
-        "data": {"manifest": config.data.manifest, "train_split": config.data.train_split,
-                 "val_split": config.data.val_split, "answer_format": config.data.answer_format},
+        "model": {
+            "preset": config.model.preset,
+            "lvlm": config.model.lvlm,
+            "sam": config.model.sam,
+            "dtype": config.model.dtype,
+        },
+        "steps": state.global_step,
+        "epochs_completed": state.epoch,
+        "samples_seen": state.samples_seen,
+        "data": {
+            "manifest": config.data.manifest,
+            "train_split": config.data.train_split,
+            "val_split": config.data.val_split,
+            "answer_format": config.data.answer_format,
+        },
         "subsets": {},
-        "metrics": {"train": {k: v for k, v in last_logs.items() if k not in ("epoch",)},
-                    "validations": list(state.validations)},
+        "metrics": {
+            "train": {k: v for k, v in last_logs.items() if k not in ("epoch",)},
+            "validations": list(state.validations),
+        },
     }
     train = datasets.train
     samples = getattr(train, "samples", None)
@@ -183,8 +224,12 @@ def training_record(config: Config, datasets, state, last_logs: dict) -> dict:
     for s in samples:
         by_label = counts.setdefault(s.subset, {})
         by_label[s.diagnosis] = by_label.get(s.diagnosis, 0) + 1
-    record["data"].update(manifest=str(Path(root).resolve()), build=info.build,
-                          train_counts={k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
-                          n_train=len(samples), n_val=len(datasets.val) if datasets.val is not None else 0)
+    record["data"].update(
+        manifest=str(Path(root).resolve()),
+        build=info.build,
+        train_counts={k: dict(sorted(v.items())) for k, v in sorted(counts.items())},
+        n_train=len(samples),
+        n_val=len(datasets.val) if datasets.val is not None else 0,
+    )
     record["subsets"] = {name: info.subsets[name].to_json() for name in sorted(counts)}
     return record

@@ -29,7 +29,7 @@ class Built:
     """A one-source build: its report, samples by id and a mask reader."""
 
     def __init__(self, out: Path, report: dict):
-        from sim4seg.data.schema import read_info, iter_split
+        from sim4seg.data.schema import iter_split, read_info
 
         self.out, self.report = out, report
         info = read_info(out)

@@ -13,20 +13,20 @@ from sim4seg.errors import InputError
 
 
 def test_polygon_by_pixel_centres_and_hairline():
-    m, why = rasterize_polygon([2, 1, 7, 1, 7, 4, 2, 4, 2, 1], 6, 10)        # closed rectangle
+    m, why = rasterize_polygon([2, 1, 7, 1, 7, 4, 2, 4, 2, 1], 6, 10)  # closed rectangle
     assert why is None and m.sum() == 15 and m[1:4, 2:7].all()
-    m, why = rasterize_polygon([1.2, 2.0, 8.7, 2.0, 8.7, 2.3, 1.2, 2.3], 6, 10)   # thinner than a pixel
+    m, why = rasterize_polygon([1.2, 2.0, 8.7, 2.0, 8.7, 2.3, 1.2, 2.3], 6, 10)  # thinner than a pixel
     assert why is None and m.any() and set(np.nonzero(m)[0]) <= {1, 2}
-    m, why = rasterize_polygon([-5, -5, 3, -5, 3, 3, -5, 3], 6, 10)          # partly outside: clipped
+    m, why = rasterize_polygon([-5, -5, 3, -5, 3, 3, -5, 3], 6, 10)  # partly outside: clipped
     assert why is None and m.sum() == 9
-    assert "degenerate" in rasterize_polygon([0, 0, 5, 5, 9, 9], 6, 10)[1]   # collinear
+    assert "degenerate" in rasterize_polygon([0, 0, 5, 5, 9, 9], 6, 10)[1]  # collinear
     assert "outside" in rasterize_polygon([20, 20, 30, 20, 30, 30], 6, 10)[1]
 
 
 def test_box_masks():
     m, why = rasterize_box([1, 1, 4, 3], 5, 5)
     assert why is None and m.sum() == 6 and m[1:3, 1:4].all()
-    m, _ = rasterize_box([2.2, 0, 2.4, 5], 5, 5)                              # thinner than a pixel
+    m, _ = rasterize_box([2.2, 0, 2.4, 5], 5, 5)  # thinner than a pixel
     assert m.sum() == 5 and m[:, 2].all()
     assert "degenerate" in rasterize_box([1, 1, 1, 4], 5, 5)[1]
 
@@ -44,8 +44,11 @@ def test_to_display_matches_exif_transpose(orientation):
 
 
 def _items(n_per_label: dict[str, int]) -> list[Item]:
-    return [Item(subset="busi", key=f"{label}{i}", label=label, image="x")
-            for label, n in n_per_label.items() for i in range(n)]
+    return [
+        Item(subset="busi", key=f"{label}{i}", label=label, image="x")
+        for label, n in n_per_label.items()
+        for i in range(n)
+    ]
 
 
 def test_stratified_split_is_per_label_and_seeded():

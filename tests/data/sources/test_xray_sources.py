@@ -15,7 +15,12 @@ def test_fracatlas(build_one, trees):
     r = trees.rect
     # two instances OR-ed; the degenerate third one is dropped and reported
     one = s["fracatlas-IMG0000001"]
-    assert (one.diagnosis, one.split, one.source.instances, one.source.mask_from) == ("hand fracture", "train", 2, "polygon")
+    assert (one.diagnosis, one.split, one.source.instances, one.source.mask_from) == (
+        "hand fracture",
+        "train",
+        2,
+        "polygon",
+    )
     assert np.array_equal(b.mask(one.id), r(30, 40, 5, 5, 15, 10) | r(30, 40, 20, 20, 30, 25))
     assert len(one.source.annotation_ids) == 2
     # grayscale image, two regions flagged → multi-region; triangle rasterized by pixel centres
@@ -79,14 +84,16 @@ def test_bone_fracture_boxes(build_one, trees):
     assert m.diagnosis == "messed up angle" and np.array_equal(b.mask(m.id), r(30, 30, 12, 12, 18, 18))
     t = s["bone_fracture-109_jpg.rf.fff"]
     assert (t.diagnosis, t.split) == ("angle", "test") and np.array_equal(b.mask(t.id), r(30, 30, 9, 9, 21, 21))
-    assert b.skipped() == {"test/images/108_jpg.rf.eee.jpg": "no label file (expected test/labels/108_jpg.rf.eee.txt)",
-                           "test/labels/109_jpg.rf.fff.txt:2": "class 7 not in data.yaml (4 names)"}
+    assert b.skipped() == {
+        "test/images/108_jpg.rf.eee.jpg": "no label file (expected test/labels/108_jpg.rf.eee.txt)",
+        "test/labels/109_jpg.rf.fff.txt:2": "class 7 not in data.yaml (4 names)",
+    }
 
 
 def _bfd_checks(b, trees):
     s, r = b.samples, trees.rect
     copies = [s[f"bfd-a1_jpg.rf.x{i}"] for i in (1, 2, 3)]
-    assert {c.split for c in copies} == {"test"}                       # train+valid+test copies → one split
+    assert {c.split for c in copies} == {"test"}  # train+valid+test copies → one split
     for c in copies:
         assert c.diagnosis == "elbow positive" and np.array_equal(b.mask(c.id), r(40, 40, 4, 4, 20, 20))
     three = s["bfd-a3_jpg.rf.z1"]
@@ -96,8 +103,9 @@ def _bfd_checks(b, trees):
     assert np.array_equal(b.mask(three.id), tri | r(40, 40, 20, 20, 40, 40))
     box = s["bfd-b1_jpg.rf.w1"]
     assert box.diagnosis == "wrist positive" and np.array_equal(b.mask(box.id), r(40, 40, 10, 10, 30, 30))
-    assert b.source["excluded"] == [{"file": "train/images/a2_jpg.rf.y1.jpg",
-                                     "reason": "empty label file and bfd has no no-finding label"}]
+    assert b.source["excluded"] == [
+        {"file": "train/images/a2_jpg.rf.y1.jpg", "reason": "empty label file and bfd has no no-finding label"}
+    ]
     assert "bfd-a2_jpg.rf.y1" not in s and b.source["skipped"] == []
 
 
@@ -108,7 +116,7 @@ def test_bfd_polygons_and_groups(build_one, trees):
 def test_bfd_six_class_yaml(tmp_path, trees):
     from sim4seg.data.build import build
 
-    names = [n for n in trees.BFD_NAMES if n != "humerus fracture"]          # ids shift after 2
+    names = [n for n in trees.BFD_NAMES if n != "humerus fracture"]  # ids shift after 2
     src = trees.write_bfd(tmp_path / "src", names=names)
     out = tmp_path / "out"
     report = build(out, {"bfd": src}, workers=1)
@@ -120,15 +128,22 @@ def test_chestx_det(build_one, trees):
     s, r = b.samples, trees.rect
     one = s["chestx_det-1"]
     assert (one.diagnosis, one.split, one.source.instances) == ("effusion", "train", 3)
-    assert np.array_equal(b.mask(one.id), r(40, 40, 0, 0, 10, 10) | r(40, 40, 20, 0, 30, 10) | r(40, 40, 30, 30, 33, 33))
+    assert np.array_equal(
+        b.mask(one.id), r(40, 40, 0, 0, 10, 10) | r(40, 40, 20, 0, 30, 10) | r(40, 40, 30, 30, 33, 33)
+    )
     assert [a.split(":")[-1] for a in one.source.annotation_ids] == ["effusion", "nodule", "effusion"]
     assert (s["chestx_det-2"].diagnosis, s["chestx_det-2"].source.instances) == ("no finding", 0)
     assert s["chestx_det-3"].diagnosis == "pleural thickening"
     assert np.array_equal(b.mask("chestx_det-3"), r(40, 40, 5, 5, 15, 25))
-    six = s["chestx_det-6"]                                             # RGBA PNG
+    six = s["chestx_det-6"]  # RGBA PNG
     assert six.diagnosis == "diffuse nodule" and b.image_hw(six.id) == (40, 40)
     # official test set: val carved from it (one per label here), train untouched
     assert {sid: x.split for sid, x in s.items()} == {
-        "chestx_det-1": "train", "chestx_det-2": "train", "chestx_det-3": "train",
-        "chestx_det-4": "val", "chestx_det-5": "val", "chestx_det-6": "val"}
+        "chestx_det-1": "train",
+        "chestx_det-2": "train",
+        "chestx_det-3": "train",
+        "chestx_det-4": "val",
+        "chestx_det-5": "val",
+        "chestx_det-6": "val",
+    }
     assert b.skipped() == {"ChestX_Det_train.json[3] 404.png": "image not found below the source folder"}

@@ -33,6 +33,5 @@ class Backend(Protocol):
     def preflight(self) -> None:
         """Raise ``PreflightError`` if the backend cannot serve requests."""
 
-    def generate(self, system: str, text: str, image: ImageInput, *, max_tokens: int,
-                 temperature: float) -> str:
+    def generate(self, system: str, text: str, image: ImageInput, *, max_tokens: int, temperature: float) -> str:
         """The reply's text; raises ``BackendError`` when the request fails for good."""

@@ -31,7 +31,7 @@ class HFBackend:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, device: str = "cpu", dtype: str = "auto") -> "HFBackend":
+    def from_pretrained(cls, path: str | os.PathLike, *, device: str = "cpu", dtype: str = "auto") -> HFBackend:
         """Load a model and processor from a local directory or a hub id."""
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -72,8 +72,7 @@ class HFBackend:
         merged = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{system}\n\n{text}"}]}]
         return self.processor.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
 
-    def generate(self, system: str, text: str, image: ImageInput, *, max_tokens: int,
-                 temperature: float) -> str:
+    def generate(self, system: str, text: str, image: ImageInput, *, max_tokens: int, temperature: float) -> str:
         import torch
 
         prompt = self._prompt(system, text)
@@ -86,9 +85,13 @@ class HFBackend:
                 if sample and self.seed is not None:
                     torch.manual_seed(self.seed)
                 with torch.inference_mode():
-                    out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=sample,
-                                              **({"temperature": temperature} if sample else {}))
+                    out = self.model.generate(
+                        **inputs,
+                        max_new_tokens=max_tokens,
+                        do_sample=sample,
+                        **({"temperature": temperature} if sample else {}),
+                    )
             except (RuntimeError, ValueError) as e:
                 raise BackendError(f"{self.name}: generation failed: {e}") from None
-            new = out[:, inputs["input_ids"].shape[1]:]  # (1, T_new)
+            new = out[:, inputs["input_ids"].shape[1] :]  # (1, T_new)
         return self.processor.batch_decode(new, skip_special_tokens=True)[0].strip()

@@ -16,11 +16,10 @@ import http.client
 import json
 import logging
 import random
-import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 from urllib.parse import urlsplit
 
 from sim4seg.cot.backends.base import BackendError, PreflightError, TransientError
@@ -47,7 +46,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` (0-based): ``U(0.5, 1) · backoff · 2^attempt``."""
-        base = min(self.backoff_max, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+        base = min(self.backoff_max, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
         if retry_after is not None:
             base = max(base, min(retry_after, self.backoff_max))
         return base
@@ -117,7 +116,7 @@ class _Endpoint:
                 if resp.will_close:
                     self._drop_connection()
                 return resp.status, {k.lower(): v for k, v in resp.getheaders()}, b"".join(chunks)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 self._drop_connection()
                 raise TransientError(f"no complete reply within {self.timeout:g}s (timeout)") from None
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
@@ -142,8 +141,16 @@ class OpenAIBackend:
     over them by a ``ServerPool`` (``pool.py``: health, cool-down, per-server limit).
     """
 
-    def __init__(self, base_url: str | Sequence[str], model: str, api_key: str | None = None, *,
-                 timeout: float = 300.0, retry: RetryPolicy = RetryPolicy(), pool: PoolPolicy = PoolPolicy()):
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 300.0,
+        retry: RetryPolicy = RetryPolicy(),
+        pool: PoolPolicy = PoolPolicy(),
+    ):
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
@@ -195,30 +202,36 @@ class OpenAIBackend:
         where = f"{ep.base_url}/models"
         status, data = self._preflight_call(ep, "GET", "/models", None)
         if status in (401, 403):
-            raise PreflightError(f"authentication failed at {where} (HTTP {status}): check the API key "
-                                 "(--api-key, SIM4SEG_COT_API_KEY or OPENAI_API_KEY)")
+            raise PreflightError(
+                f"authentication failed at {where} (HTTP {status}): check the API key "
+                "(--api-key, SIM4SEG_COT_API_KEY or OPENAI_API_KEY)"
+            )
         if status == 200:
             try:
                 ids = [m["id"] for m in json.loads(data)["data"]]
             except (ValueError, KeyError, TypeError):
                 raise PreflightError(f"{where} did not return a model list: {_snippet(data)}") from None
             if self.model not in ids:
-                raise PreflightError(f"model {self.model!r} is not served at {ep.base_url}; "
-                                     f"it serves: {', '.join(map(repr, ids)) or 'nothing'}")
+                raise PreflightError(
+                    f"model {self.model!r} is not served at {ep.base_url}; "
+                    f"it serves: {', '.join(map(repr, ids)) or 'nothing'}"
+                )
             return
         if status not in (404, 405):
             raise PreflightError(f"{where} answered HTTP {status}: {_snippet(data)}")
         # No model list (some servers): a 1-token chat request tells us as much.
-        body = json.dumps({"model": self.model, "max_tokens": 1,
-                           "messages": [{"role": "user", "content": "ping"}]}).encode()
+        body = json.dumps(
+            {"model": self.model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
+        ).encode()
         status, data = self._preflight_call(ep, "POST", "/chat/completions", body)
         if status == 200:
             return
         if status in (401, 403):
             raise PreflightError(f"authentication failed at {ep.base_url} (HTTP {status}): check the API key")
         hint = "" if ep.prefix.endswith("/v1") else " (does the base URL need a /v1 suffix?)"
-        raise PreflightError(f"{ep.base_url}/chat/completions answered HTTP {status} for model "
-                             f"{self.model!r}{hint}: {_snippet(data)}")
+        raise PreflightError(
+            f"{ep.base_url}/chat/completions answered HTTP {status} for model {self.model!r}{hint}: {_snippet(data)}"
+        )
 
     def _preflight_call(self, ep: _Endpoint, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         last = ""
@@ -235,17 +248,20 @@ class OpenAIBackend:
                 time.sleep(self.retry.delay(attempt))
         raise _Unreachable(f"cannot reach {ep.base_url}: {last}")
 
-    def generate(self, system: str, text: str, image: ImageInput, *, max_tokens: int,
-                 temperature: float) -> str:
+    def generate(self, system: str, text: str, image: ImageInput, *, max_tokens: int, temperature: float) -> str:
         messages = [
             {"role": "system", "content": system},
-            {"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": image.data_url()}},
-                {"type": "text", "text": text},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": image.data_url()}},
+                    {"type": "text", "text": text},
+                ],
+            },
         ]
-        body = json.dumps({"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                           "temperature": temperature}).encode()
+        body = json.dumps(
+            {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+        ).encode()
         return self._post_chat(body)
 
     def _post_chat(self, body: bytes) -> str:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Callable, Collection, Sequence
 
 from sim4seg.cot.backends.base import TransientError
 
@@ -79,8 +79,9 @@ class ServerState:
 class ServerPool:
     """Thread-safe: ``i = acquire(avoid)``, send to server ``i``, then ``release(i, ok)``."""
 
-    def __init__(self, urls: Sequence[str], policy: PoolPolicy = PoolPolicy(),
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, urls: Sequence[str], policy: PoolPolicy = PoolPolicy(), clock: Callable[[], float] = time.monotonic
+    ):
         if not urls:
             raise ValueError("a server pool needs at least one URL")
         self.servers = [ServerState(u) for u in urls]
@@ -116,8 +117,11 @@ class ServerPool:
                 busy = any(s.out_until is None or s.trial for s in self.servers)
                 if not busy:
                     wait = max(0.0, min(cooling) - now)
-                    raise AllServersOut(f"all {len(self.servers)} servers are out of service after repeated "
-                                        f"failures; the first may be tried again in {wait:.1f}s", wait)
+                    raise AllServersOut(
+                        f"all {len(self.servers)} servers are out of service after repeated "
+                        f"failures; the first may be tried again in {wait:.1f}s",
+                        wait,
+                    )
                 # Wait for a request to finish, or for a cool-down to end.
                 wake = [t - now for t in cooling]
                 self._cond.wait(max(0.0, min(wake)) if wake else None)
@@ -149,12 +153,17 @@ class ServerPool:
 
     def _take_out(self, s: ServerState, reason: str) -> None:
         p = self.policy
-        seconds = min(p.cooldown_max, p.cooldown * 2 ** s.outages)
+        seconds = min(p.cooldown_max, p.cooldown * 2**s.outages)
         s.outages += 1
         s.taken_out += 1
         s.out_until = self.clock() + seconds
-        log.warning("server %s taken out of service for %.1fs after %d failed request(s) in a row%s",
-                    s.url, seconds, s.streak, f" (last: {reason})" if reason else "")
+        log.warning(
+            "server %s taken out of service for %.1fs after %d failed request(s) in a row%s",
+            s.url,
+            seconds,
+            s.streak,
+            f" (last: {reason})" if reason else "",
+        )
 
     def available_besides(self, tried: Collection[int]) -> bool:
         """Whether a server in service (or due a trial) exists that is not in ``tried``."""
@@ -166,5 +175,13 @@ class ServerPool:
         """Per server: URL, requests sent, failed, times taken out, and whether it is in service now."""
         with self._cond:
             now = self.clock()
-            return [{"url": s.url, "requests": s.requests, "failed": s.failed, "taken_out": s.taken_out,
-                     "in_service": s.out_until is None or s.out_until <= now} for s in self.servers]
+            return [
+                {
+                    "url": s.url,
+                    "requests": s.requests,
+                    "failed": s.failed,
+                    "taken_out": s.taken_out,
+                    "in_service": s.out_until is None or s.out_until <= now,
+                }
+                for s in self.servers
+            ]

@@ -15,8 +15,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from sim4seg.data.sources import (bfd, bone_fracture, busi, chestx_det, fives, fracatlas, isbi2016, isic2017,
-                                  kvasir_seg, tn3k)
+from sim4seg.data.sources import (
+    bfd,
+    bone_fracture,
+    busi,
+    chestx_det,
+    fives,
+    fracatlas,
+    isbi2016,
+    isic2017,
+    kvasir_seg,
+    tn3k,
+)
 from sim4seg.data.sources._base import Item, Scan, Skip
 from sim4seg.data.subsets import SUBSETS, register_subset
 

@@ -96,12 +96,13 @@ def downscaled(h: int, w: int, max_side: int | None) -> tuple[int, int] | None:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def store_downscaled(image: np.ndarray, mask: np.ndarray, size: tuple[int, int], image_dst: Path,
-                     mask_dst: Path) -> None:
+def store_downscaled(
+    image: np.ndarray, mask: np.ndarray, size: tuple[int, int], image_dst: Path, mask_dst: Path
+) -> None:
     """Write ``image`` (``read_display``'s array) resized to ``size`` (Lanczos) as a PNG, and ``mask`` resized
     with it (nearest), atomically. 16-bit images stay 16-bit."""
     h, w = size
-    if image.dtype == np.uint16:      # resampled in float: Pillow's 16-bit mode takes no Lanczos
+    if image.dtype == np.uint16:  # resampled in float: Pillow's 16-bit mode takes no Lanczos
         small = Image.fromarray(image.astype(np.float32)).resize((w, h), Image.Resampling.LANCZOS)
         write_png(image_dst, np.clip(np.rint(np.asarray(small)), 0, 65535).astype(np.uint16))
     else:

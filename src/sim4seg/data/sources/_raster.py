@@ -53,10 +53,10 @@ def fill_polygon(pts: np.ndarray, h: int, w: int) -> np.ndarray:
     y1 = min(int(np.ceil(pts[:, 1].max() - 0.5)), h - 1)
     if y1 < y0:
         return out
-    ys = np.arange(y0, y1 + 1, dtype=np.float64) + 0.5                     # R
-    a, b = pts, np.roll(pts, -1, axis=0)                                   # E x 2 edges a→b
+    ys = np.arange(y0, y1 + 1, dtype=np.float64) + 0.5  # R
+    a, b = pts, np.roll(pts, -1, axis=0)  # E x 2 edges a→b
     ya, yb = a[:, 1][None, :], b[:, 1][None, :]
-    crosses = (ya <= ys[:, None]) != (yb <= ys[:, None])                   # R x E
+    crosses = (ya <= ys[:, None]) != (yb <= ys[:, None])  # R x E
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (ys[:, None] - ya) / (yb - ya)
         xs = a[:, 0][None, :] + t * (b[:, 0] - a[:, 0])[None, :]
@@ -66,7 +66,7 @@ def fill_polygon(pts: np.ndarray, h: int, w: int) -> np.ndarray:
         row = row[np.isfinite(row)]
         for xa, xb in zip(row[0::2], row[1::2]):
             c0 = max(int(np.ceil(xa - 0.5)), 0)
-            c1 = min(int(np.ceil(xb - 0.5)), w)                            # centres < xb
+            c1 = min(int(np.ceil(xb - 0.5)), w)  # centres < xb
             if c1 > c0:
                 out[y0 + i, c0:c1] = True
     return out

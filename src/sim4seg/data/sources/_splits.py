@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from sim4seg.data.sources._base import Item
 from sim4seg.data.subsets import SPLITS
@@ -42,7 +42,7 @@ def _by_label(groups: dict[str, list[Item]], seed: int) -> dict[str, list[str]]:
 def stratified_split(items: list[Item], ratios: tuple[int, int, int], seed: int) -> None:
     """Set ``split`` of every item: per label, groups shared by ``ratios`` (largest remainder)."""
     groups = _groups(items)
-    for label, keys in _by_label(groups, seed).items():
+    for keys in _by_label(groups, seed).values():
         n_train, n_val, _ = split_counts(len(keys), ratios)
         for i, g in enumerate(keys):
             split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
@@ -53,7 +53,7 @@ def stratified_split(items: list[Item], ratios: tuple[int, int, int], seed: int)
 def carve(items: list[Item], source: str, target: str, fraction: float, seed: int) -> None:
     """Move ``round(fraction * n)`` groups of each label from split ``source`` to ``target``."""
     groups = _groups(it for it in items if it.split == source)
-    for label, keys in _by_label(groups, seed).items():
+    for keys in _by_label(groups, seed).values():
         k = int(len(keys) * fraction + 0.5)
         for g in keys[:k]:
             for it in groups[g]:

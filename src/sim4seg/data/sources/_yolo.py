@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sim4seg.data.sources._base import Item, Scan, list_images, rel, require, slug
 from sim4seg.data.sources._formats import bounds, box_corners, read_names, read_yolo
@@ -35,8 +35,10 @@ def class_labels(root: Path, subset: str, canonical: Callable[[str], str]) -> li
     labels = [canonical(n) for n in names]
     unknown = [n for n, lb in zip(names, labels) if lb not in SUBSETS[subset].labels]
     if unknown:
-        raise InputError(f"class name(s) {unknown} are not in the {subset} label set "
-                         f"{list(SUBSETS[subset].labels)}", root / "data.yaml")
+        raise InputError(
+            f"class name(s) {unknown} are not in the {subset} label set {list(SUBSETS[subset].labels)}",
+            root / "data.yaml",
+        )
     return labels
 
 
@@ -64,8 +66,16 @@ def scan_yolo(root: Path, subset: str, labels: list[str], kind: str, no_finding:
             for line, problem in bad:
                 scan.skip(f"{rel(label_file, root)}:{line}", problem)
             files = [rel(img, root), rel(label_file, root)]
-            item = Item(subset=subset, key=slug(img.stem), label="", image=str(img), files=files,
-                        split=split, group=augmentation_group(img.stem), coords="normalized")
+            item = Item(
+                subset=subset,
+                key=slug(img.stem),
+                label="",
+                image=str(img),
+                files=files,
+                split=split,
+                group=augmentation_group(img.stem),
+                coords="normalized",
+            )
             if not rows:
                 if bad:
                     scan.skip(rel(img, root), "no usable annotation line")

@@ -23,8 +23,9 @@ def canonical(name: str) -> str:
 
 
 def locate(path: str | Path) -> Path:
-    root = find_root(path, ("data.yaml", *(f"{f}/images" for f, _ in FOLDERS)),
-                     wrappers=("BoneFractureYolo8",), what=NAME)
+    root = find_root(
+        path, ("data.yaml", *(f"{f}/images" for f, _ in FOLDERS)), wrappers=("BoneFractureYolo8",), what=NAME
+    )
     check_layout(root, NAME)
     class_labels(root, SUBSET, canonical)
     return root

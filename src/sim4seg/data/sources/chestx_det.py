@@ -31,8 +31,11 @@ VAL_FROM_TEST = 388 / 489
 def locate(path: str | Path) -> Path:
     root = find_root(path, tuple(f for f, _ in FILES), what=NAME)
     if next(root.rglob("*.png"), None) is None:
-        raise InputError(f"{NAME}: no PNG image found below this folder (expected the NIH images "
-                         "the JSON files name, e.g. 36199.png)", root)
+        raise InputError(
+            f"{NAME}: no PNG image found below this folder (expected the NIH images "
+            "the JSON files name, e.g. 36199.png)",
+            root,
+        )
     return root
 
 
@@ -65,8 +68,9 @@ def scan(root: Path, seed: int) -> Scan:
                 scan.skip(f"{where} {name}", "image not found below the source folder")
                 continue
             syms, polys = rec.get("syms") or [], rec.get("polygons") or []
-            item = Item(subset=SUBSET, key=Path(name).stem, label="", image=str(img),
-                        files=[rel(img, root), fname], split=split)
+            item = Item(
+                subset=SUBSET, key=Path(name).stem, label="", image=str(img), files=[rel(img, root), fname], split=split
+            )
             area: dict[str, float] = defaultdict(float)
             count: dict[str, int] = defaultdict(int)
             for k, sym in enumerate(syms):

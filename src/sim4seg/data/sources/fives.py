@@ -48,8 +48,17 @@ def scan(root: Path, seed: int) -> Scan:
             if mask is None:
                 scan.skip(rel(img, root), f"no mask {rel(gt, root)}/{img.stem}.*")
                 continue
-            scan.items.append(Item(subset=SUBSET, key=f"{split}-{img.stem}", label=CODES[code], image=str(img),
-                                   files=[rel(img, root), rel(mask, root)], mask_from="pixel",
-                                   mask_files=[str(mask)], split=split))
+            scan.items.append(
+                Item(
+                    subset=SUBSET,
+                    key=f"{split}-{img.stem}",
+                    label=CODES[code],
+                    image=str(img),
+                    files=[rel(img, root), rel(mask, root)],
+                    mask_from="pixel",
+                    mask_files=[str(mask)],
+                    split=split,
+                )
+            )
     carve(scan.items, "test", "val", VAL_FROM_TEST, seed)
     return scan

@@ -27,8 +27,7 @@ NAME = SUBSET = "fracatlas"
 COCO = "Annotations/COCO JSON/COCO_fracture_masks.json"
 SPLIT_DIR = "Utilities/Fracture Split"
 REGIONS = ("hand", "leg", "hip", "shoulder")
-LAYOUT = (f"images/Fractured/, images/Non_fractured/, dataset.csv, {COCO}, "
-          f"{SPLIT_DIR}/{{train,valid,test}}.csv")
+LAYOUT = f"images/Fractured/, images/Non_fractured/, dataset.csv, {COCO}, {SPLIT_DIR}/{{train,valid,test}}.csv"
 
 
 def locate(path: str | Path) -> Path:
@@ -92,8 +91,14 @@ def scan(root: Path, seed: int) -> Scan:
                 continue
             entry = by_name.get(img.name)
             anns = coco.anns.get(entry["id"], []) if entry else []
-            item = Item(subset=SUBSET, key=slug(img.stem), label="", image=str(img),
-                        files=[rel(img, root), "dataset.csv"], split=splits.get(img.stem))
+            item = Item(
+                subset=SUBSET,
+                key=slug(img.stem),
+                label="",
+                image=str(img),
+                files=[rel(img, root), "dataset.csv"],
+                split=splits.get(img.stem),
+            )
             for a in anns:
                 parts, why = coco_polygons(a)
                 ann = f"{COCO}#{a.get('id')}"
@@ -108,7 +113,9 @@ def scan(root: Path, seed: int) -> Scan:
                     scan.skip(rel(img, root), "fracture polygons but no body region flagged in dataset.csv")
                     continue
                 if not _flag(row, "fractured"):
-                    log.info("%s: dataset.csv says fractured=0 but it has fracture polygons; using the polygons", img.name)
+                    log.info(
+                        "%s: dataset.csv says fractured=0 but it has fracture polygons; using the polygons", img.name
+                    )
                 item.label, item.mask_from, item.files = label, "polygon", item.files + [COCO]
                 if entry and entry.get("width") and entry.get("height"):
                     item.ann_size = (int(entry["width"]), int(entry["height"]))

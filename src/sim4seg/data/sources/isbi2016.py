@@ -20,8 +20,11 @@ VAL_FROM_TEST = 277 / 378
 
 
 def _paths(part: str) -> tuple[str, str, str]:
-    return (f"ISBI2016_ISIC_Part1_{part}_Data", f"ISBI2016_ISIC_Part1_{part}_GroundTruth",
-            f"ISBI2016_ISIC_Part3_{part}_GroundTruth.csv")
+    return (
+        f"ISBI2016_ISIC_Part1_{part}_Data",
+        f"ISBI2016_ISIC_Part1_{part}_GroundTruth",
+        f"ISBI2016_ISIC_Part3_{part}_GroundTruth.csv",
+    )
 
 
 LAYOUT = ", ".join(p for part, _ in PARTS for p in _paths(part))
@@ -77,8 +80,17 @@ def scan(root: Path, seed: int) -> Scan:
             if img.stem not in labels:
                 scan.skip(rel(img, root), f"no label in {csv}")
                 continue
-            scan.items.append(Item(subset=SUBSET, key=img.stem, label=labels[img.stem], image=str(img),
-                                   files=[rel(img, root), rel(mask, root), csv], mask_from="pixel",
-                                   mask_files=[str(mask)], split=split))
+            scan.items.append(
+                Item(
+                    subset=SUBSET,
+                    key=img.stem,
+                    label=labels[img.stem],
+                    image=str(img),
+                    files=[rel(img, root), rel(mask, root), csv],
+                    mask_from="pixel",
+                    mask_files=[str(mask)],
+                    split=split,
+                )
+            )
     carve(scan.items, "test", "val", VAL_FROM_TEST, seed)
     return scan

@@ -16,8 +16,7 @@ from sim4seg.errors import InputError
 
 NAME = SUBSET = "isic2017"
 PARTS = (("Training", "train"), ("Validation", "val"), ("Test_v2", "test"))
-LAYOUT = ("ISIC-2017_{Training,Validation,Test_v2}_Data/, ..._Part1_GroundTruth/, "
-          "..._Part3_GroundTruth.csv")
+LAYOUT = "ISIC-2017_{Training,Validation,Test_v2}_Data/, ..._Part1_GroundTruth/, ..._Part3_GroundTruth.csv"
 
 
 def _paths(part: str) -> tuple[str, str, str]:
@@ -72,7 +71,16 @@ def scan(root: Path, seed: int) -> Scan:
             if labels[img.stem] is None:
                 scan.skip(rel(img, root), f"unusable label row in {csv} (both classes set or not numbers)")
                 continue
-            scan.items.append(Item(subset=SUBSET, key=img.stem, label=labels[img.stem], image=str(img),
-                                   files=[rel(img, root), rel(mask, root), csv], mask_from="pixel",
-                                   mask_files=[str(mask)], split=split))
+            scan.items.append(
+                Item(
+                    subset=SUBSET,
+                    key=img.stem,
+                    label=labels[img.stem],
+                    image=str(img),
+                    files=[rel(img, root), rel(mask, root), csv],
+                    mask_from="pixel",
+                    mask_files=[str(mask)],
+                    split=split,
+                )
+            )
     return scan

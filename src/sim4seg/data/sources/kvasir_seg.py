@@ -28,7 +28,16 @@ def scan(root: Path, seed: int) -> Scan:
         if mask is None:
             scan.skip(rel(img, root), f"no mask masks/{img.stem}.*")
             continue
-        scan.items.append(Item(subset=SUBSET, key=slug(img.stem), label="polyp", image=str(img),
-                               files=[rel(img, root), rel(mask, root)], mask_from="pixel", mask_files=[str(mask)]))
+        scan.items.append(
+            Item(
+                subset=SUBSET,
+                key=slug(img.stem),
+                label="polyp",
+                image=str(img),
+                files=[rel(img, root), rel(mask, root)],
+                mask_from="pixel",
+                mask_files=[str(mask)],
+            )
+        )
     stratified_split(scan.items, SUBSETS[SUBSET].paper_sizes, seed)
     return scan

@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sim4seg.data.sources._base import Item, Scan, find_root, is_image, list_images, numeric_key, read_csv_rows, read_json, rel
+from sim4seg.data.sources._base import (
+    Item,
+    Scan,
+    find_root,
+    is_image,
+    list_images,
+    numeric_key,
+    read_csv_rows,
+    read_json,
+    rel,
+)
 from sim4seg.errors import InputError
 
 NAME = SUBSET = "tn3k"
@@ -73,7 +83,16 @@ def scan(root: Path, seed: int) -> Scan:
             if label is None:
                 scan.skip(rel(img, root), f"no 0/1 label in {labels_path.name}")
                 continue
-            scan.items.append(Item(subset=SUBSET, key=f"{part}-{img.stem}", label=label, image=str(img),
-                                   files=[rel(img, root), rel(mask, root), labels_path.name],
-                                   mask_from="pixel", mask_files=[str(mask)], split=split))
+            scan.items.append(
+                Item(
+                    subset=SUBSET,
+                    key=f"{part}-{img.stem}",
+                    label=label,
+                    image=str(img),
+                    files=[rel(img, root), rel(mask, root), labels_path.name],
+                    mask_from="pixel",
+                    mask_files=[str(mask)],
+                    split=split,
+                )
+            )
     return scan

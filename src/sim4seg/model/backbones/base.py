@@ -43,8 +43,11 @@ class LVLMAdapter(ABC):
         inner = getattr(lvlm, "model", None)
         ok = hasattr(lvlm, "lm_head") and hasattr(inner, "get_image_features") and hasattr(inner, "language_model")
         if not ok or getattr(lvlm.config, "model_type", None) not in self.model_types:
-            raise InputError(f"the LVLM is a {type(lvlm).__name__} ({getattr(lvlm.config, 'model_type', '?')}), not "
-                             f"a {self.name} model {self.model_types}", source)
+            raise InputError(
+                f"the LVLM is a {type(lvlm).__name__} ({getattr(lvlm.config, 'model_type', '?')}), not "
+                f"a {self.name} model {self.model_types}",
+                source,
+            )
 
     @abstractmethod
     def check_processor(self, lvlm: nn.Module, processor, source=None) -> None:
@@ -74,21 +77,34 @@ class LVLMAdapter(ABC):
     def language_model(self, lvlm: nn.Module) -> nn.Module:
         return lvlm.model.language_model
 
-    def position_ids(self, lvlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     **image_kwargs) -> torch.Tensor:
+    def position_ids(
+        self, lvlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, **image_kwargs
+    ) -> torch.Tensor:
         """Positions of a (left- or right-padded) batch: ``(B, T)`` (a multimodal RoPE returns its own shape)."""
         return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
-    def hidden(self, lvlm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-               position_ids: torch.Tensor, **kwargs):
+    def hidden(
+        self,
+        lvlm: nn.Module,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        **kwargs,
+    ):
         """The LLM on ``inputs_embeds`` (B, T, d) → its output (``last_hidden_state``, ``past_key_values``)."""
-        return self.language_model(lvlm)(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                         position_ids=position_ids, **kwargs)
+        return self.language_model(lvlm)(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
 
     def parts(self, lvlm: nn.Module) -> dict[str, nn.Module]:
         """The modules ``TrainableConfig`` names: llm, lm_head, embed_tokens, vision_tower, mm_projector."""
-        return {"llm": self.language_model(lvlm), "lm_head": lvlm.lm_head, "embed_tokens": lvlm.get_input_embeddings(),
-                "vision_tower": lvlm.model.vision_tower, "mm_projector": lvlm.model.multi_modal_projector}
+        return {
+            "llm": self.language_model(lvlm),
+            "lm_head": lvlm.lm_head,
+            "embed_tokens": lvlm.get_input_embeddings(),
+            "vision_tower": lvlm.model.vision_tower,
+            "mm_projector": lvlm.model.multi_modal_projector,
+        }
 
     lora_scope: str = "language_model"
     """The module-path part LoRA is restricted to (the LLM, not the vision tower)."""
@@ -114,8 +130,11 @@ class SegmenterAdapter(ABC):
 
     def check(self, sam: nn.Module, source=None) -> None:
         if getattr(sam.config, "model_type", None) not in self.model_types or not hasattr(sam, "mask_decoder"):
-            raise InputError(f"the segmenter is a {type(sam).__name__} ({getattr(sam.config, 'model_type', '?')}), "
-                             f"not a {self.name} model {self.model_types}", source)
+            raise InputError(
+                f"the segmenter is a {type(sam).__name__} ({getattr(sam.config, 'model_type', '?')}), "
+                f"not a {self.name} model {self.model_types}",
+                source,
+            )
 
     @abstractmethod
     def image_size(self, sam: nn.Module) -> int:
@@ -142,8 +161,9 @@ class SegmenterAdapter(ABC):
         return embeddings.expand(n, *embeddings.shape[1:])
 
     @abstractmethod
-    def decode(self, sam: nn.Module, embeddings, sparse: torch.Tensor,
-               mask_prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, sam: nn.Module, embeddings, sparse: torch.Tensor, mask_prompt: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """N embeddings, sparse (N, 1, tokens, D), mask_prompt (N, 1, P, P) or None →
         (low-res logits (N, 4h, 4w), predicted IoU (N,))."""
 

@@ -37,8 +37,10 @@ MISTRAL_TEMPLATE = (
     " [/INST]{% else %} {% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}{% endfor %}"
 )
 IM_START, IM_END = "<im_start>", "<im_end>"
-LISA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-               "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+LISA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -47,8 +49,7 @@ def lisa_chat_template(im_start_end: bool) -> str:
     """LISA's ``llava_v1`` conversation as a transformers chat template."""
     image = f"{IM_START}{IMAGE_TOKEN}{IM_END}" if im_start_end else IMAGE_TOKEN
     return (
-        LISA_SYSTEM +
-        "{% for m in messages %}{% if m['role'] == 'user' %} USER: "
+        LISA_SYSTEM + "{% for m in messages %}{% if m['role'] == 'user' %} USER: "
         "{% for c in m['content'] %}{% if c['type'] == 'image' %}" + image + "\n{% else %}{{ c['text'] }}{% endif %}"
         "{% endfor %}{% else %} ASSISTANT: {% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}"
         "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
@@ -94,8 +95,9 @@ class LlavaAdapter(LVLMAdapter):
         token = getattr(processor, "image_token", None)
         tok_id = processor.tokenizer.convert_tokens_to_ids(token) if token else None
         if tok_id != self.image_token_id(lvlm):
-            problems.append(f"its image token {token!r} has id {tok_id}, the model's image_token_id is "
-                            f"{self.image_token_id(lvlm)}")
+            problems.append(
+                f"its image token {token!r} has id {tok_id}, the model's image_token_id is {self.image_token_id(lvlm)}"
+            )
         if problems:
             raise InputError("the processor does not fit the LVLM: " + "; ".join(problems), source)
 
@@ -146,10 +148,27 @@ class LlavaVariant:
 
 VARIANTS = {
     "llava-1.5": LlavaVariant("llava-1.5", 336, 14, CHAT_TEMPLATE),
-    "llava-med": LlavaVariant("llava-med", 336, 14, MISTRAL_TEMPLATE, text_model="mistral", pad_to_square=True,
-                              max_positions=32768, rope_theta=1e6, kv_heads_ratio=4),
-    "lisa": LlavaVariant("lisa", 224, 14, lisa_chat_template(True), projector_act="linear", max_positions=2048,
-                         rms_norm_eps=1e-6, special_tokens=(IM_START, IM_END, "[SEG]")),
+    "llava-med": LlavaVariant(
+        "llava-med",
+        336,
+        14,
+        MISTRAL_TEMPLATE,
+        text_model="mistral",
+        pad_to_square=True,
+        max_positions=32768,
+        rope_theta=1e6,
+        kv_heads_ratio=4,
+    ),
+    "lisa": LlavaVariant(
+        "lisa",
+        224,
+        14,
+        lisa_chat_template(True),
+        projector_act="linear",
+        max_positions=2048,
+        rms_norm_eps=1e-6,
+        special_tokens=(IM_START, IM_END, "[SEG]"),
+    ),
 }
 
 
@@ -158,34 +177,72 @@ def image_processor(variant: LlavaVariant):
     from transformers import LlavaImageProcessorPil
 
     side = variant.image_size
-    return LlavaImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                  do_center_crop=True, do_pad=variant.pad_to_square, resample=variant.resample,
-                                  image_mean=list(variant.image_mean), image_std=list(variant.image_std))
+    return LlavaImageProcessorPil(
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        do_center_crop=True,
+        do_pad=variant.pad_to_square,
+        resample=variant.resample,
+        image_mean=list(variant.image_mean),
+        image_std=list(variant.image_std),
+    )
 
 
 def shrunk(variant: LlavaVariant, tokenizer, *, width: int = 64, layers: int = 1, vision_width: int = 32):
     """``(lvlm, processor)``: the variant's real geometry, prompt format and tokens; a small random LLM and CLIP."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, \
-        LlavaProcessor, MistralConfig
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        MistralConfig,
+    )
 
-    processor = LlavaProcessor(image_processor=image_processor(variant), tokenizer=tokenizer, patch_size=variant.patch,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=variant.chat_template)
-    vision = CLIPVisionConfig(hidden_size=vision_width, intermediate_size=2 * vision_width, num_hidden_layers=2,
-                              num_attention_heads=2, image_size=variant.image_size, patch_size=variant.patch,
-                              projection_dim=vision_width)
+    processor = LlavaProcessor(
+        image_processor=image_processor(variant),
+        tokenizer=tokenizer,
+        patch_size=variant.patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=variant.chat_template,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=vision_width,
+        intermediate_size=2 * vision_width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=variant.image_size,
+        patch_size=variant.patch,
+        projection_dim=vision_width,
+    )
     heads = 4
     text_cls = MistralConfig if variant.text_model == "mistral" else LlamaConfig
-    text = text_cls(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
-                    num_attention_heads=heads, num_key_value_heads=heads // variant.kv_heads_ratio,
-                    max_position_embeddings=variant.max_positions, rms_norm_eps=variant.rms_norm_eps,
-                    rope_theta=variant.rope_theta, tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
-                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text,
-                         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                         image_seq_length=variant.image_tokens, vision_feature_layer=variant.vision_feature_layer,
-                         vision_feature_select_strategy="default", projector_hidden_act=variant.projector_act,
-                         tie_word_embeddings=False)
+    text = text_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // variant.kv_heads_ratio,
+        max_position_embeddings=variant.max_positions,
+        rms_norm_eps=variant.rms_norm_eps,
+        rope_theta=variant.rope_theta,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=variant.image_tokens,
+        vision_feature_layer=variant.vision_feature_layer,
+        vision_feature_select_strategy="default",
+        projector_hidden_act=variant.projector_act,
+        tie_word_embeddings=False,
+    )
     lvlm = LlavaForConditionalGeneration(config)
     lvlm.generation_config.eos_token_id = tokenizer.eos_token_id
     lvlm.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -44,12 +44,16 @@ class SamAdapter(SegmenterAdapter):
         return 4 * int(sam.config.prompt_encoder_config.image_embedding_size)
 
     def prompt_dim(self, sam) -> int:
-        dims = {"prompt encoder": int(sam.config.prompt_encoder_config.hidden_size),
-                "mask decoder": int(sam.config.mask_decoder_config.hidden_size),
-                "vision encoder output": int(sam.config.vision_config.output_channels)}
+        dims = {
+            "prompt encoder": int(sam.config.prompt_encoder_config.hidden_size),
+            "mask decoder": int(sam.config.mask_decoder_config.hidden_size),
+            "vision encoder output": int(sam.config.vision_config.output_channels),
+        }
         if len(set(dims.values())) != 1:
-            raise ValueError(f"mismatched SAM dimensions: {dims}; the prompt encoder, mask decoder and image "
-                             "embedding must share one width")
+            raise ValueError(
+                f"mismatched SAM dimensions: {dims}; the prompt encoder, mask decoder and image "
+                "embedding must share one width"
+            )
         return dims["prompt encoder"]
 
     def encode(self, sam, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -64,14 +68,21 @@ class SamAdapter(SegmenterAdapter):
         else:
             dense = pe.mask_embed(mask_prompt.to(embeddings.dtype))
         pos = sam.get_image_wide_positional_embeddings().to(embeddings.dtype).expand(n, -1, -1, -1)
-        low, iou = sam.mask_decoder(image_embeddings=embeddings, image_positional_embeddings=pos,
-                                    sparse_prompt_embeddings=sparse.to(embeddings.dtype),
-                                    dense_prompt_embeddings=dense, multimask_output=False)[:2]
+        low, iou = sam.mask_decoder(
+            image_embeddings=embeddings,
+            image_positional_embeddings=pos,
+            sparse_prompt_embeddings=sparse.to(embeddings.dtype),
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )[:2]
         return low[:, 0, 0], iou[:, 0, 0]
 
     def parts(self, sam) -> dict:
-        return {"sam_encoder": sam.vision_encoder, "prompt_encoder": sam.prompt_encoder,
-                "mask_decoder": sam.mask_decoder}
+        return {
+            "sam_encoder": sam.vision_encoder,
+            "prompt_encoder": sam.prompt_encoder,
+            "mask_decoder": sam.mask_decoder,
+        }
 
 
 # ---------------------------------------------------------------------------- published variants
@@ -107,11 +118,22 @@ def shrunk(variant: SamVariant, *, width: int = 32, layers: int = 1):
     from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
     d = width
-    vision = SamVisionConfig(hidden_size=d, output_channels=d, num_hidden_layers=layers, num_attention_heads=2,
-                             image_size=1024, patch_size=16, mlp_dim=2 * d, global_attn_indexes=[],
-                             window_size=14, num_pos_feats=d // 2)
-    prompt = SamPromptEncoderConfig(hidden_size=d, image_size=1024, patch_size=16, image_embedding_size=64,
-                                    mask_input_channels=16)
-    decoder = SamMaskDecoderConfig(hidden_size=d, num_hidden_layers=2, num_attention_heads=2, mlp_dim=2 * d,
-                                   iou_head_hidden_dim=d)
+    vision = SamVisionConfig(
+        hidden_size=d,
+        output_channels=d,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        image_size=1024,
+        patch_size=16,
+        mlp_dim=2 * d,
+        global_attn_indexes=[],
+        window_size=14,
+        num_pos_feats=d // 2,
+    )
+    prompt = SamPromptEncoderConfig(
+        hidden_size=d, image_size=1024, patch_size=16, image_embedding_size=64, mask_input_channels=16
+    )
+    decoder = SamMaskDecoderConfig(
+        hidden_size=d, num_hidden_layers=2, num_attention_heads=2, mlp_dim=2 * d, iou_head_hidden_dim=d
+    )
     return SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder))
