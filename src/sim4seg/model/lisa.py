@@ -41,6 +41,7 @@ from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.errors import InputError
 from sim4seg.model import keymaps
 from sim4seg.model.backbones.llava import IM_END, IM_START, IMAGE_TOKEN  # noqa: F401 (re-exported)
+from sim4seg.model.backbones.llava import LISA_SYSTEM as SYSTEM  # noqa: F401 (re-exported)
 from sim4seg.model.backbones.llava import lisa_chat_template as chat_template
 from sim4seg.model.compose import apply_trainable, compose
 from sim4seg.model.config import Sim4SegConfig

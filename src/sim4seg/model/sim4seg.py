@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim4seg.data.transforms import SegmenterFrame
+from sim4seg.data.transforms import SegmenterFrame, sam_resized_size
 from sim4seg.model import losses, rvls2m
 from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.config import Sim4SegConfig
@@ -328,7 +328,7 @@ class Sim4SegModel(nn.Module):
         )
         out = []
         for i, (h, w) in enumerate(image_sizes.tolist()):
-            rh, rw = rvls2m.sam_resized_size((h, w), self.sam_size)
+            rh, rw = sam_resized_size((h, w), self.sam_size)
             out.append(F.interpolate(up[i : i + 1, :, :rh, :rw], (h, w), mode="bilinear", align_corners=False)[0, 0])
         return out
 
