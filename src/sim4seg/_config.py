@@ -198,6 +198,19 @@ def add_options(
     return dests
 
 
+def add_override_option(parser: argparse.ArgumentParser, example: str, what: str = "recipe values") -> None:
+    """``--set KEY=VALUE ...`` (repeatable) into ``overrides``: ``apply_override`` items for ``load_yaml``."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"override {what}, e.g. --set {example} (repeatable)",
+    )
+
+
 def from_options(cls: type[T], options: dict[str, Any], **extra: Any) -> T:
     """``cls(**options, **extra)`` (the fields present), validation errors as ``InputError``."""
     names = {f.name for f in dataclasses.fields(cls)}

@@ -10,6 +10,8 @@ import argparse
 import logging
 import time
 
+from sim4seg._config import add_override_option
+
 
 def demo(
     out: str,
@@ -73,15 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo-out", help="output directory (default demo-out; rerun to resume)")
     p.add_argument("--config", default=None, metavar="YAML", help="recipe (default: configs/demo.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=None,
-        metavar="KEY=VALUE",
-        help="override recipe values, e.g. --set optim.epochs=4",
-    )
+    add_override_option(p, "optim.epochs=4")
     p.add_argument("--tts-m", type=int, default=4, help="sampled answers in the TTS evaluation (default 4)")
     p.add_argument("--tts-n", type=int, default=4, help="region-mask perturbations in the TTS evaluation (default 4)")
     p.add_argument("--no-sweeps", action="store_true", help="skip the τ and TTS sweeps")
@@ -100,14 +94,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (rerun to resume)")
     p.add_argument("--seeds", type=int, required=True, metavar="K", help="training seeds 0..K-1 (K >= 2)")
     p.add_argument("--config", default=None, metavar="YAML", help="recipe (default: configs/demo.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=None,
-        metavar="KEY=VALUE",
-        help="override recipe values, e.g. --set data.manifest=m3ds-clutter optim.epochs=6",
-    )
+    add_override_option(p, "data.manifest=m3ds-clutter optim.epochs=6")
     p.add_argument("--split", default="test", choices=SPLITS, help="split to score (default test)")
     p.set_defaults(handler=seeds)

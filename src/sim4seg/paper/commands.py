@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from sim4seg._config import add_override_option
+
 
 def paper(
     protocol: str,
@@ -102,15 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CKPT",
         help="the zero-shot model (Tables 2-4): a Sim4Seg checkpoint converted from LISA-7B",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=None,
-        metavar="KEY=VALUE",
-        help="override every run's recipe, e.g. --set train.deepspeed=configs/deepspeed/zero2.json",
-    )
+    add_override_option(p, "train.deepspeed=configs/deepspeed/zero2.json", "every run's recipe")
     p.add_argument("--steps", type=int, default=None, help="stop each training after N optimizer steps")
     p.add_argument("--samples", type=int, default=None, help="--tiny: samples of the synthetic M3DS (default 200)")
     p.add_argument("--run", default=None, metavar="RUN", help="only this run of the protocol (see --print-commands)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from sim4seg._config import add_override_option
+
 
 def train(
     config: str, overrides: list[str] | None, resume: str | None, dry_run: bool = False, dry_run_samples: int = 8
@@ -41,15 +43,7 @@ def train(
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train from a YAML recipe (configs/*.yaml)", description=train.__doc__)
     p.add_argument("--config", required=True, metavar="YAML", help="training recipe, e.g. configs/tiny-cpu.yaml")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=None,
-        metavar="KEY=VALUE",
-        help="override recipe values, e.g. --set optim.lr=1e-4 train.max_steps=100 (repeatable)",
-    )
+    add_override_option(p, "optim.lr=1e-4 train.max_steps=100")
     p.add_argument(
         "--resume",
         default=None,
