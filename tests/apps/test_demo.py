@@ -92,7 +92,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert (out / "train" / "learning_curve.png").is_file()
     assert "LEARNED" in (out / "results.md").read_text() or "BELOW THE BAR" in (out / "results.md").read_text()
     environment = summary["environment"]
-    assert environment["threads"] == 1 and environment["cpus"] >= 1
+    assert environment["threads"] == 2 and environment["cpus"] >= 1
     assert "Table 3 layout" in (out / "results.md").read_text()
 
     # a rerun reuses the trained models and the finished predictions

@@ -201,12 +201,12 @@ def test_build_max_side_downscales_and_resumes(tmp_path, capsys):
             round(h * 24 / max(h, w)),
             round(w * 24 / max(h, w)),
         )
-        assert s.image.endswith(".jpg")
+        assert s.image.endswith(".png")  # every stored image is re-encoded as PNG (no source metadata)
     assert (
         build(out, {"kvasir_seg": src}, max_side=24)["sources"]["kvasir_seg"]["reused"]
         == rep["sources"]["kvasir_seg"]["converted"]
     )
-    # a different --max-side redoes the images; none: hard links at full size again, no original_size
+    # a different --max-side redoes the images; none: re-encoded at full size again, no original_size
     again = build(out, {"kvasir_seg": src})
     assert again["sources"]["kvasir_seg"]["reused"] == 0
     assert all(s.source.original_size is None for s in load_split(out, "train")[1])

@@ -316,7 +316,7 @@ def dry_run(config: Config, samples: int = 8) -> DryRun:
     geometry = dict(
         hidden=int(text.hidden_size),
         layers=int(text.num_hidden_layers),
-        seq=config.model.max_length,
+        seq=model.max_length,
         vocab=model.lvlm.get_input_embeddings().num_embeddings,
         batch=config.optim.batch_size,
         bf16=bf16,
@@ -330,7 +330,7 @@ def dry_run(config: Config, samples: int = 8) -> DryRun:
     return DryRun(
         source,
         meta,
-        config.model.max_length,
+        model.max_length,
         parts,
         lengths,
         text_note,
