@@ -29,7 +29,11 @@ TIMEOUT = 3600 if os.environ.get("SIM4SEG_FUZZ_PROFILE") == "fuzz" else 300
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_subnormal=False) | st.text(max_size=30),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_subnormal=False)
+    | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
@@ -238,7 +242,13 @@ RECIPES = [
 
 def _yaml_texts():
     recipes = RECIPES
-    scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_subnormal=False) | st.text(max_size=12)
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**40), 2**40)
+        | st.floats(allow_subnormal=False)
+        | st.text(max_size=12)
+    )
 
     def mutate(text: str, edits) -> str:
         try:
