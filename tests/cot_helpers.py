@@ -26,3 +26,8 @@ def make_pipeline(
     return CotPipeline(
         backend, backend, Prompts.load(), root, read_info(root).subsets, GenerationConfig(max_rounds=max_rounds)
     )
+
+
+def generate_args(manifest, out, *rest, split: str = "train") -> list[str]:
+    """``sim4seg cot generate`` arguments for ``manifest``'s ``split`` into ``out``, then ``rest``."""
+    return ["cot", "generate", "--manifest", str(manifest), "--split", split, "--out", str(out), *rest]

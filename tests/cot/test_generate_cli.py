@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cot_fake_server import FakeServer, Script
+from cot_helpers import generate_args
 from sim4seg.apps.cli import main
 from sim4seg.cot.store import ResultStore, read_records
 
@@ -22,24 +23,7 @@ FAST = ["--backoff", "0.01", "--max-attempts", "3", "--timeout", "2"]
 
 
 def _generate(manifest, out, url, *extra):
-    return main(
-        [
-            "cot",
-            "generate",
-            "--manifest",
-            str(manifest),
-            "--split",
-            "train",
-            "--out",
-            str(out),
-            "--base-url",
-            url,
-            "--model",
-            "tiny-med",
-            *FAST,
-            *extra,
-        ]
-    )
+    return main(generate_args(manifest, out, "--base-url", url, "--model", "tiny-med", *FAST, *extra))
 
 
 def test_generate_end_to_end_writes_results_run_and_summary(manifest, train, tmp_path, capsys):
@@ -162,26 +146,7 @@ def test_bad_server_is_one_clear_error_before_the_run(manifest, tmp_path, capsys
     monkeypatch.delenv("SIM4SEG_COT_API_KEY", raising=False)
     out = tmp_path / "out"
     with FakeServer() as srv:
-        assert (
-            main(
-                [
-                    "cot",
-                    "generate",
-                    "--manifest",
-                    str(manifest),
-                    "--split",
-                    "train",
-                    "--out",
-                    str(out),
-                    "--base-url",
-                    srv.url,
-                    "--model",
-                    "nope",
-                    *FAST,
-                ]
-            )
-            == 2
-        )
+        assert main(generate_args(manifest, out, "--base-url", srv.url, "--model", "nope", *FAST)) == 2
         assert srv.roles() == []
     assert "error: model 'nope' is not served" in capsys.readouterr().err
     assert not out.exists()
@@ -195,48 +160,14 @@ def test_base_url_and_model_from_environment(manifest, train, tmp_path, monkeypa
     with FakeServer() as srv:
         monkeypatch.setenv("SIM4SEG_COT_BASE_URL", srv.url)
         monkeypatch.setenv("SIM4SEG_COT_MODEL", "tiny-med")
-        assert (
-            main(
-                [
-                    "cot",
-                    "generate",
-                    "--manifest",
-                    str(manifest),
-                    "--split",
-                    "train",
-                    "--out",
-                    str(out),
-                    "--limit",
-                    "2",
-                    "--no-progress",
-                    *FAST,
-                ]
-            )
-            == 0
-        )
+        assert main(generate_args(manifest, out, "--limit", "2", "--no-progress", *FAST)) == 0
     assert len(list(read_records(out / "results.jsonl"))) == 2
 
 
 def test_missing_base_url_is_an_input_error(manifest, tmp_path, capsys, monkeypatch):
     for name in ("SIM4SEG_COT_BASE_URL", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    assert (
-        main(
-            [
-                "cot",
-                "generate",
-                "--manifest",
-                str(manifest),
-                "--split",
-                "train",
-                "--out",
-                str(tmp_path / "o"),
-                "--model",
-                "m",
-            ]
-        )
-        == 2
-    )
+    assert main(generate_args(manifest, str(tmp_path / "o"), "--model", "m")) == 2
     assert "--base-url" in capsys.readouterr().err
 
 
@@ -285,14 +216,8 @@ def test_resuming_with_other_settings_warns(manifest, tmp_path, caplog):
         assert "this output was started with" not in caplog.text
         assert (
             main(
-                [
-                    "cot",
-                    "generate",
-                    "--manifest",
+                generate_args(
                     str(manifest),
-                    "--split",
-                    "train",
-                    "--out",
                     str(out),
                     "--base-url",
                     srv.url,
@@ -302,7 +227,7 @@ def test_resuming_with_other_settings_warns(manifest, tmp_path, caplog):
                     "1",
                     "--no-progress",
                     *FAST,
-                ]
+                )
             )
             == 0
         )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from cot_helpers import generate_args
 from sim4seg.apps.cli import main
 from sim4seg.cot.backends.hf import HFBackend
 from sim4seg.cot.images import ImageInput
@@ -113,14 +114,8 @@ def test_generate_command_with_the_in_process_backend(tiny_llava, manifest, trai
     out = tmp_path / "out"
     assert (
         main(
-            [
-                "cot",
-                "generate",
-                "--manifest",
+            generate_args(
                 str(manifest),
-                "--split",
-                "train",
-                "--out",
                 str(out),
                 "--backend",
                 "hf",
@@ -139,7 +134,7 @@ def test_generate_command_with_the_in_process_backend(tiny_llava, manifest, trai
                 "--concurrency",
                 "2",
                 "--no-progress",
-            ]
+            )
         )
         == 0
     )
@@ -154,22 +149,6 @@ def test_generate_command_with_the_in_process_backend(tiny_llava, manifest, trai
 
 def test_missing_model_dir_is_a_preflight_error(tmp_path, capsys, manifest):
     assert (
-        main(
-            [
-                "cot",
-                "generate",
-                "--manifest",
-                str(manifest),
-                "--split",
-                "train",
-                "--out",
-                str(tmp_path / "o"),
-                "--backend",
-                "hf",
-                "--model",
-                str(tmp_path / "nothing"),
-            ]
-        )
-        == 2
+        main(generate_args(manifest, str(tmp_path / "o"), "--backend", "hf", "--model", str(tmp_path / "nothing"))) == 2
     )
     assert "model directory not found" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 from cot_fake_server import FakeServer, Script
-from cot_helpers import FAST_RETRY, make_pipeline
+from cot_helpers import FAST_RETRY, generate_args, make_pipeline
 from sim4seg.apps.cli import main
 from sim4seg.cot.backends.pool import PoolPolicy
 from sim4seg.cot.runner import pending_samples, run
@@ -90,14 +90,8 @@ def test_cli_takes_several_base_urls_and_a_file_of_them(manifest, train, tmp_pat
         url_file.write_text(f"# two more\n{b.url}\n\n{c.url}  # the third\n")
         assert (
             main(
-                [
-                    "cot",
-                    "generate",
-                    "--manifest",
+                generate_args(
                     str(manifest),
-                    "--split",
-                    "train",
-                    "--out",
                     str(tmp_path / "o"),
                     "--base-url",
                     a.url,
@@ -110,7 +104,7 @@ def test_cli_takes_several_base_urls_and_a_file_of_them(manifest, train, tmp_pat
                     "--max-per-server",
                     "2",
                     *FAST,
-                ]
+                )
             )
             == 0
         )
@@ -136,14 +130,8 @@ def test_cli_starts_without_an_unreachable_server_but_not_without_all(manifest, 
     with FakeServer() as a:
         assert (
             main(
-                [
-                    "cot",
-                    "generate",
-                    "--manifest",
+                generate_args(
                     str(manifest),
-                    "--split",
-                    "train",
-                    "--out",
                     str(tmp_path / "o"),
                     "--base-url",
                     dead,
@@ -156,7 +144,7 @@ def test_cli_starts_without_an_unreachable_server_but_not_without_all(manifest, 
                     "--cooldown",
                     "300",
                     *FAST,
-                ]
+                )
             )
             == 0
         )
@@ -164,14 +152,8 @@ def test_cli_starts_without_an_unreachable_server_but_not_without_all(manifest, 
     assert "taken out 1 time(s)" in capsys.readouterr().out
     assert (
         main(
-            [
-                "cot",
-                "generate",
-                "--manifest",
+            generate_args(
                 str(manifest),
-                "--split",
-                "train",
-                "--out",
                 str(tmp_path / "p"),
                 "--base-url",
                 dead,
@@ -180,7 +162,7 @@ def test_cli_starts_without_an_unreachable_server_but_not_without_all(manifest, 
                 "--model",
                 "tiny-med",
                 *FAST,
-            ]
+            )
         )
         == 2
     )
@@ -192,21 +174,9 @@ def test_bad_server_list_names_the_file_and_line(manifest, tmp_path, capsys):
     url_file.write_text("http://127.0.0.1:1/v1\nlocalhost:8000\n")
     assert (
         main(
-            [
-                "cot",
-                "generate",
-                "--manifest",
-                str(manifest),
-                "--split",
-                "train",
-                "--out",
-                str(tmp_path / "o"),
-                "--base-urls-file",
-                str(url_file),
-                "--model",
-                "tiny-med",
-                *FAST,
-            ]
+            generate_args(
+                str(manifest), str(tmp_path / "o"), "--base-urls-file", str(url_file), "--model", "tiny-med", *FAST
+            )
         )
         == 2
     )
