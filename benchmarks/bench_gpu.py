@@ -41,38 +41,60 @@ import torch
 # Dense bf16 peak (TFLOP/s) and HBM bandwidth (TB/s) from the vendors' data sheets, by device-name substring.
 GPU_SPECS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0), "L40S": (362.0, 0.864)}
 
-FULL = dict(
-    clip=dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    ),
-    llama=dict(
-        vocab_size=32064,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-    ),
-    sam=dict(
-        hidden_size=1280,
-        num_hidden_layers=32,
-        num_attention_heads=16,
-        global_attn_indexes=[7, 15, 23, 31],
-        mlp_dim=5120,
-        image_size=1024,
-        patch_size=16,
-        output_channels=256,
-        window_size=14,
-    ),
-)
+
+def _published_sizes() -> dict:
+    """The full-size geometry of LLaVA-1.5-7B + SAM ViT-H, from ``sim4seg.model.published`` (one place)."""
+    from sim4seg.model import published
+
+    lvlm, sam = published.llava_1_5_7b(), published.sam_vit_h()
+
+    def pick(cfg, keys):
+        return {k: getattr(cfg, k) for k in keys}
+
+    return dict(
+        clip=pick(
+            lvlm.vision_config,
+            (
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "image_size",
+                "patch_size",
+                "projection_dim",
+            ),
+        ),
+        llama=pick(
+            lvlm.text_config,
+            (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "max_position_embeddings",
+                "rms_norm_eps",
+            ),
+        ),
+        sam=pick(
+            sam.vision_config,
+            (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "global_attn_indexes",
+                "mlp_dim",
+                "image_size",
+                "patch_size",
+                "output_channels",
+                "window_size",
+            ),
+        ),
+    )
+
+
+FULL = _published_sizes()
 # Same token geometry (336/14 → 576 LVLM tokens; 1024/16 → 64×64 SAM embedding), 2 layers, small widths.
 SHRUNK = dict(
     clip=dict(
@@ -111,6 +133,7 @@ def build(sizes: dict, dtype: torch.dtype, device: torch.device):
         SamVisionConfig,
     )
 
+    from sim4seg.data.transforms import SegmenterFrame
     from sim4seg.model.backbones.llava import IMAGE_TOKEN
     from sim4seg.model.compose import compose
     from sim4seg.model.config import Sim4SegConfig, TinySpec
@@ -150,7 +173,8 @@ def build(sizes: dict, dtype: torch.dtype, device: torch.device):
         lvlm, sam = LlavaForConditionalGeneration(lcfg).to(dtype), SamModel(scfg).to(dtype)
     lvlm.generation_config.eos_token_id = tok.eos_token_id
     lvlm.generation_config.pad_token_id = tok.pad_token_id
-    model = compose(lvlm, sam, processor, Sim4SegConfig(max_length=1024)).to(device, dtype)
+    frame = SegmenterFrame(size=sizes["sam"]["image_size"])  # SAM ViT-H's published preprocessing
+    model = compose(lvlm, sam, processor, Sim4SegConfig(max_length=1024), sam_frame=frame).to(device, dtype)
     return model, processor
 
 
