@@ -76,6 +76,24 @@ def test_collate_feeds_the_model(synth_m3ds, tiny_model):
     assert (left["attention_mask"][:, -1] == 1).all()
 
 
+def test_cache_returns_the_same_examples_within_its_budget(synth_m3ds, tiny_model, monkeypatch):
+    model, processor = tiny_model
+    enc = ExampleEncoder.for_model(model, processor)
+    plain = M3DSDataset(synth_m3ds, "train", enc)
+    first = plain[0]
+    one = sum(v.nbytes for v in first.values() if isinstance(v, torch.Tensor))
+    cached = M3DSDataset(synth_m3ds, "train", enc, cache_mb=1.5 * one / 2**20)  # room for one example
+    a, b = cached[0], cached[1]
+    monkeypatch.setattr("sim4seg.data.dataset.read_image", lambda *a, **k: pytest.fail("decoded a cached example"))
+    again = cached[0]  # from memory, identical to a fresh encoding
+    assert again is not a and again.keys() == first.keys()
+    for k, v in first.items():
+        assert torch.equal(again[k], v) if isinstance(v, torch.Tensor) else again[k] == v
+    with pytest.raises(pytest.fail.Exception):
+        cached[1]  # over the budget: not kept, decoded again
+    assert b["meta"]["id"] != a["meta"]["id"]
+
+
 def test_missing_cot_is_a_clear_error(synth_m3ds, tiny_model):
     model, processor = tiny_model
     ds = M3DSDataset(synth_m3ds, "train", ExampleEncoder.for_model(model, processor), answer_format="cot")

@@ -104,6 +104,16 @@ def test_published_configs_match_the_checkpoints():
     assert (v.image_size // v.patch_size) ** 2 == published.llava_1_5_7b().image_seq_length == 576
     lisa = published.lisa_7b()
     assert (lisa.vision_config.image_size // lisa.vision_config.patch_size) ** 2 == lisa.image_seq_length == 256
+    with torch.device("meta"):
+        med = LlavaForConditionalGeneration(published.llava_med_7b())
+        medsam = SamModel(published.medsam_vit_b())
+    # Mistral-7B's 7.24B (vocab 32000) + CLIP ViT-L/14-336 and the projector of LLaVA-1.5 (same shapes)
+    vision = sum(p.numel() for p in llava.model.vision_tower.parameters()) + sum(
+        p.numel() for p in llava.model.multi_modal_projector.parameters()
+    )
+    mistral = sum(p.numel() for p in med.model.language_model.parameters()) + med.lm_head.weight.numel()
+    assert mistral - 2 * 4096 == 7_241_732_096 and sum(p.numel() for p in med.parameters()) == mistral + vision
+    assert sum(p.numel() for p in medsam.parameters()) == 93_735_728  # SAM ViT-B (facebook/sam-vit-base): 93.7M
 
 
 def test_memory_formulas_and_steps():

@@ -190,6 +190,7 @@ class M3DSDataset(torch.utils.data.Dataset):
         answer_format: str = "diagnosis",
         subsets: Sequence[str] | None = None,
         samples: list[Sample] | None = None,
+        cache_mb: float = 0,
     ):
         if answer_format not in ANSWER_FORMATS:
             raise InputError(f"answer format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
@@ -199,6 +200,10 @@ class M3DSDataset(torch.utils.data.Dataset):
             info = read_info(self.root)
             samples, known = read_split(self.root, split, info), list(info.subsets)
         self.samples = select_subsets(samples, subsets, known, where=self.root / f"{split}.jsonl")
+        self.cache_bytes = int(cache_mb * 2**20)
+        """Encoded examples kept in memory up to this size (0: none): later epochs skip decoding and encoding."""
+        self._cache: dict[int, dict] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -214,11 +219,17 @@ class M3DSDataset(torch.utils.data.Dataset):
         return text
 
     def __getitem__(self, i: int) -> dict:
+        if i in self._cache:
+            return dict(self._cache[i])
         s = self.samples[i]
         image = read_image(self.root / s.image)
         mask = read_mask(self.root / s.mask)
         item = self.encoder.encode(image, s.query, self.answer(s), mask, name=str(self.root / s.image))
         item["meta"] = {"id": s.id, "subset": s.subset, "diagnosis": s.diagnosis}
+        size = sum(v.nbytes for v in item.values() if isinstance(v, torch.Tensor))
+        if self._cached_bytes + size <= self.cache_bytes:  # encoding is deterministic: a cached copy is exact
+            self._cache[i], self._cached_bytes = item, self._cached_bytes + size
+            return dict(item)
         return item
 
 

@@ -12,6 +12,13 @@ fact sheet the project compiled; each value below is the checkpoint's own, not a
                   (256 tokens), LLaMA-7B (4096 / 11008 / 32 layers / 32 heads, 2048 positions,
                   RMS ε 1e-6), vocab 32004 + ``<image>``; a linear projector (LLaVA's default:
                   LISA's config names no ``mm_projector_type``).
+``llava-med``     LLaVA-Med v1.5 Mistral-7B as its HF conversion loads it: CLIP ViT-L/14 at 336 px (576
+                  tokens, padded to square), a 2-layer GELU projector, Mistral-7B (4096 wide, 14336 MLP,
+                  32 layers, 32 heads with 8 key/value heads, 32768 positions, RoPE θ 1e6). The HF copy's
+                  vocabulary is unverified: Mistral's 32000 plus ``<image>`` is assumed (a 64-token
+                  difference moves the count by 0.5M of 7.6B).
+``medsam``        flaviagiammarino/medsam-vit-base: a SAM ViT-B (768 wide, 12 layers, 12 heads, global
+                  attention at 2/5/8/11), 1024 px input.
 ``sam-vit-h``     facebook/sam-vit-huge: ViT-H (1280 wide, 32 layers, 16 heads, global attention
                   at 7/15/23/31), 1024 px input, 256-d prompt encoder and mask decoder.
 
@@ -87,16 +94,44 @@ def lisa_7b():
     return lisa_llava_config(cfg, clip_vit_l14(224), image_token_id=32004, vocab_size=32005, projector="linear")
 
 
-def sam_vit_h():
-    """``SamConfig`` of facebook/sam-vit-huge."""
+def llava_med_7b():
+    """``LlavaConfig`` of LLaVA-Med v1.5 Mistral-7B in HF format (vocabulary: see the module docstring)."""
+    from transformers import LlavaConfig, MistralConfig
+
+    text = MistralConfig(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        hidden_act="silu",
+        vocab_size=32001,
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+    return LlavaConfig(
+        vision_config=clip_vit_l14(336),
+        text_config=text,
+        image_token_index=32000,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=576,
+        tie_word_embeddings=False,
+    )
+
+
+def _sam(hidden: int, layers: int, heads: int, global_attn: list[int]):
     from transformers import SamConfig, SamVisionConfig
 
     vision = SamVisionConfig(
-        hidden_size=1280,
-        num_hidden_layers=32,
-        num_attention_heads=16,
-        global_attn_indexes=[7, 15, 23, 31],
-        mlp_dim=5120,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        global_attn_indexes=global_attn,
+        mlp_dim=4 * hidden,
         image_size=1024,
         patch_size=16,
         output_channels=256,
@@ -105,8 +140,19 @@ def sam_vit_h():
     return SamConfig(vision_config=vision)
 
 
+def sam_vit_h():
+    """``SamConfig`` of facebook/sam-vit-huge."""
+    return _sam(1280, 32, 16, [7, 15, 23, 31])
+
+
+def medsam_vit_b():
+    """``SamConfig`` of flaviagiammarino/medsam-vit-base (SAM ViT-B's)."""
+    return _sam(768, 12, 12, [2, 5, 8, 11])
+
+
 PUBLISHED: dict[str, tuple[Callable, Callable]] = {
     "lisa-7b": (lisa_7b, sam_vit_h),
     "llava-1.5-7b+sam-vit-h": (llava_1_5_7b, sam_vit_h),
+    "llava-med+medsam": (llava_med_7b, medsam_vit_b),
 }
 """Preset name → (LVLM config, SAM config) builders from published values."""

@@ -323,6 +323,7 @@ def _loader(dataset, config: Config, collate_fn, sampler, seed: int):
         sampler=sampler,
         collate_fn=collate_fn,
         num_workers=config.data.num_workers,
+        persistent_workers=config.data.num_workers > 0,  # workers keep their data.cache_mb cache across epochs
         drop_last=False,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -108,6 +108,10 @@ class DataConfig:
     """Validate on the first N samples of ``val_split`` only."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
+    cache_mb: float = 0
+    """Keep encoded training / validation examples in memory up to this many MiB per dataset and process
+    (and per DataLoader worker),
+    so that epochs after the first skip image decoding and preprocessing. For small datasets (the demo); 0: off."""
 
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:
@@ -122,6 +126,8 @@ class DataConfig:
             raise ValueError(f"data.max_val_samples must be >= 1, got {self.max_val_samples}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.cache_mb < 0:
+            raise ValueError(f"data.cache_mb must be >= 0, got {self.cache_mb}")
         if self.subsets is not None and not self.subsets:
             raise ValueError("data.subsets must name at least one subset (or be null for all)")
 

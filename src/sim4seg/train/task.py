@@ -133,10 +133,11 @@ def build_data(config: Config, model, processor, accelerator, checked: CheckedDa
     d = config.data
     checked = checked or check_data(config, accelerator)
     encoder = ExampleEncoder.for_model(model, processor)
-    train = M3DSDataset(checked.root, d.train_split, encoder, answer_format=d.answer_format, samples=checked.train)
+    kw = dict(answer_format=d.answer_format, cache_mb=d.cache_mb)
+    train = M3DSDataset(checked.root, d.train_split, encoder, samples=checked.train, **kw)
     val = None
     if checked.val is not None:
-        val = M3DSDataset(checked.root, d.val_split, encoder, answer_format=d.answer_format, samples=checked.val)
+        val = M3DSDataset(checked.root, d.val_split, encoder, samples=checked.val, **kw)
     sampler = None
     if d.mix is not None or d.samples_per_epoch is not None:
         sampler = SubsetMixSampler(
