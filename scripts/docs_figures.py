@@ -45,7 +45,10 @@ def provenance(summary: dict, results: str = "") -> str:
     load = env.get("loadavg_start")
     parts = [
         f"`total_s` {t['total_s']:.1f} s inside the command" if "total_s" in t else None,
-        f"{env['threads']} intra-op thread(s)" if "threads" in env else None,
+        f"{env['threads']} intra-op thread(s)"
+        + (f" in each of {env['processes']} processes" if "processes" in env else "")
+        if "threads" in env
+        else None,
         f"{env['cpus']} CPU(s)" if "cpus" in env else None,
         f"load average {load[0]:.1f} at the start" if load else None,
         f"torch {env['torch']}" if "torch" in env else None,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from helpers import trained_checkpoint  # noqa: E402
 from sim4seg.apps.cli import build_parser, main  # noqa: E402
-from sim4seg.apps.demo import DEFAULT_RECIPE  # noqa: E402
+from sim4seg.apps.demo import DEFAULT_RECIPE, JOBS, THREADS, fixed_threads, train_model  # noqa: E402
 from sim4seg.train.recipe import load_config  # noqa: E402
 
 SMALL = [
@@ -92,8 +93,19 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert (out / "train" / "learning_curve.png").is_file()
     assert "LEARNED" in (out / "results.md").read_text() or "BELOW THE BAR" in (out / "results.md").read_text()
     environment = summary["environment"]
-    assert environment["threads"] == 2 and environment["cpus"] >= 1
+    assert environment["threads"] == THREADS and environment["processes"] == JOBS and environment["cpus"] >= 1
     assert "Table 3 layout" in (out / "results.md").read_text()
+
+    # the ablation trained in a worker process equals the same recipe trained here: where a job runs does not
+    # change the figures
+    from safetensors.torch import load_file
+
+    off = ["model.rvls2m.train=false", "model.rvls2m.infer=false", f"train.output_dir={tmp_path / 'here'}"]
+    cfg = load_config(DEFAULT_RECIPE, [f"data.manifest={out / 'm3ds'}", *SMALL, *off])
+    with fixed_threads():
+        here = load_file(train_model(cfg, tmp_path) / "model.safetensors")
+    worker = load_file(out / "train-no-rvls2m" / "final" / "model.safetensors")
+    assert here.keys() == worker.keys() and all(torch.equal(here[k], worker[k]) for k in here)
 
     # a rerun reuses the trained models and the finished predictions
     final = out / "train" / "final" / "model.safetensors"

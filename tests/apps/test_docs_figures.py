@@ -41,9 +41,10 @@ def test_regions_are_pasted_from_results_md(tmp_path):
     mod = load()
     summary = {
         "timings": {"total_s": 150.0},
-        "environment": {"threads": 1, "cpus": 2, "loadavg_start": [3.0, 2, 1], "torch": "2.x"},
+        "environment": {"threads": 1, "processes": 2, "cpus": 2, "loadavg_start": [3.0, 2, 1], "torch": "2.x"},
     }
     readme = mod.region("README.md", RESULTS, summary)
+    assert "1 intra-op thread(s) in each of 2 processes" in readme
     assert "| Sim4Seg | 70.79 | 73.49 | 90.68 |" in readme and "Table 3" not in readme
     assert readme.rstrip().endswith("LEARNED\n" + mod.END) and "load average 3.0" in readme
     inference = mod.region("docs/inference.md", RESULTS, summary)
