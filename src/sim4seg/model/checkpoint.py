@@ -105,11 +105,7 @@ def _empty_model(directory: Path, config: Sim4SegConfig, processor):
     la.check(lvlm, lvlm_path)
     la.check_processor(lvlm, processor, directory / "processor")
     frame = read_frame(sam_path)
-    if frame.size != sa.image_size(sam):
-        raise InputError(
-            f"the segmenter's processor config resizes to {frame.size} px but its model takes {sa.image_size(sam)} px",
-            sam_path / SAM_PREPROCESSOR,
-        )
+    sa.check_frame(sam, frame, sam_path / SAM_PREPROCESSOR)
     seg_id = processor.tokenizer.convert_tokens_to_ids(config.seg_token)
     return Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, sam_frame=frame)
 
