@@ -72,10 +72,11 @@ def presets() -> int:
         g = lv.image_size // lv.patch
         f = sv.frame
         prep = "mean/std" if f.do_normalize else "[0, 1]"
+        stretch = " stretched to the square" if f.resize == "square" else ""
         print(
             f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
             f"{'':24s} {lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens "
-            f"({g}x{g}); {sv.name} {f.size} px ({prep}, {_resample_name(f.resample)}), prompt frame 256x256"
+            f"({g}x{g}); {sv.name} {f.size} px{stretch} ({prep}, {_resample_name(f.resample)}), prompt frame 256x256"
         )
     return 0
 

@@ -1,0 +1,237 @@
+"""SAM2 (``Sam2Model``): the adapter against Sam2Model's own path, its square frame end to end, its published
+configs and the inputs it refuses. The full preset path (encoding, forward/backward, a 400-token CoT, m×n TTS,
+save → load) runs in test_presets_shrunk.py."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sim4seg.data.transforms import SegmenterFrame
+from sim4seg.errors import InputError
+from sim4seg.model import checkpoint, rvls2m
+from sim4seg.model.backbones import SEGMENTER_ADAPTERS, segmenter_adapter
+from sim4seg.model.backbones import sam2 as sam2_module
+from sim4seg.model.backbones.sam2 import SAM2_FRAME, VARIANTS, Sam2Embeddings
+
+PRESET = "llava-1.5-7b+sam2.1-hiera-large"
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    sam = sam2_module.shrunk(VARIANTS["sam2.1-hiera-tiny"]).eval()
+    return sam, segmenter_adapter(sam)
+
+
+@pytest.fixture(scope="module")
+def shrunk():
+    from sim4seg.model.shrink import build_shrunk
+
+    torch.set_num_threads(1)
+    model, processor = build_shrunk(PRESET, seed=0)
+    return model.eval(), processor
+
+
+def test_decode_is_sam2models_own_mask_path(segmenter):
+    """Our decode with the prompt encoder's sparse tokens and a dense mask equals ``Sam2Model.forward``: the high-
+    resolution features, the no-memory embedding and the positional embedding are all where Sam2Model puts them."""
+    sam, a = segmenter
+    pixels = torch.randn(2, 3, 1024, 1024)
+    points = torch.tensor([[[[300.0, 500.0]]], [[[800.0, 100.0]]]])
+    labels = torch.ones(2, 1, 1, dtype=torch.int32)
+    mask = torch.randn(2, 1, 256, 256)
+    with torch.no_grad():
+        ref = sam(
+            pixel_values=pixels, input_points=points, input_labels=labels, input_masks=mask, multimask_output=False
+        )
+        emb = a.encode(sam, pixels)
+        sparse, _ = sam.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None, input_masks=None)
+        low, iou = a.decode(sam, emb, sparse, mask)
+    torch.testing.assert_close(low, ref.pred_masks[:, 0, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(iou, ref.iou_scores[:, 0, 0], atol=1e-5, rtol=1e-5)
+    assert emb.image.shape == (2, 32, 64, 64)
+    assert [tuple(f.shape) for f in emb.high_res] == [(2, 4, 256, 256), (2, 8, 128, 128)]
+
+
+def test_select_and_expand_keep_the_high_resolution_features_with_their_image(segmenter):
+    sam, a = segmenter
+    pixels = torch.randn(3, 3, 1024, 1024)
+    with torch.no_grad():
+        emb = a.encode(sam, pixels)
+        one = a.encode(sam, pixels[2:3])
+        sparse = torch.randn(4, 1, 1, 32)
+        picked = a.select(emb, torch.tensor([2, 0, 2]))
+        assert isinstance(picked, Sam2Embeddings) and picked.shape[0] == 3
+        for got, want in zip((picked.image, *picked.high_res), (emb.image, *emb.high_res)):
+            assert torch.equal(got, want[[2, 0, 2]])
+        many, _ = a.decode(sam, a.expand(one, 4), sparse, None)  # one image against four prompts
+        single = [a.decode(sam, one, sparse[i : i + 1], None)[0] for i in range(4)]
+    torch.testing.assert_close(many, torch.cat(single), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(picked.image[0], one.image[0], atol=1e-4, rtol=1e-4)  # batch of 3 = batch of 1
+
+
+def test_the_square_frame_is_sam2s_image_processor():
+    """The installed ``Sam2ImageProcessor`` (it needs torchvision, so its class attributes are read from its source)
+    stretches to {height, width} 1024 without padding, with ImageNet mean / std, bilinear: ``SAM2_FRAME``."""
+    from transformers import image_utils
+
+    source = importlib.util.find_spec("transformers.models.sam2.image_processing_sam2").origin
+    tree = ast.parse(Path(source).read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Sam2ImageProcessor")
+    attrs = {}
+    for node in cls.body:
+        name = node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) else ""
+        if name in ("size", "resample", "image_mean", "image_std", "do_rescale", "do_normalize", "do_pad", "pad_size"):
+            value = node.value
+            if isinstance(value, ast.Name):  # IMAGENET_DEFAULT_MEAN …
+                attrs[node.targets[0].id] = getattr(image_utils, value.id)
+            elif isinstance(value, ast.Attribute):  # PILImageResampling.BILINEAR
+                attrs[node.targets[0].id] = int(getattr(image_utils.PILImageResampling, value.attr))
+            else:
+                attrs[node.targets[0].id] = ast.literal_eval(value)
+    assert len(attrs) == 8 and attrs["size"] == {"height": 1024, "width": 1024} and attrs["do_pad"] is None
+    frame = SegmenterFrame.from_processor_config(attrs)
+    assert frame == SAM2_FRAME and frame.resize == "square"
+    # written back with SAM2's keys, read back the same
+    d = frame.to_processor_config()
+    assert d["image_processor_type"] == "Sam2ImageProcessor" and d["size"] == {"height": 1024, "width": 1024}
+    assert "pad_size" not in d and "do_pad" not in d and SegmenterFrame.from_processor_config(d) == frame
+    # the pixels: the whole image stretched over the square, normalised
+    image = np.random.default_rng(0).integers(0, 256, (300, 800, 3), dtype=np.uint8)
+    want = np.asarray(Image.fromarray(image).resize((1024, 1024), Image.BILINEAR), np.float32) / 255
+    want = (want - np.array(frame.image_mean, np.float32)) / np.array(frame.image_std, np.float32)
+    torch.testing.assert_close(frame(image), torch.from_numpy(want).permute(2, 0, 1))
+    assert frame.resized_size((300, 800)) == (1024, 1024)
+    assert SegmenterFrame().resized_size((300, 800)) == (384, 1024)
+
+
+@pytest.mark.parametrize("size", [(300, 800), (800, 320), (2304, 2880)])
+def test_a_rectangle_region_round_trips_through_the_square_frame(shrunk, size):
+    """RVLS2M cells → SAM2's dense prompt (square frame) → read as mask logits → ``postprocess`` at the original
+    size gives back exactly the rectangle the cells cover; SAM's padded frame would put it elsewhere."""
+    model, _ = shrunk
+    h, w = size
+    cells = torch.zeros(1, 16, 16, dtype=torch.bool)
+    cells[0, 4:12, 2:10] = True
+    prompt = model.prompt(cells, torch.tensor([[h, w]]), torch.tensor([[0.0, 0.0, w, h]]), pool="image")
+    assert prompt.shape == (1, 1, 256, 256)
+    assert torch.equal(prompt[0, 0] > 0, cells[0].repeat_interleave(16, 0).repeat_interleave(16, 1))
+    mask = model.postprocess(prompt[:, 0] * 2 - 1, torch.tensor([[h, w]]))[0] > 0
+    y0, y1, x0, x1 = 4 * h // 16, 12 * h // 16, 2 * w // 16, 10 * w // 16
+    want = torch.zeros(h, w, dtype=torch.bool)
+    want[y0:y1, x0:x1] = True
+    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+    assert (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1) == (y0, y1, x0, x1)  # exact edges
+    assert not bool((mask & ~want).any())  # nothing outside the rectangle
+    assert int((want & ~mask).sum()) < 1e-3 * int(want.sum())  # inside: all but the bilinear-rounded corners
+    padded = rvls2m.to_sam_prompt(cells, (h, w), resize="longest")  # SAM's frame for the same cells
+    assert not torch.equal(padded, prompt)
+
+
+def test_segment_through_the_model_uses_the_adapters_selection(shrunk):
+    """Two images encoded together; segmenting image 1 alone and through a batch index gives the same mask."""
+    from sim4seg.data.dataset import ExampleEncoder
+
+    model, processor = shrunk
+    enc = ExampleEncoder.for_model(model, processor)
+    rng = np.random.default_rng(0)
+    xs = [enc.image_inputs(rng.integers(0, 256, s + (3,), dtype=np.uint8)) for s in [(200, 330), (310, 150)]]
+    stack = {
+        k: torch.stack([x[k] for x in xs]) for k in ("pixel_values", "sam_pixel_values", "image_size", "token_box")
+    }
+    with torch.no_grad():
+        both = model.encode_image(
+            stack["pixel_values"], stack["sam_pixel_values"], stack["image_size"], stack["token_box"]
+        )
+        seg_hidden = torch.randn(2, model.lvlm_adapter.hidden_size(model.lvlm))
+        a = model.segment(both, seg_hidden, torch.tensor([1, 1]), use_rvls2m=False)
+        alone = both.index(torch.tensor([1]))
+        assert isinstance(alone.sam_embeddings, Sam2Embeddings)
+        b = model.segment(alone, seg_hidden, torch.tensor([0, 0]), use_rvls2m=False)
+    assert [tuple(m.shape) for m in a.masks] == [(310, 150)] * 2
+    torch.testing.assert_close(torch.stack(a.masks), torch.stack(b.masks), atol=0, rtol=0)
+
+
+def _copy(tmp_path, model, processor):
+    c = tmp_path / "c"
+    checkpoint.save(model, processor, c)
+    return c
+
+
+def test_bad_segmenter_inputs_are_refused(shrunk, tmp_path):
+    model, processor = shrunk
+    c = _copy(tmp_path, model, processor)
+    pre = c / "sam" / "preprocessor_config.json"
+    pre.unlink()
+    with pytest.raises(InputError, match=r"sam: the segmenter's processor config is missing \(preprocessor_config"):
+        checkpoint.load(c)
+    json.dump(SegmenterFrame().to_processor_config(), pre.open("w"))  # SAM's padded frame on a SAM2 model
+    with pytest.raises(
+        InputError,
+        match=r"preprocessor_config.json: the segmenter's processor config is 'longest'-resize preprocessing but a "
+        r"SAM2 model needs 'square' \(Sam2ImageProcessor",
+    ):
+        checkpoint.load(c)
+    json.dump(SegmenterFrame(size=512, resize="square").to_processor_config(), pre.open("w"))
+    with pytest.raises(InputError, match="resizes to 512 px but its model takes 1024 px"):
+        checkpoint.load(c)
+    bad = {**SAM2_FRAME.to_processor_config(), "size": {"height": 1024, "width": 768}}
+    json.dump(bad, pre.open("w"))
+    with pytest.raises(InputError, match=r"preprocessor_config.json: segmenter preprocessing: size .* is not square"):
+        checkpoint.load(c)
+    json.dump({**SAM2_FRAME.to_processor_config(), "do_pad": True}, pre.open("w"))
+    with pytest.raises(InputError, match="with do_pad: true is inconsistent"):
+        checkpoint.load(c)
+    json.dump(SAM2_FRAME.to_processor_config(), pre.open("w"))
+    cfg = json.loads((c / "sam" / "config.json").read_text())
+    cfg["model_type"] = "sam3_tracker"
+    (c / "sam" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(
+        InputError, match=r"sam: unsupported segmenter 'sam3_tracker'; supported: SAM \(sam\); SAM2 \(sam2\)"
+    ):
+        checkpoint.load(c)
+    shutil.rmtree(c)
+
+
+def test_a_sam2_model_refuses_sams_frame_and_a_sam_model_sam2s(shrunk):
+    from sim4seg.model.sim4seg import Sim4SegModel
+
+    model, _ = shrunk
+    with pytest.raises(InputError, match="needs 'square'"):
+        Sim4SegModel(model.lvlm, model.sam, model.config, seg_token_id=model.seg_token_id, sam_frame=SegmenterFrame())
+    default = Sim4SegModel(model.lvlm, model.sam, model.config, seg_token_id=model.seg_token_id)
+    assert default.sam_frame == SAM2_FRAME  # without a processor config: the family's own frame
+    assert [a.name for a in SEGMENTER_ADAPTERS] == ["SAM", "SAM2"]
+
+
+def test_published_sam2_variants_build_with_their_geometry():
+    """The four SAM 2.1 configs instantiate (meta device) with the published stage widths and the real geometry;
+    Hiera-L's image model holds fewer parameters than the 224.4 M SAM 2.1-L publishes with its video memory."""
+    from transformers import Sam2Model
+
+    from sim4seg.model import published
+
+    counts = {}
+    for name, v in VARIANTS.items():
+        cfg = sam2_module.config(v)
+        with torch.device("meta"):
+            sam = Sam2Model(cfg)
+        counts[name] = sum(p.numel() for p in sam.parameters())
+        bb = cfg.vision_config.backbone_config
+        assert bb.embed_dim_per_stage == v.widths and cfg.vision_config.backbone_channel_list == v.widths[::-1]
+        assert len(bb.window_size_per_stage) == 4 and max(bb.global_attention_blocks) < sum(bb.blocks_per_stage)
+        a = segmenter_adapter(sam)
+        assert (a.image_size(sam), a.prompt_size(sam), a.prompt_dim(sam)) == (1024, 256, 256)
+    assert counts["sam2.1-hiera-tiny"] < counts["sam2.1-hiera-small"] < counts["sam2.1-hiera-base-plus"]
+    assert counts["sam2.1-hiera-base-plus"] < counts["sam2.1-hiera-large"] < 224_400_000
+    assert published.sam2_1_hiera_large().to_dict() == sam2_module.config(VARIANTS["sam2.1-hiera-large"]).to_dict()
