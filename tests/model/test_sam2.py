@@ -23,6 +23,7 @@ from sim4seg.model.backbones import sam2 as sam2_module
 from sim4seg.model.backbones.sam2 import SAM2_FRAME, VARIANTS, Sam2Embeddings
 
 PRESET = "llava-1.5-7b+sam2.1-hiera-large"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +236,63 @@ def test_published_sam2_variants_build_with_their_geometry():
     assert counts["sam2.1-hiera-tiny"] < counts["sam2.1-hiera-small"] < counts["sam2.1-hiera-base-plus"]
     assert counts["sam2.1-hiera-base-plus"] < counts["sam2.1-hiera-large"] < 224_400_000
     assert published.sam2_1_hiera_large().to_dict() == sam2_module.config(VARIANTS["sam2.1-hiera-large"]).to_dict()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``sim4seg model build llava-1.5-7b+sam2.1-hiera-large --shrink --out DIR`` run once."""
+    from sim4seg.apps.cli import main
+
+    out = tmp_path_factory.mktemp("shrunk2") / "ckpt"
+    torch.set_num_threads(1)
+    assert main(["model", "build", PRESET, "--shrink", "--out", str(out)]) == 0
+    return out
+
+
+def test_shrunk_sam2_build_loads_as_a_checkpoint_and_as_a_preset(built):
+    from sim4seg.model.presets import from_preset
+
+    model, processor = checkpoint.load(built)
+    assert type(model.sam).__name__ == "Sam2Model" and model.sam_frame == SAM2_FRAME
+    hub_frame = json.loads((built / "hub" / "sam" / "preprocessor_config.json").read_text())
+    assert hub_frame["image_processor_type"] == "Sam2ImageProcessor" and hub_frame["size"]["height"] == 1024
+    again, _ = from_preset(PRESET, lvlm=str(built / "hub" / "lvlm"), sam=str(built / "hub" / "sam"))
+    assert again.sam_frame == SAM2_FRAME
+    sd, sd2 = model.state_dict(), again.state_dict()
+    for k in ("sam.vision_encoder.backbone.patch_embed.projection.weight", "sam.mask_decoder.conv_s0.weight"):
+        assert torch.equal(sd[k], sd2[k]), k
+
+
+def test_predict_with_test_time_scaling_and_train_on_the_shrunk_sam2_build(built, synth_m3ds, tmp_path, capsys):
+    from sim4seg.apps.cli import main
+    from sim4seg.data.io import write_image
+
+    image = tmp_path / "x.png"
+    write_image(image, np.random.default_rng(0).integers(0, 256, (230, 370, 3), dtype=np.uint8))
+    args = ["predict", "--checkpoint", str(built), "--out", str(tmp_path / "out"), "--image", str(image)]
+    args += ["--query", "Segment the polyp.", "--max-new-tokens", "4", "--m", "2", "--n", "2"]
+    assert main(args) == 0
+    rec = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert "answer" in rec
+    run = tmp_path / "run"
+    sets = [
+        f"model.preset={PRESET}",
+        f"model.lvlm={built / 'hub' / 'lvlm'}",
+        f"model.sam={built / 'hub' / 'sam'}",
+        "model.max_length=null",
+        "model.trainable.llm=false",
+        "model.trainable.vision_tower=false",
+        "model.trainable.sam_encoder=false",
+        f"data.manifest={synth_m3ds}",
+        f"train.output_dir={run}",
+        "optim.batch_size=1",
+        "train.max_steps=1",
+        "train.progress=false",
+        "data.val_split=null",
+    ]
+    assert main(["train", "--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--set", *sets]) == 0
+    assert "trained 1 step(s)" in capsys.readouterr().out
+    trained, _ = checkpoint.load(run / "final")
+    assert type(trained.sam).__name__ == "Sam2Model" and trained.sam_frame == SAM2_FRAME
+    before = checkpoint.load(built)[0].state_dict()["sam.mask_decoder.conv_s0.weight"]
+    assert not torch.equal(trained.state_dict()["sam.mask_decoder.conv_s0.weight"], before)  # it trained
