@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -301,3 +302,146 @@ def test_predict_with_test_time_scaling_and_train_on_the_shrunk_sam2_build(built
     assert type(trained.sam).__name__ == "Sam2Model" and trained.sam_frame == SAM2_FRAME
     before = checkpoint.load(built)[0].state_dict()["sam.mask_decoder.conv_s0.weight"]
     assert not torch.equal(trained.state_dict()["sam.mask_decoder.conv_s0.weight"], before)  # it trained
+
+
+# ---------------------------------------------------------------------------- official SAM 2 checkpoints
+
+
+def _official_sam2_name(hf: str) -> str:
+    """HF Sam2Model key → the official facebookresearch/sam2 key (written out here, independently of keymaps)."""
+    if hf == "no_memory_embedding":
+        return "no_mem_embed"
+    prefixes = [
+        ("vision_encoder.backbone.", "image_encoder.trunk."),
+        ("vision_encoder.neck.", "image_encoder.neck."),
+        ("prompt_encoder.", "sam_prompt_encoder."),
+        ("mask_decoder.", "sam_mask_decoder."),
+    ]
+    a, b = next((a, b) for a, b in prefixes if hf.startswith(a))
+    key = b + hf[len(a) :]
+    key = re.sub(r"^image_encoder\.neck\.convs\.(\d+)\.", r"image_encoder.neck.convs.\1.conv.", key)
+    words = {
+        "patch_embed.projection.": "patch_embed.proj.",
+        "shared_embedding.positional_embedding": "pe_layer.positional_encoding_gaussian_matrix",
+        "mask_embed.conv1.": "mask_downscaling.0.",
+        "mask_embed.layer_norm1.": "mask_downscaling.1.",
+        "mask_embed.conv2.": "mask_downscaling.3.",
+        "mask_embed.layer_norm2.": "mask_downscaling.4.",
+        "mask_embed.conv3.": "mask_downscaling.6.",
+        "upscale_conv1.": "output_upscaling.0.",
+        "upscale_layer_norm.": "output_upscaling.1.",
+        "upscale_conv2.": "output_upscaling.3.",
+        "layer_norm_final_attn.": "norm_final_attn.",
+        ".o_proj.": ".out_proj.",
+    }
+    for a, b in words.items():
+        key = key.replace(a, b)
+    key = re.sub(r"\.layer_norm(\d)\.", r".norm\1.", key)
+    key = re.sub(r"\.mlp\.proj_in\.", ".mlp.layers.0.", key)  # 2-layer MLPs (Hiera blocks, two-way transformer)
+    key = re.sub(r"\.mlp\.proj_out\.", ".mlp.layers.1.", key)
+    m = re.match(r"^(.*(?:output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head))\.(.*?)\.(\w+)$", key)
+    if m:  # 3-layer MLPs
+        layer = {"proj_in": "layers.0", "layers.0": "layers.1", "proj_out": "layers.2"}[m.group(2)]
+        key = f"{m.group(1)}.{layer}.{m.group(3)}"
+    return key
+
+
+VIDEO_ONLY = {  # a few of SAM2's video-memory tensors, which the conversion must drop
+    "memory_attention.layers.0.self_attn.q_proj.weight": (8, 8),
+    "memory_encoder.fuser.layers.0.gamma": (8,),
+    "obj_ptr_proj.layers.0.weight": (8, 8),
+    "obj_ptr_tpos_proj.weight": (4, 8),
+    "mask_downsample.weight": (1, 1, 4, 4),
+    "maskmem_tpos_enc": (7, 1, 1, 4),
+    "no_mem_pos_enc": (1, 1, 8),
+    "no_obj_ptr": (1, 8),
+    "no_obj_embed_spatial": (1, 4),
+}
+
+
+def _official_sam2_file(sam, path, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """``sam``'s state dict with fresh random values under the official names, saved as ``{"model": ...}`` (the
+    official .pt layout); returns the values by HF name, to compare after conversion."""
+    by_hf, official = {}, {}
+    for k, v in sam.state_dict().items():
+        if k.startswith("shared_image_embedding."):
+            continue  # tied to the prompt encoder's matrix; not in official files
+        by_hf[k] = torch.randn(v.shape, generator=gen)
+        if k == "prompt_encoder.point_embed.weight":
+            for i in range(v.shape[0]):
+                official[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = by_hf[k][i : i + 1].clone()
+        else:
+            official[_official_sam2_name(k)] = by_hf[k].clone()
+    official.update({k: torch.randn(s, generator=gen) for k, s in VIDEO_ONLY.items()})
+    torch.save({"model": official}, path)
+    return by_hf
+
+
+def test_official_sam2_checkpoints_convert_to_sam2model(tmp_path, capsys):
+    from transformers import Sam2Model
+
+    from sim4seg.apps.cli import main
+
+    torch.manual_seed(1)
+    sam = sam2_module.shrunk(VARIANTS["sam2.1-hiera-small"], layers=2)  # two blocks a stage: q-pool + plain blocks
+    sam.save_pretrained(tmp_path / "base")
+    want = _official_sam2_file(sam, tmp_path / "sam2.pt", torch.Generator().manual_seed(0))
+    assert (
+        main(["convert", "sam2", str(tmp_path / "sam2.pt"), str(tmp_path / "hf"), "--base", str(tmp_path / "base")])
+        == 0
+    )
+    assert "wrote Sam2Model" in capsys.readouterr().out
+    got = Sam2Model.from_pretrained(tmp_path / "hf").state_dict()
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k  # every tensor in its own place (same-shaped ones included)
+    assert torch.equal(
+        got["shared_image_embedding.positional_embedding"], want["prompt_encoder.shared_embedding.positional_embedding"]
+    )
+    frame = checkpoint.read_frame(tmp_path / "hf")
+    assert frame == SAM2_FRAME
+    # a tensor that fits nowhere, and a checkpoint of another size, are refused by name
+    bad = torch.load(tmp_path / "sam2.pt", weights_only=True)["model"]
+    bad["sam_mask_decoder.extra_head.weight"] = torch.zeros(2)
+    torch.save({"model": bad}, tmp_path / "bad.pt")
+    with pytest.raises(
+        InputError, match=r"bad.pt: SAM2 weights do not fit: unexpected key sam_mask_decoder.extra_head"
+    ):
+        checkpoint.convert_sam2_file(tmp_path / "bad.pt", tmp_path / "hf2", base=tmp_path / "base")
+    with pytest.raises(
+        InputError, match=r"sam2.pt: SAM2 weights do not fit: .*missing key vision_encoder.backbone.blocks.8"
+    ):
+        checkpoint.convert_sam2_file(tmp_path / "sam2.pt", tmp_path / "hf3", variant="sam2.1-hiera-tiny")
+    with pytest.raises(InputError, match="unknown SAM2 variant 'hiera-xl'; known: sam2.1-hiera-tiny"):
+        checkpoint.convert_sam2_file(tmp_path / "sam2.pt", tmp_path / "hf4", variant="hiera-xl")
+    with pytest.raises(InputError, match="give exactly one of --base"):
+        checkpoint.convert_sam2_file(tmp_path / "sam2.pt", tmp_path / "hf5")
+
+
+def test_a_512_px_medsam2_style_checkpoint_segments_in_its_own_frame(built, tmp_path):
+    """MedSAM2 is SAM 2.1 Hiera-T at 512 px: converted, it composes with an LVLM, its frame and prompt follow its
+    size (512 px, 32 × 32 embedding, 128-px prompt) and masks come back at the image's size."""
+    from sim4seg.data.dataset import ExampleEncoder
+    from sim4seg.model.presets import from_pretrained
+
+    torch.manual_seed(2)
+    sam = sam2_module.shrunk(VARIANTS["sam2.1-hiera-tiny"], image_size=512)
+    sam.save_pretrained(tmp_path / "base")
+    _official_sam2_file(sam, tmp_path / "medsam2.pt", torch.Generator().manual_seed(1))
+    checkpoint.convert_sam2_file(tmp_path / "medsam2.pt", tmp_path / "hf", base=tmp_path / "base")
+    model, processor = from_pretrained(built / "hub" / "lvlm", tmp_path / "hf")
+    model.eval()
+    assert (model.sam_size, model.prompt_size) == (512, 128) and model.sam_frame == SegmenterFrame(
+        size=512, resize="square"
+    )
+    enc = ExampleEncoder.for_model(model, processor)
+    x = enc.image_inputs(np.random.default_rng(0).integers(0, 256, (250, 410, 3), dtype=np.uint8))
+    assert x["sam_pixel_values"].shape == (3, 512, 512)
+    with torch.no_grad():
+        encoding = model.encode_image(
+            x["pixel_values"][None], x["sam_pixel_values"][None], x["image_size"][None], x["token_box"][None]
+        )
+        assert encoding.sam_embeddings.image.shape[-2:] == (32, 32)
+        n = model.image_tokens
+        hidden = torch.randn(1, n, model.lvlm_adapter.hidden_size(model.lvlm))
+        seg = model.segment(encoding, hidden[:, 0], torch.tensor([0]), hidden, use_rvls2m=True)
+    assert tuple(seg.masks[0].shape) == (250, 410) and seg.low_res.shape[-2:] == (128, 128)

@@ -19,7 +19,8 @@ Why SAM2 needs more than SAM's adapter:
 
 Like SAM's adapter, the image embedding gets ``no_memory_embedding`` added (what ``Sam2Model`` does
 for a single image: no video memory). MedSAM2 (wanglab/MedSAM2) ships official-format ``.pt``
-files, not a transformers checkpoint: see docs/model.md.
+files, not a transformers checkpoint: ``sim4seg convert sam2`` (``checkpoint.convert_sam2_file``)
+renames their keys to ``Sam2Model``'s and drops the video-memory modules.
 """
 
 from __future__ import annotations
@@ -186,9 +187,21 @@ VARIANTS = {
 }
 
 
-def config(variant: Sam2Variant, *, widths=None, heads=None, blocks=None, global_blocks=None, width: int = 256):
-    """``Sam2Config`` of ``variant`` (full size by default): 1024-px input, 4-px patch stride, FPN over the last
-    three stages (feature maps 256², 128², 64²), ``width``-wide FPN, prompt encoder and mask decoder."""
+def config(
+    variant: Sam2Variant,
+    *,
+    widths=None,
+    heads=None,
+    blocks=None,
+    global_blocks=None,
+    width: int = 256,
+    image_size: int = 1024,
+):
+    """``Sam2Config`` of ``variant`` (full size by default): ``image_size``-px input (SAM 2.1: 1024; MedSAM2:
+    512), 4-px patch stride, FPN over the last three stages (feature maps S/4, S/8, S/16: 256², 128², 64² at
+    1024 px), ``width``-wide FPN, prompt encoder and mask decoder."""
+    if image_size % 32:
+        raise ValueError(f"SAM2's input side must be a multiple of 32 (four stride-2 stages), got {image_size}")
     from transformers import (
         Sam2Config,
         Sam2HieraDetConfig,
@@ -201,7 +214,7 @@ def config(variant: Sam2Variant, *, widths=None, heads=None, blocks=None, global
     backbone = Sam2HieraDetConfig(
         hidden_size=widths[0],
         num_attention_heads=(heads or variant.stage_heads)[0],
-        image_size=[1024, 1024],
+        image_size=[image_size, image_size],
         patch_kernel_size=[7, 7],
         patch_stride=[4, 4],
         patch_padding=[3, 3],
@@ -217,12 +230,12 @@ def config(variant: Sam2Variant, *, widths=None, heads=None, blocks=None, global
     vision = Sam2VisionConfig(
         backbone_config=backbone,
         backbone_channel_list=widths[::-1],
-        backbone_feature_sizes=[[256, 256], [128, 128], [64, 64]],
+        backbone_feature_sizes=[[image_size // s] * 2 for s in (4, 8, 16)],
         fpn_hidden_size=width,
         fpn_top_down_levels=[2, 3],
         num_feature_levels=3,
     )
-    prompt = Sam2PromptEncoderConfig(hidden_size=width, image_size=1024, patch_size=16, mask_input_channels=16)
+    prompt = Sam2PromptEncoderConfig(hidden_size=width, image_size=image_size, patch_size=16, mask_input_channels=16)
     if width == 256:
         decoder = Sam2MaskDecoderConfig()
     else:
@@ -232,8 +245,8 @@ def config(variant: Sam2Variant, *, widths=None, heads=None, blocks=None, global
     return Sam2Config(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
 
 
-def shrunk(variant: Sam2Variant, *, width: int = 32, layers: int = 1):
-    """A Sam2Model with the real 1024-px input, 4-px patch stride, the four Hiera stages with the variant's
+def shrunk(variant: Sam2Variant, *, width: int = 32, layers: int = 1, image_size: int = 1024):
+    """A Sam2Model with the real 1024-px input (or ``image_size``), 4-px patch stride, the four Hiera stages with the variant's
     windows, the 256² / 128² / 64² feature maps and the 256-px prompt frame, but ``layers`` windowed blocks per
     stage (no global attention: it changes no geometry), stage widths ``width/4 … 2·width`` and a ``width``-wide
     FPN, prompt encoder and mask decoder (``width`` a multiple of 8: the decoder's convs take 1/8 and 1/4)."""
@@ -242,5 +255,13 @@ def shrunk(variant: Sam2Variant, *, width: int = 32, layers: int = 1):
     if width % 8 or width < 16:
         raise ValueError(f"SAM2 width must be a multiple of 8 and at least 16, got {width}")
     widths = [width // 4, width // 2, width, 2 * width]
-    cfg = config(variant, widths=widths, heads=[1, 1, 2, 2], blocks=[layers] * 4, global_blocks=[], width=width)
+    cfg = config(
+        variant,
+        widths=widths,
+        heads=[1, 1, 2, 2],
+        blocks=[layers] * 4,
+        global_blocks=[],
+        width=width,
+        image_size=image_size,
+    )
     return Sam2Model(cfg)
