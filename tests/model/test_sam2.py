@@ -267,6 +267,10 @@ def test_shrunk_sam2_build_loads_as_a_checkpoint_and_as_a_preset(built):
     sd, sd2 = model.state_dict(), again.state_dict()
     for k in ("sam.vision_encoder.backbone.patch_embed.projection.weight", "sam.mask_decoder.conv_s0.weight"):
         assert torch.equal(sd[k], sd2[k]), k
+    from sim4seg.model.info import checkpoint_info
+
+    info = checkpoint_info(built)["sam"]  # `model info`: Hiera's 4 stages of 1 block, last width 64, stride 4
+    assert (info["type"], info["image_size"], info["patch"], info["layers"], info["hidden"]) == ("sam2", 1024, 4, 4, 64)
 
 
 def test_predict_with_test_time_scaling_and_train_on_the_shrunk_sam2_build(built, synth_m3ds, tmp_path, capsys):
