@@ -273,7 +273,7 @@ def test_shrunk_sam2_build_loads_as_a_checkpoint_and_as_a_preset(built):
     assert (info["type"], info["image_size"], info["patch"], info["layers"], info["hidden"]) == ("sam2", 1024, 4, 4, 64)
 
 
-def test_predict_with_test_time_scaling_and_train_on_the_shrunk_sam2_build(built, synth_m3ds, tmp_path, capsys):
+def test_predict_serve_and_train_on_the_shrunk_sam2_build(built, synth_m3ds, tmp_path, capsys):
     from sim4seg.apps.cli import main
     from sim4seg.data.io import write_image
 
@@ -284,6 +284,11 @@ def test_predict_with_test_time_scaling_and_train_on_the_shrunk_sam2_build(built
     assert main(args) == 0
     rec = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     assert "answer" in rec
+    from sim4seg.serve.engine import Engine, result_json  # `sim4seg serve`'s engine on the same checkpoint
+
+    engine = Engine.from_checkpoint(built, max_new_tokens=4)
+    res = engine.segment(np.zeros((120, 90, 3), np.uint8), "Segment the polyp.", tts=engine.tts_config(m=2, n=2))
+    assert "answer" in result_json(res) and engine.info()["name"] == "sim4seg"
     run = tmp_path / "run"
     sets = [
         f"model.preset={PRESET}",
