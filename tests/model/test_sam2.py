@@ -114,6 +114,12 @@ def test_the_square_frame_is_sam2s_image_processor():
     want = (want - np.array(frame.image_mean, np.float32)) / np.array(frame.image_std, np.float32)
     torch.testing.assert_close(frame(image), torch.from_numpy(want).permute(2, 0, 1))
     assert frame.resized_size((300, 800)) == (1024, 1024)
+    # a hub-style file (the fast processor, unset keys as null) and an early one stating a longest edge: SAM2's
+    # processors stretch either way
+    hub = {**d, "image_processor_type": "Sam2ImageProcessorFast", "do_pad": None, "pad_size": None}
+    assert SegmenterFrame.from_processor_config(hub) == frame
+    early = {"image_processor_type": "Sam2ImageProcessorFast", "size": {"longest_edge": 1024}}
+    assert SegmenterFrame.from_processor_config(early) == frame
     assert SegmenterFrame().resized_size((300, 800)) == (384, 1024)
 
 

@@ -68,12 +68,14 @@ class SegmenterFrame:
             side = size.get("longest_edge") if isinstance(size, dict) else size
             pad = d.get("pad_size") or {}
             resize = "longest"
+            if str(d.get("image_processor_type", "")).startswith("Sam2"):  # SAM2's processors always stretch
+                resize = "square"
             if side is None and isinstance(size, dict) and "height" in size:  # SAM2: a fixed square resize
                 side, resize = size["height"], "square"
                 if int(size.get("width", side)) != int(side):
                     raise ValueError(f"size {size} is not square; the segmenter takes a square input")
-                if d.get("do_pad"):
-                    raise ValueError(f"size {size} (a SAM2 stretch to the square) with do_pad: true is inconsistent")
+            if resize == "square" and d.get("do_pad"):
+                raise ValueError(f"size {size} (a SAM2 stretch to the square) with do_pad: true is inconsistent")
             if side is None:
                 raise ValueError("size.longest_edge (SAM) or size.height/width (SAM2) is missing")
             if pad and (int(pad.get("height", side)) != int(side) or int(pad.get("width", side)) != int(side)):
