@@ -79,7 +79,9 @@ def test_bad_segmenter_processor_configs(bad, match):
 def test_unknown_backbones_list_the_supported_ones():
     with pytest.raises(InputError, match=r"unsupported LVLM 'gpt2'; supported: LLaVA-family \(llava, vipllava\)"):
         lvlm_adapter("gpt2")
-    with pytest.raises(InputError, match=r"unsupported segmenter 'detr'; supported: SAM \(sam\); SAM2 \(sam2\)$"):
+    with pytest.raises(
+        InputError, match=r"unsupported segmenter 'detr'; supported: SAM \(sam\); SAM2 \(sam2, sam2_video\)$"
+    ):
         segmenter_adapter("detr")
 
 

@@ -82,6 +82,25 @@ def test_select_and_expand_keep_the_high_resolution_features_with_their_image(se
     torch.testing.assert_close(picked.image[0], one.image[0], atol=1e-4, rtol=1e-4)  # batch of 3 = batch of 1
 
 
+def test_a_sam2_video_checkpoint_loads_as_the_image_segmenter(tmp_path):
+    """Hub repos serve Sam2Model and Sam2VideoModel from one checkpoint: a ``sam2_video`` one is found by the SAM2
+    adapter and loads with every image-model weight as saved."""
+    from transformers import AutoConfig, Sam2VideoConfig, Sam2VideoModel
+
+    cfg = sam2_module.shrunk(VARIANTS["sam2.1-hiera-tiny"]).config
+    subs = {k: getattr(cfg, k).to_dict() for k in ("vision_config", "prompt_encoder_config", "mask_decoder_config")}
+    torch.manual_seed(3)
+    video = Sam2VideoModel(Sam2VideoConfig(**subs))
+    video.save_pretrained(tmp_path / "v")
+    a = segmenter_adapter(AutoConfig.from_pretrained(tmp_path / "v"))
+    sam = a.from_pretrained(tmp_path / "v")
+    a.check(sam)
+    assert a.name == "SAM2" and type(sam).__name__ == "Sam2Model"
+    saved = video.state_dict()
+    for k, v in sam.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
 def test_the_square_frame_is_sam2s_image_processor():
     """The installed ``Sam2ImageProcessor`` (it needs torchvision, so its class attributes are read from its source)
     stretches to {height, width} 1024 without padding, with ImageNet mean / std, bilinear: ``SAM2_FRAME``."""
@@ -205,7 +224,8 @@ def test_bad_segmenter_inputs_are_refused(shrunk, tmp_path):
     cfg["model_type"] = "sam3_tracker"
     (c / "sam" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(
-        InputError, match=r"sam: unsupported segmenter 'sam3_tracker'; supported: SAM \(sam\); SAM2 \(sam2\)"
+        InputError,
+        match=r"sam: unsupported segmenter 'sam3_tracker'; supported: SAM \(sam\); SAM2 \(sam2, sam2_video\)",
     ):
         checkpoint.load(c)
     shutil.rmtree(c)

@@ -50,7 +50,9 @@ class Sam2Embeddings:
 
 class Sam2Adapter(SegmenterAdapter):
     name = "SAM2"
-    model_types = ("sam2",)
+    model_types = ("sam2", "sam2_video")
+    """``sam2_video``: a ``Sam2VideoModel`` checkpoint (one hub repo serves both classes) holds every ``Sam2Model``
+    weight under the same name; ``Sam2Model`` loads it and leaves the video-memory modules aside."""
     frame_resize = "square"
 
     def config_from_pretrained(self, path):
