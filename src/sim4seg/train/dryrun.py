@@ -148,8 +148,8 @@ def _configs(config: Config):
     lvlm_src, sam_src = m.lvlm or p.lvlm, m.sam or p.sam
     if not p.lisa:
         try:
-            lvlm_cfg, sam_cfg = AutoConfig.from_pretrained(lvlm_src), AutoConfig.from_pretrained(sam_src)
-            segmenter_adapter(sam_cfg, sam_src)
+            lvlm_cfg, sam_kind = AutoConfig.from_pretrained(lvlm_src), AutoConfig.from_pretrained(sam_src)
+            sam_cfg = segmenter_adapter(sam_kind, sam_src).config_from_pretrained(sam_src)  # e.g. sam2_video → Sam2
         except (OSError, ValueError) as e:
             if m.preset not in published.PUBLISHED:
                 raise InputError(
