@@ -163,6 +163,10 @@ def test_a_rectangle_region_round_trips_through_the_square_frame(shrunk, size):
     assert int((want & ~mask).sum()) < 1e-3 * int(want.sum())  # inside: all but the bilinear-rounded corners
     padded = rvls2m.to_sam_prompt(cells, (h, w), resize="longest")  # SAM's frame for the same cells
     assert not torch.equal(padded, prompt)
+    with pytest.raises(ValueError, match="resize must be 'longest' or 'square', got 'pad'"):
+        rvls2m.to_sam_prompt(cells, (h, w), resize="pad")
+    with pytest.raises(ValueError, match="resize must be one of"):
+        SegmenterFrame(resize="pad")
 
 
 def test_segment_through_the_model_uses_the_adapters_selection(shrunk):

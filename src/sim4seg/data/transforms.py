@@ -117,7 +117,7 @@ class SegmenterFrame:
                 "do_resize": True,
                 "size": {"height": self.size, "width": self.size},
                 **common,
-                "mask_size": {"height": 256, "width": 256},
+                "mask_size": {"height": self.size // 4, "width": self.size // 4},  # the prompt frame
             }
         return {
             "image_processor_type": processor_class or "SamImageProcessor",

@@ -329,8 +329,8 @@ class Sim4SegModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's prompt encoder + mask decoder with ϕ(E_seg) as the sparse token.
 
-        sam_embeddings: N images' encoding (``ImageEncoding.segmenter_embeddings``); seg_phi (N, D); prompt (N, 1, P, P) or None →
-        (low-res logits (N, 4h, 4w), predicted IoU (N,)).
+        sam_embeddings: N images' encoding (``ImageEncoding.segmenter_embeddings``); seg_phi (N, D);
+        prompt (N, 1, P, P) or None → (low-res logits (N, 4h, 4w), predicted IoU (N,)).
         """
         sparse = seg_phi.to(self.dtype).reshape(seg_phi.shape[0], 1, 1, -1)  # (N, point_batch=1, tokens=1, D)
         return self.seg_adapter.decode(self.sam, sam_embeddings, sparse, prompt)
