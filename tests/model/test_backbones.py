@@ -62,7 +62,7 @@ def test_segmenter_frames_follow_their_processor_config():
 @pytest.mark.parametrize(
     "bad, match",
     [
-        ({"size": {}}, "size.longest_edge is missing"),
+        ({"size": {}}, r"size.longest_edge \(SAM\) or size.height/width \(SAM2\) is missing"),
         ({"size": {"longest_edge": 1024}, "pad_size": {"height": 512, "width": 512}}, "pad_size .* differs"),
         ({"size": {"longest_edge": 1024}, "resample": 9}, "resample 9 is not a PIL filter"),
         (
@@ -79,7 +79,9 @@ def test_bad_segmenter_processor_configs(bad, match):
 def test_unknown_backbones_list_the_supported_ones():
     with pytest.raises(InputError, match=r"unsupported LVLM 'gpt2'; supported: LLaVA-family \(llava, vipllava\)"):
         lvlm_adapter("gpt2")
-    with pytest.raises(InputError, match=r"unsupported segmenter 'detr'; supported: SAM \(sam\)"):
+    with pytest.raises(
+        InputError, match=r"unsupported segmenter 'detr'; supported: SAM \(sam\); SAM2 \(sam2, sam2_video\)$"
+    ):
         segmenter_adapter("detr")
 
 

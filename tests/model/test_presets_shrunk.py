@@ -25,9 +25,15 @@ from sim4seg.model.shrink import build_shrunk
 GEOMETRY = {
     "lisa-7b": (256, [16, 16], 224, "crop", "A chat between a curious human"),
     "llava-1.5-7b+sam-vit-h": (576, [24, 24], 336, "crop", "USER: <image>"),
+    "llava-1.5-7b+sam2.1-hiera-large": (576, [24, 24], 336, "crop", "USER: <image>"),
     "llava-med+medsam": (576, [24, 24], 336, "pad", "[INST] <image>"),
 }
 QUERY = "Segment the polyp in this endoscopy image."
+
+
+def is_sam2(name: str) -> bool:
+    """SAM2 presets: the image stretched over the square input, no padding (SAM: longest side, padded)."""
+    return PRESETS[name].sam_variant.startswith("sam2")
 
 
 def cot_answer(tokenizer, n_tokens: int = 400) -> str:
@@ -77,6 +83,8 @@ def test_geometry_is_the_presets(shrunk):
     assert bool(getattr(ip, "do_pad", False)) == (frame_kind == "pad")
     medsam = name == "llava-med+medsam"
     assert model.sam_frame.do_normalize is not medsam and model.sam_frame.resample == (3 if medsam else 2)
+    assert model.sam_frame.resize == ("square" if is_sam2(name) else "longest")
+    assert type(model.sam).__name__ == ("Sam2Model" if is_sam2(name) else "SamModel")
     if name == "lisa-7b":  # LISA's added tokens are single tokens and frame the image
         tok = processor.tokenizer
         for t in ("<im_start>", "<im_end>", "[SEG]"):
@@ -97,8 +105,12 @@ def test_encoding_non_square_images(shrunk, size):
     assert ex["pixel_values"].shape == (3, side, side)
     sam = ex["sam_pixel_values"]
     assert sam.shape == (3, 1024, 1024)
-    rh, rw = round(h * 1024 / max(h, w)), round(w * 1024 / max(h, w))
-    assert float(sam[:, rh:].abs().sum() + sam[:, :, rw:].abs().sum()) == 0.0  # padded bottom-right
+    if is_sam2(name):  # stretched over the whole square: no padding, the last row / column is the image's
+        rh = rw = 1024
+        assert float(sam[:, -1].abs().amax()) > 0 and float(sam[:, :, -1].abs().amax()) > 0
+    else:
+        rh, rw = round(h * 1024 / max(h, w)), round(w * 1024 / max(h, w))
+        assert float(sam[:, rh:].abs().sum() + sam[:, :, rw:].abs().sum()) == 0.0  # padded bottom-right
     inside = sam[:, :rh, :rw]
     if name == "llava-med+medsam":  # MedSAM's own preprocessing: [0, 1], no normalisation
         assert float(inside.min()) >= 0.0 and float(inside.max()) <= 1.0
@@ -222,6 +234,10 @@ def test_save_load_gives_identical_outputs(shrunk, tmp_path):
     checkpoint.save(model, processor, tmp_path / "c")
     saved = json.loads((tmp_path / "c" / "sam" / "preprocessor_config.json").read_text())
     assert saved["do_normalize"] is (name != "llava-med+medsam")
+    if is_sam2(name):  # Sam2ImageProcessor's keys: a square resize, no padding
+        assert saved["size"] == {"height": 1024, "width": 1024} and "pad_size" not in saved
+    else:
+        assert saved["size"] == {"longest_edge": 1024} and saved["pad_size"] == {"height": 1024, "width": 1024}
     loaded, proc2 = checkpoint.load(tmp_path / "c")
     assert loaded.sam_frame == model.sam_frame and loaded.max_length == model.max_length
     batch2 = _batch(loaded, proc2, [(200, 330)], ["It is [SEG].\nDiagnosis: polyp."], seed=3)

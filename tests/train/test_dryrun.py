@@ -90,6 +90,31 @@ def test_dry_run_of_the_papers_7b_recipe_on_the_meta_device(synth_m3ds):
     assert r.per_gpu[("ZeRO-2", 1)] == r.per_gpu[("ZeRO-3", 1)]
 
 
+def test_dry_run_of_a_sam2_preset_counts_sam2s_parts(synth_m3ds):
+    """The SAM2 pairing's accounting goes through the segmenter adapter's parts (Sam2Model's own module names)."""
+    from transformers import Sam2Model
+
+    from sim4seg.model import published
+
+    preset = "llava-1.5-7b+sam2.1-hiera-large"
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml",
+        [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis", f"model.preset={preset}"],
+    )
+    r = dryrun.dry_run(cfg, samples=1)
+    with torch.device("meta"):
+        sam = Sam2Model(published.sam2_1_hiera_large())
+    parts = {p.name: p for p in r.parts}
+    assert parts["SAM image encoder"].total == sum(p.numel() for p in sam.vision_encoder.parameters())
+    assert parts["SAM image encoder"].trainable == 0  # the recipe freezes it
+    decoder = sum(p.numel() for p in sam.mask_decoder.parameters())
+    assert parts["SAM mask decoder"].total == parts["SAM mask decoder"].trainable == decoder
+    assert parts["other"].total == sam.no_memory_embedding.numel() == 256  # in no part: stays as loaded
+    assert [s.image for s in r.lengths] == [576]  # LLaVA-1.5's 24 × 24 tokens
+    backbones = 7_063_427_072 + sum(p.numel() for p in sam.parameters())  # LLaVA-1.5-7B + the Sam2Model
+    assert r.total == backbones + parts["ϕ (projection)"].total + parts["LLM LoRA"].total
+
+
 def test_published_configs_match_the_checkpoints():
     from transformers import LlavaForConditionalGeneration, SamModel
 

@@ -525,12 +525,12 @@ def candidate_masks(
     else:
         prompts, big, seg_cells, n_eff = None, s_, [0] * s_, 1
     phi_all = seg_phi.repeat(n_eff, 1)  # (big, D), j-major
-    emb = encoding.sam_embeddings[:1]
+    emb = encoding.segmenter_embeddings(torch.zeros(1, dtype=torch.long, device=encoding.image_sizes.device))
     lows, ious = [], []
     for st in range(0, big, decode_batch):
         e = min(big, st + decode_batch)
         low, iou = model.decode(
-            emb.expand(e - st, -1, -1, -1), phi_all[st:e], None if prompts is None else prompts[st:e]
+            encoding.segmenter.expand(emb, e - st), phi_all[st:e], None if prompts is None else prompts[st:e]
         )
         lows.append(low)
         ious.append(iou)

@@ -1,4 +1,4 @@
-"""Checkpoints: our directory format, LoRA merge, official SAM conversion.
+"""Checkpoints: our directory format, LoRA merge, official SAM and SAM 2 conversion.
 
 LISA checkpoints are converted by ``sim4seg.model.lisa``.
 
@@ -105,11 +105,7 @@ def _empty_model(directory: Path, config: Sim4SegConfig, processor):
     la.check(lvlm, lvlm_path)
     la.check_processor(lvlm, processor, directory / "processor")
     frame = read_frame(sam_path)
-    if frame.size != sa.image_size(sam):
-        raise InputError(
-            f"the segmenter's processor config resizes to {frame.size} px but its model takes {sa.image_size(sam)} px",
-            sam_path / SAM_PREPROCESSOR,
-        )
+    sa.check_frame(sam, frame, sam_path / SAM_PREPROCESSOR)
     seg_id = processor.tokenizer.convert_tokens_to_ids(config.seg_token)
     return Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, sam_frame=frame)
 
@@ -222,6 +218,50 @@ def convert_sam_file(src: str | os.PathLike, dst: str | os.PathLike, *, base: st
         raise InputError("SAM weights do not fit: " + "; ".join(problems[:20]), src)
     model.load_state_dict(sd, strict=True)
     model.save_pretrained(dst)
+    return Path(dst)
+
+
+def convert_sam2_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    base: str | os.PathLike | None = None,
+    variant: str | None = None,
+    image_size: int | None = None,
+) -> Path:
+    """Official SAM 2 / 2.1 ``.pt`` (facebookresearch/sam2, MedSAM2) → a HF ``Sam2Model`` directory with its
+    ``preprocessor_config.json`` (SAM2's square frame at the model's input size).
+
+    The architecture comes from ``base`` (a Sam2 config: hub id or path) or from a published ``variant``
+    (``backbones/sam2.py`` ``VARIANTS``) at ``image_size`` px (default 1024; MedSAM2: ``sam2.1-hiera-tiny`` at
+    512). The video-memory weights are dropped (``Sam2Model`` segments one image); any other key that does not
+    fit is refused with its name.
+    """
+    from transformers import Sam2Config, Sam2Model
+
+    from sim4seg.model.backbones import sam2
+
+    if (base is None) == (variant is None):
+        raise InputError("give exactly one of --base (a Sam2 config) or --variant (a published SAM 2.1 size)")
+    if variant is not None:
+        if variant not in sam2.VARIANTS:
+            raise InputError(f"unknown SAM2 variant {variant!r}; known: {', '.join(sam2.VARIANTS)}")
+        try:
+            config = sam2.config(sam2.VARIANTS[variant], image_size=image_size or 1024)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    else:
+        config = Sam2Config.from_pretrained(base)
+    sd, unexpected = keymaps.convert_sam2(keymaps.strip_prefixes(read_state_dict(src)))
+    with torch.device("meta"):  # names and shapes first, without allocating a model that may not fit
+        problems = keymaps.check_against(sd, Sam2Model(config).state_dict(), unexpected)
+    if problems:
+        raise InputError("SAM2 weights do not fit: " + "; ".join(problems[:20]), src)
+    model = Sam2Model(config)
+    model.load_state_dict(sd, strict=True)
+    model.save_pretrained(dst)
+    side = sam2.Sam2Adapter().image_size(model)
+    write_json(Path(dst) / SAM_PREPROCESSOR, SegmenterFrame(size=side, resize="square").to_processor_config())
     return Path(dst)
 
 

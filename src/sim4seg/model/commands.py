@@ -32,6 +32,16 @@ def convert_sam(src: str, dst: str, base: str) -> int:
     return 0
 
 
+def convert_sam2(src: str, dst: str, base: str | None, variant: str | None, image_size: int | None) -> int:
+    """Convert an official SAM 2 / 2.1 .pt SRC (facebookresearch/sam2, MedSAM2) into a transformers Sam2Model
+    directory DST with its preprocessor_config.json (architecture from --base or --variant; video memory dropped)."""
+    from sim4seg.model.checkpoint import convert_sam2_file
+
+    convert_sam2_file(src, dst, base=base, variant=variant, image_size=image_size)
+    print(f"wrote Sam2Model {dst} (from {src})")
+    return 0
+
+
 def merge(src: str, dst: str) -> int:
     """Fold the LoRA adapters of checkpoint SRC into its weights; write a plain checkpoint DST."""
     from sim4seg.model.checkpoint import merge as merge_ckpt
@@ -72,10 +82,11 @@ def presets() -> int:
         g = lv.image_size // lv.patch
         f = sv.frame
         prep = "mean/std" if f.do_normalize else "[0, 1]"
+        stretch = " stretched to the square" if f.resize == "square" else ""
         print(
             f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
             f"{'':24s} {lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens "
-            f"({g}x{g}); {sv.name} {f.size} px ({prep}, {_resample_name(f.resample)}), prompt frame 256x256"
+            f"({g}x{g}); {sv.name} {f.size} px{stretch} ({prep}, {_resample_name(f.resample)}), prompt frame 256x256"
         )
     return 0
 
@@ -102,7 +113,7 @@ def _resample_name(code: int) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    conv = sub.add_parser("convert", help="convert LISA / official SAM checkpoints into this project's formats")
+    conv = sub.add_parser("convert", help="convert LISA / official SAM / SAM 2 checkpoints into this project's formats")
     csub = conv.add_subparsers(dest="convert_command", metavar="FORMAT", required=True)
     p = csub.add_parser("lisa", help=convert_lisa.__doc__, description=convert_lisa.__doc__)
     p.add_argument("src", help="LISA checkpoint directory or hub id (e.g. xinlai/LISA-7B-v1)")
@@ -126,6 +137,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="output SamModel directory")
     p.add_argument("--base", default="facebook/sam-vit-huge", help="SamModel config of the same size (hub id or path)")
     p.set_defaults(handler=convert_sam)
+    p = csub.add_parser("sam2", help=convert_sam2.__doc__, description=convert_sam2.__doc__)
+    p.add_argument("src", help="official SAM 2 / 2.1 or MedSAM2 .pt file")
+    p.add_argument("dst", help="output Sam2Model directory")
+    p.add_argument("--base", default=None, help="Sam2Model config of the same size (hub id or path)")
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="a published size instead of --base: sam2.1-hiera-tiny | -small | -base-plus | -large",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="input side with --variant (default 1024; MedSAM2: 512)"
+    )
+    p.set_defaults(handler=convert_sam2)
 
     model = sub.add_parser("model", help="inspect and transform Sim4Seg checkpoints")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)

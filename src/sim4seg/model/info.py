@@ -72,6 +72,17 @@ def _lvlm(cfg: dict) -> dict:
 
 def _sam(cfg: dict) -> dict:
     vision = cfg.get("vision_config") or {}
+    hiera = vision.get("backbone_config")
+    if isinstance(hiera, dict):  # SAM2: a Hiera backbone (four stages) under an FPN neck
+        stride = hiera.get("patch_stride") or [None]
+        return {
+            "type": cfg.get("model_type"),
+            "name": cfg.get("_name_or_path") or None,
+            "image_size": (cfg.get("prompt_encoder_config") or {}).get("image_size"),
+            "patch": stride[0],
+            "layers": sum(hiera.get("blocks_per_stage") or []) or None,
+            "hidden": (hiera.get("embed_dim_per_stage") or [None])[-1],
+        }
     return {
         "type": cfg.get("model_type"),
         "name": cfg.get("_name_or_path") or None,

@@ -58,6 +58,71 @@ SAM_KEY_MAP: list[Rule] = [
 ]
 SAM_TIED = {"shared_image_embedding.positional_embedding": "prompt_encoder.shared_embedding.positional_embedding"}
 
+# official SAM 2 / 2.1 (facebookresearch/sam2; MedSAM2's .pt files) → transformers.Sam2Model
+_MLP3 = r"(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)"
+SAM2_KEY_MAP: list[Rule] = [
+    (r"^image_encoder\.trunk\.(pos_embed|pos_embed_window)$", r"vision_encoder.backbone.\1"),
+    (r"^image_encoder\.trunk\.patch_embed\.proj\.(.*)$", r"vision_encoder.backbone.patch_embed.projection.\1"),
+    (r"^image_encoder\.trunk\.blocks\.(\d+)\.norm(\d)\.(.*)$", r"vision_encoder.backbone.blocks.\1.layer_norm\2.\3"),
+    # Hiera's 2-layer MLPs: layers.0 / layers.1 → proj_in / proj_out
+    (
+        r"^image_encoder\.trunk\.blocks\.(\d+)\.mlp\.layers\.0\.(.*)$",
+        r"vision_encoder.backbone.blocks.\1.mlp.proj_in.\2",
+    ),
+    (
+        r"^image_encoder\.trunk\.blocks\.(\d+)\.mlp\.layers\.1\.(.*)$",
+        r"vision_encoder.backbone.blocks.\1.mlp.proj_out.\2",
+    ),
+    (
+        r"^image_encoder\.trunk\.blocks\.(\d+)\.(attn\.qkv|attn\.proj|proj)\.(.*)$",
+        r"vision_encoder.backbone.blocks.\1.\2.\3",
+    ),
+    (r"^image_encoder\.neck\.convs\.(\d+)\.conv\.(.*)$", r"vision_encoder.neck.convs.\1.\2"),
+    (
+        r"^sam_prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix$",
+        r"prompt_encoder.shared_embedding.positional_embedding",
+    ),
+    # four (1, D) point embeddings → rows of one (4, D) Embedding (stacked by ``convert_sam2``)
+    (r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$", r"prompt_encoder.point_embed.weight.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.0\.(.*)$", r"prompt_encoder.mask_embed.conv1.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.1\.(.*)$", r"prompt_encoder.mask_embed.layer_norm1.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.3\.(.*)$", r"prompt_encoder.mask_embed.conv2.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.4\.(.*)$", r"prompt_encoder.mask_embed.layer_norm2.\1"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.6\.(.*)$", r"prompt_encoder.mask_embed.conv3.\1"),
+    (r"^sam_prompt_encoder\.(no_mask_embed|not_a_point_embed)\.(.*)$", r"prompt_encoder.\1.\2"),
+    (r"^sam_mask_decoder\.output_upscaling\.0\.(.*)$", r"mask_decoder.upscale_conv1.\1"),
+    (r"^sam_mask_decoder\.output_upscaling\.1\.(.*)$", r"mask_decoder.upscale_layer_norm.\1"),
+    (r"^sam_mask_decoder\.output_upscaling\.3\.(.*)$", r"mask_decoder.upscale_conv2.\1"),
+    # 3-layer MLPs: layers.0 / layers.1 / layers.2 → proj_in / layers.0 / proj_out
+    (rf"^sam_mask_decoder\.{_MLP3}\.layers\.0\.(.*)$", r"mask_decoder.\1.proj_in.\2"),
+    (rf"^sam_mask_decoder\.{_MLP3}\.layers\.1\.(.*)$", r"mask_decoder.\1.layers.0.\2"),
+    (rf"^sam_mask_decoder\.{_MLP3}\.layers\.2\.(.*)$", r"mask_decoder.\1.proj_out.\2"),
+    (
+        r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.norm(\d)\.(.*)$",
+        r"mask_decoder.transformer.layers.\1.layer_norm\2.\3",
+    ),
+    (
+        r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.0\.(.*)$",
+        r"mask_decoder.transformer.layers.\1.mlp.proj_in.\2",
+    ),
+    (
+        r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.1\.(.*)$",
+        r"mask_decoder.transformer.layers.\1.mlp.proj_out.\2",
+    ),
+    (r"^sam_mask_decoder\.transformer\.(.*)\.out_proj\.(.*)$", r"mask_decoder.transformer.\1.o_proj.\2"),
+    (r"^sam_mask_decoder\.transformer\.norm_final_attn\.(.*)$", r"mask_decoder.transformer.layer_norm_final_attn.\1"),
+    (
+        r"^sam_mask_decoder\.(transformer|iou_token|mask_tokens|obj_score_token|conv_s0|conv_s1)\.(.*)$",
+        r"mask_decoder.\1.\2",
+    ),
+    (r"^no_mem_embed$", r"no_memory_embedding"),
+]
+SAM2_VIDEO_ONLY = re.compile(
+    r"^(memory_attention|memory_encoder|obj_ptr_proj|obj_ptr_tpos_proj|mask_downsample)\."
+    r"|^(maskmem_tpos_enc|no_mem_pos_enc|no_obj_ptr|no_obj_embed_spatial)$"
+)
+"""SAM2's video-memory weights: not part of ``Sam2Model`` (one image at a time), dropped on conversion."""
+
 # LISA (LlavaLlamaForCausalLM + visual_model + text_hidden_fcs) → Sim4SegModel
 LISA_KEY_MAP: list[Rule] = [
     (r"^model\.embed_tokens\.(.*)$", r"lvlm.model.language_model.embed_tokens.\1"),
@@ -113,6 +178,18 @@ def convert_sam(sd: dict[str, torch.Tensor], prefix: str = "") -> tuple[dict[str
         if source in out:
             out[tied] = out[source]
     return {prefix + k: v for k, v in out.items()}, unexpected
+
+
+def convert_sam2(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Official SAM 2 keys → ``Sam2Model`` keys (video-memory weights dropped); plus unexpected keys."""
+    out, unexpected = apply_map({k: v for k, v in sd.items() if not SAM2_VIDEO_ONLY.match(k)}, SAM2_KEY_MAP)
+    rows = sorted((int(k.rsplit(".", 1)[1]), k) for k in out if k.startswith("prompt_encoder.point_embed.weight."))
+    if rows:
+        out["prompt_encoder.point_embed.weight"] = torch.cat([out.pop(k) for _, k in rows])
+    for tied, source in SAM_TIED.items():
+        if source in out:
+            out[tied] = out[source]
+    return out, unexpected
 
 
 def merge_lora_keys(sd: dict[str, torch.Tensor], alpha: float, r: int) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Named presets of real checkpoints (one per useful LVLM + segmenter pairing) and loading from hub ids or paths.
 
 Each preset names its checkpoints and the published variants of its backbones
-(``backbones/llava.py`` ``VARIANTS``, ``backbones/sam.py`` ``VARIANTS``), which fix its geometry:
+(``backbones/llava.py``, ``backbones/sam.py``, ``backbones/sam2.py`` ``VARIANTS``), which fix its geometry:
 image tokens, token grid, SAM input size and prompt frame (``sim4seg model build PRESET --shrink``
 writes a small random model with exactly that geometry).
 """
@@ -29,7 +29,7 @@ class Preset:
     lvlm_variant: str
     """Key of the LVLM's published geometry in its backbone module's ``VARIANTS``."""
     sam_variant: str
-    """Key of the segmenter's published geometry (``backbones/sam.py`` ``VARIANTS``)."""
+    """Key of the segmenter's published geometry (``backbones/sam.py`` / ``sam2.py`` ``VARIANTS``)."""
     lisa: bool = False
     note: str = ""
 
@@ -49,6 +49,13 @@ PRESETS: dict[str, Preset] = {
         "llava-1.5",
         "sam-vit-h",
         note="LLaVA-1.5-7B and SAM ViT-H; ϕ and [SEG] start untrained",
+    ),
+    "llava-1.5-7b+sam2.1-hiera-large": Preset(
+        "llava-hf/llava-1.5-7b-hf",
+        "facebook/sam2.1-hiera-large",
+        "llava-1.5",
+        "sam2.1-hiera-large",
+        note="LLaVA-1.5-7B and SAM 2.1 Hiera-L (Sam2Model: square 1024-px frame, high-resolution features)",
     ),
     "llava-med+medsam": Preset(
         "chaoyinshe/llava-med-v1.5-mistral-7b-hf",
@@ -102,12 +109,7 @@ def from_pretrained(
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f"cannot load ({type(e).__name__}): {e}", f"{lvlm} + {sam}") from None
     check_architecture(lvlm_model, sam_model, f"{lvlm} + {sam}", processor=processor)
-    if frame.size != sa.image_size(sam_model):
-        raise InputError(
-            f"the segmenter's processor config resizes to {frame.size} px but its model takes "
-            f"{sa.image_size(sam_model)} px",
-            sam,
-        )
+    sa.check_frame(sam_model, frame, sam)
     model = compose(lvlm_model, sam_model, processor, config, trainable=trainable, sam_frame=frame)
     return model.to(device), processor
 

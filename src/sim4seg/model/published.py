@@ -21,6 +21,9 @@ fact sheet the project compiled; each value below is the checkpoint's own, not a
                   attention at 2/5/8/11), 1024 px input.
 ``sam-vit-h``     facebook/sam-vit-huge: ViT-H (1280 wide, 32 layers, 16 heads, global attention
                   at 7/15/23/31), 1024 px input, 256-d prompt encoder and mask decoder.
+``sam2.1-hiera-large``  facebook/sam2.1-hiera-large: Hiera-L (stages 144/288/576/1152 wide, 2/6/36/4
+                  blocks, 2/4/8/16 heads, global attention at 23/33/43, windows 8/4/16/8), 256-d FPN,
+                  prompt encoder and mask decoder, 1024 px input (transformers' ``convert_sam2_to_hf.py``).
 
 A test checks them against the installed transformers classes (parameter counts, token grids).
 """
@@ -150,9 +153,17 @@ def medsam_vit_b():
     return _sam(768, 12, 12, [2, 5, 8, 11])
 
 
+def sam2_1_hiera_large():
+    """``Sam2Config`` of facebook/sam2.1-hiera-large (``backbones/sam2.py`` ``VARIANTS``)."""
+    from sim4seg.model.backbones import sam2
+
+    return sam2.config(sam2.VARIANTS["sam2.1-hiera-large"])
+
+
 PUBLISHED: dict[str, tuple[Callable, Callable]] = {
     "lisa-7b": (lisa_7b, sam_vit_h),
     "llava-1.5-7b+sam-vit-h": (llava_1_5_7b, sam_vit_h),
     "llava-med+medsam": (llava_med_7b, medsam_vit_b),
+    "llava-1.5-7b+sam2.1-hiera-large": (llava_1_5_7b, sam2_1_hiera_large),
 }
 """Preset name → (LVLM config, SAM config) builders from published values."""

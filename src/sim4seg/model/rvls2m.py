@@ -372,12 +372,18 @@ def region_mask(
 
 
 @functools.lru_cache(maxsize=256)
-def _prompt_maps(rows: tuple, gh: int, gw: int, sam_size: int, prompt_size: int, device: torch.device):
+def _prompt_maps(
+    rows: tuple, gh: int, gw: int, sam_size: int, prompt_size: int, device: torch.device, resize: str = "longest"
+):
     """For the distinct ``(H, W, x0, y0, x1, y1)`` rows: one-hot maps from prompt rows / columns to cell rows /
-    columns, ``(U, P, gh + 1)`` and ``(U, gw + 1, P)`` float32; the extra last cell stands for "outside" (cached)."""
+    columns, ``(U, P, gh + 1)`` and ``(U, gw + 1, P)`` float32; the extra last cell stands for "outside" (cached).
+    ``resize``: the segmenter frame's mode (``SegmenterFrame.resize``)."""
     t = torch.tensor(rows, dtype=torch.float64)
     size, box = t[:, :2], t[:, 2:]
-    resized = (size * (sam_size / size.amax(1))[:, None] + 0.5).floor()  # SAM's rounding
+    if resize == "square":  # SAM2: the image stretched over the whole square
+        resized = torch.full_like(size, float(sam_size))
+    else:
+        resized = (size * (sam_size / size.amax(1))[:, None] + 0.5).floor()  # SAM's rounding
     centre = (torch.arange(prompt_size, dtype=torch.float64) + 0.5) * sam_size / prompt_size
 
     def one_hot(axis: int, lo: torch.Tensor, hi: torch.Tensor, g: int) -> torch.Tensor:
@@ -399,10 +405,12 @@ def to_sam_prompt(
     on: float = 1.0,
     off: float = 0.0,
     dtype: torch.dtype = torch.float32,
+    resize: str = "longest",
 ) -> torch.Tensor:
     """Region mask ``(B, g, g)`` bool → SAM mask prompt ``(B, 1, prompt_size, prompt_size)``.
 
-    SAM sees the image resized so its longest side is ``sam_size`` and padded bottom-right; the
+    SAM sees the image resized so its longest side is ``sam_size`` and padded bottom-right
+    (``resize="longest"``); SAM2 sees it stretched to the square (``resize="square"``). The
     prompt frame is that square at ``prompt_size``. Each prompt pixel is traced back to the
     original image; it takes ``on`` if its cell is selected, else ``off`` (also over padding).
     grid_box: where the ``g × g`` cells lie in the image, (x0, y0, x1, y1); default the image.
@@ -414,7 +422,9 @@ def to_sam_prompt(
         raise ValueError(f"on and off must be finite numbers, got on={on}, off={off}")
     b, gh, gw = mask.shape
     geometry = _geometry(image_size, grid_box, b, "grid_box")
-    rows, cols = _per_geometry(_prompt_maps, geometry, gh, gw, int(sam_size), int(prompt_size), mask.device)
+    if resize not in ("longest", "square"):
+        raise ValueError(f"resize must be 'longest' or 'square', got {resize!r}")
+    rows, cols = _per_geometry(_prompt_maps, geometry, gh, gw, int(sam_size), int(prompt_size), mask.device, resize)
     values = torch.full((b, gh + 1, gw + 1), float(off), device=mask.device)
     values[:, :gh, :gw].masked_fill_(mask, float(on))
     return (rows @ values @ cols).to(dtype).unsqueeze(1)

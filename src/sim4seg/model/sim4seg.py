@@ -19,15 +19,17 @@ queries, sampled answers and region-mask perturbations (``segment`` / ``decode``
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim4seg.data.transforms import SegmenterFrame, sam_resized_size
+from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.model import losses, rvls2m
 from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
+from sim4seg.model.backbones.base import SegmenterAdapter
+from sim4seg.model.backbones.sam import SamAdapter
 from sim4seg.model.config import Sim4SegConfig
 
 log = logging.getLogger(__name__)
@@ -40,24 +42,33 @@ class ImageEncoding:
     lvlm_features: torch.Tensor
     """(B, n, d_llm) projected image features: the LLM's input embeddings at the image tokens (zero-padded
     after each image's ``token_grids`` product when the grid differs per image)."""
-    sam_embeddings: torch.Tensor
-    """(B, C, h, w) SAM image-encoder output."""
+    sam_embeddings: object
+    """The segmenter's image encoding for B images (``SegmenterAdapter.encode``): SAM's (B, C, h, w) tensor,
+    SAM2's embedding with its high-resolution features. Index it only through ``segmenter.select`` /
+    ``segmenter.expand``."""
     image_sizes: torch.Tensor
     """(B, 2) long: original (H, W)."""
     token_boxes: torch.Tensor
     """(B, 4) float: where the LVLM token grid lies in original-image pixels (x0, y0, x1, y1)."""
     token_grids: torch.Tensor | None = None
     """(B, 2) long: each image's token grid (h_p, w_p); ``None``: the model's fixed grid."""
+    segmenter: SegmenterAdapter = field(default_factory=SamAdapter)
+    """The adapter that made ``sam_embeddings`` (it knows their structure)."""
 
     def index(self, idx: torch.Tensor) -> ImageEncoding:
         """Select / repeat images: ``idx`` (N,) long → an encoding of N images."""
         return ImageEncoding(
             self.lvlm_features[idx],
-            self.sam_embeddings[idx],
+            self.segmenter.select(self.sam_embeddings, idx),
             self.image_sizes[idx],
             self.token_boxes[idx],
             None if self.token_grids is None else self.token_grids[idx],
+            self.segmenter,
         )
+
+    def segmenter_embeddings(self, idx: torch.Tensor):
+        """The segmenter's encoding of images ``idx`` (N,) (what ``Sim4SegModel.decode`` takes)."""
+        return self.segmenter.select(self.sam_embeddings, idx)
 
 
 @dataclass
@@ -149,13 +160,9 @@ class Sim4SegModel(nn.Module):
             )
         self.sam_size = self.seg_adapter.image_size(sam)
         self.prompt_size = self.seg_adapter.prompt_size(sam)
-        self.sam_frame = sam_frame or SegmenterFrame(size=self.sam_size)
-        """The segmenter's preprocessing (its checkpoint's ``preprocessor_config.json``; default: SAM's)."""
-        if self.sam_frame.size != self.sam_size:
-            raise ValueError(
-                f"the segmenter's preprocessing resizes to {self.sam_frame.size} px but the model "
-                f"takes {self.sam_size} px"
-            )
+        self.sam_frame = sam_frame or self.seg_adapter.default_frame(sam)
+        """The segmenter's preprocessing (its checkpoint's ``preprocessor_config.json``; default: the family's)."""
+        self.seg_adapter.check_frame(sam, self.sam_frame)
         self.token_grid_fixed = self.lvlm_adapter.token_grid(lvlm)
         self.image_tokens = self.lvlm_adapter.image_tokens(lvlm)
         """Image tokens in one prompt (dynamic resolution: the most one image can take)."""
@@ -187,7 +194,13 @@ class Sim4SegModel(nn.Module):
         feats = self.lvlm_adapter.image_features(self.lvlm, pixel_values.to(self.device, self.dtype))
         feats = torch.stack(feats)
         sam_emb = self.seg_adapter.encode(self.sam, sam_pixel_values.to(self.device, self.dtype))
-        return ImageEncoding(feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float())
+        return ImageEncoding(
+            feats,
+            sam_emb,
+            image_sizes.to(self.device).long(),
+            token_boxes.to(self.device).float(),
+            segmenter=self.seg_adapter,
+        )
 
     # ------------------------------------------------------------------ language side
 
@@ -308,27 +321,29 @@ class Sim4SegModel(nn.Module):
             on=c.on,
             off=c.off,
             dtype=self.dtype,
+            resize=self.sam_frame.resize,
         )
 
     def decode(
-        self, sam_embeddings: torch.Tensor, seg_phi: torch.Tensor, prompt: torch.Tensor | None
+        self, sam_embeddings, seg_phi: torch.Tensor, prompt: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's prompt encoder + mask decoder with ϕ(E_seg) as the sparse token.
 
-        sam_embeddings (N, C, h, w); seg_phi (N, D); prompt (N, 1, P, P) or None →
-        (low-res logits (N, 4h, 4w), predicted IoU (N,)).
+        sam_embeddings: N images' encoding (``ImageEncoding.segmenter_embeddings``); seg_phi (N, D);
+        prompt (N, 1, P, P) or None → (low-res logits (N, 4h, 4w), predicted IoU (N,)).
         """
         sparse = seg_phi.to(self.dtype).reshape(seg_phi.shape[0], 1, 1, -1)  # (N, point_batch=1, tokens=1, D)
         return self.seg_adapter.decode(self.sam, sam_embeddings, sparse, prompt)
 
     def postprocess(self, low_res: torch.Tensor, image_sizes: torch.Tensor) -> list[torch.Tensor]:
-        """(N, h', w') low-res logits → N logit maps (H_i, W_i): upscale, crop SAM's padding, resize."""
+        """(N, h', w') low-res logits → N logit maps (H_i, W_i): upscale, crop the frame's padding (SAM; SAM2's
+        square frame has none), resize to the original size."""
         up = F.interpolate(
             low_res.float().unsqueeze(1), (self.sam_size, self.sam_size), mode="bilinear", align_corners=False
         )
         out = []
         for i, (h, w) in enumerate(image_sizes.tolist()):
-            rh, rw = sam_resized_size((h, w), self.sam_size)
+            rh, rw = self.sam_frame.resized_size((h, w))
             out.append(F.interpolate(up[i : i + 1, :, :rh, :rw], (h, w), mode="bilinear", align_corners=False)[0, 0])
         return out
 
@@ -364,7 +379,7 @@ class Sim4SegModel(nn.Module):
             grids = None if encoding.token_grids is None else encoding.token_grids[image_index]
             scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, grids, **overrides)
             prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1])
-        low, iou = self.decode(encoding.sam_embeddings[image_index], seg_phi, prompt)
+        low, iou = self.decode(encoding.segmenter_embeddings(image_index), seg_phi, prompt)
         return Segmentation(self.postprocess(low, sizes), iou, low, scores, region)
 
     # ------------------------------------------------------------------ teacher-forced forward

@@ -47,6 +47,7 @@ SAM's mask decoder and ϕ activations (small), DeepSpeed's communication buckets
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -120,9 +121,10 @@ class DryRun:
 
 def _configs(config: Config):
     """``(LVLM config, SAM config, processor or None, where they came from, notes)`` for a real preset."""
-    from transformers import AutoConfig, AutoProcessor, SamConfig
+    from transformers import AutoConfig, AutoProcessor
 
     from sim4seg.model import published
+    from sim4seg.model.backbones import segmenter_adapter
     from sim4seg.model.presets import PRESETS
 
     m, notes = config.model, []
@@ -132,9 +134,10 @@ def _configs(config: Config):
             raise InputError(
                 "model.init_from is not a Sim4Seg checkpoint directory (lvlm/ and sam/ configs missing)", d
             )
+        kind = json.loads((d / "sam" / "config.json").read_text(encoding="utf-8")).get("model_type")
         return (
             AutoConfig.from_pretrained(d / "lvlm"),
-            SamConfig.from_pretrained(d / "sam"),
+            segmenter_adapter(kind, d / "sam").config_from_pretrained(d / "sam"),
             AutoProcessor.from_pretrained(d / "processor"),
             f"the checkpoint {d} (model.init_from)",
             notes,
@@ -145,7 +148,8 @@ def _configs(config: Config):
     lvlm_src, sam_src = m.lvlm or p.lvlm, m.sam or p.sam
     if not p.lisa:
         try:
-            lvlm_cfg, sam_cfg = AutoConfig.from_pretrained(lvlm_src), SamConfig.from_pretrained(sam_src)
+            lvlm_cfg, sam_kind = AutoConfig.from_pretrained(lvlm_src), AutoConfig.from_pretrained(sam_src)
+            sam_cfg = segmenter_adapter(sam_kind, sam_src).config_from_pretrained(sam_src)  # e.g. sam2_video → Sam2
         except (OSError, ValueError) as e:
             if m.preset not in published.PUBLISHED:
                 raise InputError(
@@ -179,13 +183,15 @@ def build_meta_model(config: Config):
 
         model, processor = build_model(config)
         return model, processor, "the tiny preset (built for real: it is small)", False, []
-    from transformers import AutoModelForImageTextToText, SamModel
+    from transformers import AutoModelForImageTextToText
+
+    from sim4seg.model.backbones import segmenter_adapter
 
     lvlm_cfg, sam_cfg, processor, source, notes = _configs(config)
     sim_cfg = config.sim4seg_config()
     with torch.device("meta"):
         lvlm = AutoModelForImageTextToText.from_config(lvlm_cfg)
-        sam = SamModel(sam_cfg)
+        sam = segmenter_adapter(sam_cfg).from_config(sam_cfg)
         vocab = lvlm.get_input_embeddings().num_embeddings
         seg_id = vocab - 1
         if processor is not None:
@@ -210,9 +216,12 @@ def count_parts(model) -> list[Part]:
         ("LLM lm_head", lvlm.lm_head),
         ("LLM (decoder)", lvlm.model.language_model),
         ("ϕ (projection)", model.phi),
-        ("SAM image encoder", model.sam.vision_encoder),
-        ("SAM prompt encoder", model.sam.prompt_encoder),
-        ("SAM mask decoder", model.sam.mask_decoder),
+    ]
+    seg = model.seg_adapter.parts(model.sam)  # SAM's and SAM2's modules under the names TrainableConfig uses
+    groups += [
+        ("SAM image encoder", seg["sam_encoder"]),
+        ("SAM prompt encoder", seg["prompt_encoder"]),
+        ("SAM mask decoder", seg["mask_decoder"]),
     ]
     owner: dict[int, str] = {}
     for name, module in groups:
@@ -279,7 +288,13 @@ def _lengths(config: Config, model, processor, samples, root: Path) -> list[Samp
     from sim4seg.data.dataset import ExampleEncoder
     from sim4seg.data.io import read_image
 
-    enc = ExampleEncoder(processor, sam_size=model.sam_size, max_length=10**9, seg_token=config.model.seg_token)
+    enc = ExampleEncoder(
+        processor,
+        sam_size=model.sam_size,
+        max_length=10**9,
+        seg_token=config.model.seg_token,
+        sam_frame=model.sam_frame,
+    )
     out = []
     fmt = config.data.answer_format
     for s in samples:

@@ -20,7 +20,13 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.errors import InputError
+
+_RESIZE_WORDS = {
+    "longest": "SamImageProcessor: size.longest_edge, padded",
+    "square": "Sam2ImageProcessor: size.height/width, stretched, no padding",
+}
 
 
 class LVLMAdapter(ABC):
@@ -111,10 +117,35 @@ class LVLMAdapter(ABC):
 
 
 class SegmenterAdapter(ABC):
-    """One promptable-segmenter family (SAM, SAM2)."""
+    """One promptable-segmenter family (SAM, SAM2).
+
+    ``encode``'s result is opaque to callers: they pick and repeat images only through ``select`` /
+    ``expand`` (SAM: one tensor; SAM2: the embedding and its high-resolution features)."""
 
     name: str = ""
     model_types: tuple[str, ...] = ()
+    frame_resize: str = "longest"
+    """How the family's image processor fits an image into the square input (``SegmenterFrame.resize``)."""
+
+    def default_frame(self, sam: nn.Module) -> SegmenterFrame:
+        """The family's published preprocessing at this model's input size (when no processor config is given)."""
+        return SegmenterFrame(size=self.image_size(sam), resize=self.frame_resize)
+
+    def check_frame(self, sam: nn.Module, frame: SegmenterFrame, source=None) -> None:
+        """Refuse a processor config that contradicts the model: another input size or the other family's resize
+        (a SAM config on a SAM2 model would pad what SAM2 was trained to see stretched, and vice versa)."""
+        if frame.size != self.image_size(sam):
+            raise InputError(
+                f"the segmenter's processor config resizes to {frame.size} px but its model takes "
+                f"{self.image_size(sam)} px",
+                source,
+            )
+        if frame.resize != self.frame_resize:
+            raise InputError(
+                f"the segmenter's processor config is {frame.resize!r}-resize preprocessing but a {self.name} "
+                f"model needs {self.frame_resize!r} ({_RESIZE_WORDS[self.frame_resize]})",
+                source,
+            )
 
     @abstractmethod
     def config_from_pretrained(self, path):
