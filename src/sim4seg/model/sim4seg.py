@@ -124,7 +124,10 @@ class Sim4SegModel(nn.Module):
         seg_token_id: int,
         phi: nn.Module | None = None,
         sam_frame: SegmenterFrame | None = None,
+        image_tokens: int | None = None,
     ):
+        """``image_tokens``: the most image tokens one prompt holds (dynamic resolution: from the processor's
+        ``max_pixels``, ``LVLMAdapter.image_tokens(lvlm, processor)``); default the adapter's fixed count."""
         super().__init__()
         self.lvlm, self.sam, self.config = lvlm, sam, config
         self.lvlm_adapter, self.seg_adapter = lvlm_adapter(lvlm), segmenter_adapter(sam)
@@ -157,7 +160,7 @@ class Sim4SegModel(nn.Module):
                 f"takes {self.sam_size} px"
             )
         self.token_grid_fixed = self.lvlm_adapter.token_grid(lvlm)
-        self.image_tokens = self.lvlm_adapter.image_tokens(lvlm)
+        self.image_tokens = image_tokens if image_tokens is not None else self.lvlm_adapter.image_tokens(lvlm)
         """Image tokens in one prompt (dynamic resolution: the most one image can take)."""
 
     @property
@@ -182,12 +185,27 @@ class Sim4SegModel(nn.Module):
         sam_pixel_values: torch.Tensor,
         image_sizes: torch.Tensor,
         token_boxes: torch.Tensor,
+        image_grid_thw: torch.Tensor | None = None,
     ) -> ImageEncoding:
-        """pixel_values (B,3,h,w) LVLM frame; sam_pixel_values (B,3,S,S); image_sizes (B,2); token_boxes (B,4)."""
-        feats = self.lvlm_adapter.image_features(self.lvlm, pixel_values.to(self.device, self.dtype))
-        feats = torch.stack(feats)
+        """pixel_values (B,3,h,w) LVLM frame; sam_pixel_values (B,3,S,S); image_sizes (B,2); token_boxes (B,4).
+
+        Dynamic resolution (Qwen-VL): pixel_values are the B images' flattened patches, concatenated, and
+        image_grid_thw (B, 3) their patch grids; the features are zero-padded to the longest image.
+        """
+        kw = {} if image_grid_thw is None else {"image_grid_thw": image_grid_thw.to(self.device).long()}
+        feats = self.lvlm_adapter.image_features(self.lvlm, pixel_values.to(self.device, self.dtype), **kw)
+        grids = None
+        if self.lvlm_adapter.dynamic_resolution:
+            grids = self.lvlm_adapter.token_grids(self.lvlm, **kw).to(self.device)
+            if len(feats) != len(image_sizes):
+                raise ValueError(f"{len(feats)} LVLM images (image_grid_thw rows) but {len(image_sizes)} image sizes")
+            feats = nn.utils.rnn.pad_sequence(feats, batch_first=True)
+        else:
+            feats = torch.stack(feats)
         sam_emb = self.seg_adapter.encode(self.sam, sam_pixel_values.to(self.device, self.dtype))
-        return ImageEncoding(feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float())
+        return ImageEncoding(
+            feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float(), grids
+        )
 
     # ------------------------------------------------------------------ language side
 
@@ -222,8 +240,20 @@ class Sim4SegModel(nn.Module):
         embeds = self.lvlm.get_input_embeddings()(input_ids)
         return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.dtype))
 
-    def _hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        position_ids = self.lvlm_adapter.position_ids(self.lvlm, None, attention_mask)
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding: ImageEncoding):
+        """The LLM's positions for a (left- or right-padded) batch: ``(B, T)``, or M-RoPE's ``(3, B, T)``
+        from each image's token grid."""
+        kw = {} if encoding.token_grids is None else {"token_grids": encoding.token_grids}
+        return self.lvlm_adapter.position_ids(self.lvlm, input_ids, attention_mask, **kw)
+
+    def _hidden(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor,
+        encoding: ImageEncoding,
+    ) -> torch.Tensor:
+        position_ids = self.position_ids(input_ids, attention_mask, encoding)
         out = self.lvlm_adapter.hidden(self.lvlm, inputs_embeds, attention_mask, position_ids, use_cache=False)
         return out.last_hidden_state
 
@@ -258,6 +288,8 @@ class Sim4SegModel(nn.Module):
         token_grid = tuple(self.config.token_grid) if self.config.token_grid else None
         if token_grids is not None:
             token_grid = token_grids
+        elif self.lvlm_adapter.dynamic_resolution:
+            raise ValueError("the LVLM's token grid differs per image: pass token_grids (the encoding's)")
         scores = rvls2m.region_scores(
             image_phi,
             seg_phi,
@@ -282,20 +314,25 @@ class Sim4SegModel(nn.Module):
         token_boxes: torch.Tensor,
         pool: str | None = None,
         n_tokens: int | None = None,
+        token_grids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(N, g, g) bool cells → (N, 1, P, P) SAM mask prompt in SAM's frame.
 
         With ``pool="token"`` the cells cover only the tokens Algorithm 1 pools; ``n_tokens`` is then needed
-        when ``config.token_grid`` is unset.
+        when ``config.token_grid`` is unset, ``token_grids`` (N, 2) when the grid differs per image.
         """
         c = self.config.rvls2m
         grid_box = None
         if (pool or c.pool) == "token":
-            grid = self.token_grid(n_tokens or 0)
+            grids = (
+                [tuple(g) for g in token_grids.tolist()]
+                if token_grids is not None
+                else [self.token_grid(n_tokens or 0)] * len(region)
+            )
             grid_box = torch.tensor(
                 [
                     rvls2m.token_pool_box(grid, region.shape[1], box.tolist(), size.tolist())
-                    for box, size in zip(token_boxes, image_sizes)
+                    for grid, box, size in zip(grids, token_boxes, image_sizes)
                 ],
                 device=region.device,
             )
@@ -363,7 +400,7 @@ class Sim4SegModel(nn.Module):
                 raise ValueError("RVLS2M is on but no image-token hidden states were given")
             grids = None if encoding.token_grids is None else encoding.token_grids[image_index]
             scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, grids, **overrides)
-            prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1])
+            prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1], grids)
         low, iou = self.decode(encoding.sam_embeddings[image_index], seg_phi, prompt)
         return Segmentation(self.postprocess(low, sizes), iou, low, scores, region)
 
@@ -383,6 +420,7 @@ class Sim4SegModel(nn.Module):
         encoding: ImageEncoding | None = None,
         use_rvls2m: bool | None = None,
         meta: dict | None = None,
+        image_grid_thw: torch.Tensor | None = None,
     ) -> Sim4SegOutput:
         """Consume ``sim4seg.data.dataset.collate``'s batch (``meta`` is carried, not used).
 
@@ -390,9 +428,9 @@ class Sim4SegModel(nn.Module):
         with one mask per [SEG]); seg_counts: (B,) the [SEG] count of the untruncated answers.
         """
         if encoding is None:
-            encoding = self.encode_image(pixel_values, sam_pixel_values, image_sizes, token_boxes)
+            encoding = self.encode_image(pixel_values, sam_pixel_values, image_sizes, token_boxes, image_grid_thw)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        hidden = self._hidden(self.embed(input_ids, encoding), attention_mask)
+        hidden = self._hidden(self.embed(input_ids, encoding), attention_mask, input_ids, encoding)
         logits = self.lvlm.lm_head(hidden)
         is_seg = (input_ids == self.seg_token_id) & attention_mask.bool()
         counts = is_seg.sum(1)
@@ -470,21 +508,22 @@ class Sim4SegModel(nn.Module):
         embeds = self.embed(input_ids, encoding)
         generate_kwargs.setdefault("do_sample", False)
         m = int(generate_kwargs.get("num_return_sequences") or 1)
+        pos = self.position_ids(input_ids, attention_mask, encoding)
+        if pos.ndim == 3:  # M-RoPE: generate() cannot derive these from inputs_embeds; it extends them per step
+            generate_kwargs["position_ids"] = pos
         prefix_hidden = None
         if share_prefill and m > 1:
             # prompt minus its last token through the LLM once; generate() then runs only that token
-            pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-            pre = self.lvlm.model.language_model(
-                inputs_embeds=embeds[:, :-1],
-                attention_mask=attention_mask[:, :-1],
-                position_ids=pos[:, :-1],
-                use_cache=True,
+            pre = self.lvlm_adapter.hidden(
+                self.lvlm, embeds[:, :-1], attention_mask[:, :-1], pos[..., :-1], use_cache=True
             )
             prefix_hidden = pre.last_hidden_state  # (B, T-1, d)
             cache = pre.cache  # a DynamicCache
             cache.batch_repeat_interleave(m)
             # transformers v5 names the KV cache ``cache`` (``past_key_values`` is deprecated, removed in v6)
             generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "cache": cache}
+            if pos.ndim == 3:
+                generate_kwargs["position_ids"] = pos.repeat_interleave(m, 1)
             embeds, attention_mask = embeds.repeat_interleave(m, 0), attention_mask.repeat_interleave(m, 0)
         out = self.lvlm.generate(
             inputs_embeds=embeds,

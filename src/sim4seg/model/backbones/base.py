@@ -49,6 +49,12 @@ class LVLMAdapter(ABC):
                 source,
             )
 
+    def load_processor(self, path):
+        """The LVLM's processor saved at ``path`` (a checkpoint's ``processor/`` or a model directory / hub id)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path)
+
     @abstractmethod
     def check_processor(self, lvlm: nn.Module, processor, source=None) -> None:
         """Refuse a processor whose geometry (image size, patch, image token) contradicts the model's config."""
@@ -67,8 +73,13 @@ class LVLMAdapter(ABC):
         """The fixed image-token grid ``[h_p, w_p]``, or ``None`` when it differs per image."""
 
     @abstractmethod
-    def image_tokens(self, lvlm: nn.Module) -> int:
-        """Image tokens in one prompt (dynamic resolution: the most one image can take)."""
+    def image_tokens(self, lvlm: nn.Module, processor=None) -> int:
+        """Image tokens in one prompt (dynamic resolution: the most one image can take under ``processor``)."""
+
+    def token_grids(self, lvlm: nn.Module, **image_kwargs) -> torch.Tensor | None:
+        """Each image's token grid ``(B, 2)`` from the processor's outputs (e.g. ``image_grid_thw``);
+        ``None`` for a fixed grid."""
+        return None
 
     @abstractmethod
     def image_features(self, lvlm: nn.Module, pixel_values: torch.Tensor, **image_kwargs) -> list[torch.Tensor]:
