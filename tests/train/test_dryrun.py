@@ -90,6 +90,26 @@ def test_dry_run_of_the_papers_7b_recipe_on_the_meta_device(synth_m3ds):
     assert r.per_gpu[("ZeRO-2", 1)] == r.per_gpu[("ZeRO-3", 1)]
 
 
+def test_dry_run_of_the_qwen_preset_counts_its_parts_and_its_dynamic_image_budget(synth_m3ds):
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml",
+        [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis", "model.preset=qwen2.5-vl-7b+sam-vit-h"],
+    )
+    r = dryrun.dry_run(cfg, samples=2)
+    assert r.max_length == 1280 + 640  # the most one image takes under the preset's max_pixels, plus text
+    assert [s.image for s in r.lengths] == [1280, 1280] and r.text_note
+    parts = {p.name: p for p in r.parts}
+    assert parts["LVLM projector"].total == 44_574_464  # the 2×2 patch merger, counted apart from its ViT
+    assert parts["LVLM vision tower"].total == 676_550_144 - 44_574_464
+    assert parts["LLM LoRA"].trainable == 28 * 8 * ((3584 + 3584) + (3584 + 4 * 128))  # q, v (4 KV heads)
+    assert parts["LVLM vision tower"].trainable == 0 and parts["LLM (decoder)"].trainable == 0
+    assert r.total == 8_292_166_656 + 641_090_864 + parts["ϕ (projection)"].total + parts["LLM LoRA"].total
+    text = (2 * 1920 * 3584) * 28  # activations scale with the per-image token budget (s = 1920)
+    assert r.memory["activations_ckpt"] == pytest.approx(
+        text * 2 + 34 * 1920 * 2 * 3584 * 1 + 2 * 1920 * 152064 * (4 + 2), rel=1e-9
+    )
+
+
 def test_published_configs_match_the_checkpoints():
     from transformers import LlavaForConditionalGeneration, SamModel
 
@@ -100,6 +120,11 @@ def test_published_configs_match_the_checkpoints():
         sam = SamModel(published.sam_vit_h())
     assert sum(p.numel() for p in llava.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf: 7.06B
     assert sum(p.numel() for p in sam.parameters()) == 641_090_864  # facebook/sam-vit-huge: 641M
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        qwen = Qwen2_5_VLForConditionalGeneration(published.qwen2_5_vl_7b())
+    assert sum(p.numel() for p in qwen.parameters()) == 8_292_166_656  # Qwen/Qwen2.5-VL-7B-Instruct: 8.29B
     v = published.llava_1_5_7b().vision_config
     assert (v.image_size // v.patch_size) ** 2 == published.llava_1_5_7b().image_seq_length == 576
     lisa = published.lisa_7b()

@@ -12,6 +12,12 @@ fact sheet the project compiled; each value below is the checkpoint's own, not a
                   (256 tokens), LLaMA-7B (4096 / 11008 / 32 layers / 32 heads, 2048 positions,
                   RMS ε 1e-6), vocab 32004 + ``<image>``; a linear projector (LLaVA's default:
                   LISA's config names no ``mm_projector_type``).
+``qwen2.5-vl-7b``  Qwen/Qwen2.5-VL-7B-Instruct: a 32-block ViT (1280 wide, 16 heads, 3420 MLP, windowed
+                  attention of 112 px but full at blocks 7/15/23/31, patch 14, 2×2 merge to 3584), Qwen2
+                  LLM (28 layers, 3584 wide, 18944 MLP, 28 heads / 4 KV heads, vocab 152064, 128000
+                  positions, RoPE θ 1e6 with M-RoPE sections 16/24/24, RMS ε 1e-6); 8.29B parameters.
+                  The vision values the checkpoint leaves to the class defaults were checked against
+                  the installed ``Qwen2_5_VLVisionConfig``.
 ``sam-vit-h``     facebook/sam-vit-huge: ViT-H (1280 wide, 32 layers, 16 heads, global attention
                   at 7/15/23/31), 1024 px input, 256-d prompt encoder and mask decoder.
 
@@ -87,6 +93,50 @@ def lisa_7b():
     return lisa_llava_config(cfg, clip_vit_l14(224), image_token_id=32004, vocab_size=32005, projector="linear")
 
 
+def qwen2_5_vl_7b():
+    """``Qwen2_5_VLConfig`` of Qwen/Qwen2.5-VL-7B-Instruct."""
+    from transformers import Qwen2_5_VLConfig
+
+    text = dict(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        hidden_act="silu",
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        tie_word_embeddings=False,
+        bos_token_id=151643,
+        eos_token_id=151645,
+    )
+    vision = dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        hidden_act="silu",
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        out_hidden_size=3584,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
+    )
+    return Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=False,
+    )
+
+
 def sam_vit_h():
     """``SamConfig`` of facebook/sam-vit-huge."""
     from transformers import SamConfig, SamVisionConfig
@@ -108,5 +158,6 @@ def sam_vit_h():
 PUBLISHED: dict[str, tuple[Callable, Callable]] = {
     "lisa-7b": (lisa_7b, sam_vit_h),
     "llava-1.5-7b+sam-vit-h": (llava_1_5_7b, sam_vit_h),
+    "qwen2.5-vl-7b+sam-vit-h": (qwen2_5_vl_7b, sam_vit_h),
 }
 """Preset name → (LVLM config, SAM config) builders from published values."""

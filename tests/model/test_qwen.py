@@ -1,0 +1,228 @@
+"""Qwen2.5-VL on its shrunk build: dynamic grids, M-RoPE positions matching transformers' own, the
+processor without torchvision, and clear errors for grids that do not fit their tokens or processors
+that do not fit the model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from sim4seg.data.dataset import Collator, ExampleEncoder, stack_images
+from sim4seg.errors import InputError
+from sim4seg.infer.predictor import Predictor
+from sim4seg.infer.tts import TTSConfig
+from sim4seg.model import checkpoint
+from sim4seg.model.backbones import qwen
+from sim4seg.model.presets import set_max_pixels
+from sim4seg.model.shrink import build_shrunk
+
+PRESET = "qwen2.5-vl-7b+sam-vit-h"
+QUERY = "Segment the polyp in this endoscopy image."
+
+
+@pytest.fixture(scope="module")
+def shrunk():
+    torch.set_num_threads(1)
+    model, processor = build_shrunk(PRESET, seed=0)
+    return model.eval(), processor
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _encode(model, processor, sizes):
+    enc = ExampleEncoder.for_model(model, processor)
+    return enc, model.encode_image(
+        **stack_images([enc.image_inputs(_image(h, w, i)) for i, (h, w) in enumerate(sizes)])
+    )
+
+
+class Force(LogitsProcessor):
+    def __init__(self, target):
+        self.target, self.start = target, None
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.target[min(input_ids.shape[1] - self.start, len(self.target) - 1)]] = 0.0
+        return forced
+
+
+def test_images_of_different_aspect_get_their_own_grids(shrunk):
+    model, processor = shrunk
+    _, encoding = _encode(model, processor, [(230, 370), (300, 180)])
+    # smart_resize to multiples of 28 px (230x370 → 224x364, 300x180 → 308x168), one token per 28x28
+    assert encoding.token_grids.tolist() == [[8, 13], [11, 6]]
+    assert encoding.lvlm_features.shape[:2] == (2, 8 * 13)
+    assert float(encoding.lvlm_features[1, 66:].abs().sum()) == 0.0  # padded after the second image's 66
+    assert encoding.token_boxes.tolist() == [[0, 0, 370, 230], [0, 0, 180, 300]]
+
+
+def test_rvls2m_region_maps_each_grid_back_to_its_image(shrunk):
+    """A single "hot" token per image (different grids in one call): the top cell lies over that token's pixels."""
+    model, processor = shrunk
+    _, encoding = _encode(model, processor, [(230, 370), (300, 180)])
+    d = 8
+    seg = torch.zeros(2, d)
+    seg[:, 0] = 1.0
+    image = torch.zeros(2, encoding.lvlm_features.shape[1], d)
+    hot = [(5, 2), (1, 4)]  # (row, column) in each image's own grid
+    for i, ((r, c), (_, w_p)) in enumerate(zip(hot, encoding.token_grids.tolist())):
+        image[i, r * w_p + c, 0] = 10.0
+    scores, region = model.region(
+        image, seg, encoding.image_sizes, encoding.token_boxes, encoding.token_grids, tau="topk", k=1
+    )
+    for i, ((r, c), (h_p, w_p)) in enumerate(zip(hot, encoding.token_grids.tolist())):
+        h, w = encoding.image_sizes[i].tolist()
+        gy, gx = divmod(int(region[i].flatten().float().argmax()), 16)
+        cell = (gx * w / 16, gy * h / 16, (gx + 1) * w / 16, (gy + 1) * h / 16)
+        token = (c * w / w_p, r * h / h_p, (c + 1) * w / w_p, (r + 1) * h / h_p)
+        assert cell[0] < token[2] and token[0] < cell[2] and cell[1] < token[3] and token[1] < cell[3], (i, cell, token)
+    with pytest.raises(ValueError, match="token grid differs per image"):
+        model.region(image, seg, encoding.image_sizes, encoding.token_boxes)
+
+
+def test_forward_matches_transformers_own_qwen_forward(shrunk):
+    """Our inputs-embeds path with our M-RoPE positions gives Qwen's own logits (its get_rope_index, its
+    image-feature scatter), for a right-padded batch of two different grids."""
+    model, processor = shrunk
+    enc = ExampleEncoder.for_model(model, processor)
+    items = [enc.encode(_image(h, w, i), QUERY, "It is [SEG].") for i, (h, w) in enumerate([(230, 370), (300, 180)])]
+    batch = Collator(processor.tokenizer.pad_token_id)(items)
+    with torch.no_grad():
+        ours = model(**batch).logits
+        ids = batch["input_ids"]
+        theirs = model.lvlm(
+            input_ids=ids,
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            image_grid_thw=batch["image_grid_thw"],
+            mm_token_type_ids=(ids == model.image_token_id).int(),
+        ).logits
+    keep = batch["attention_mask"].bool()
+    torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-5, rtol=1e-5)
+    pos = model.position_ids(ids, batch["attention_mask"], model.encode_image(**stack_images(items)))
+    assert pos.shape == (3, 2, ids.shape[1])
+    img = ids[0] == model.image_token_id
+    assert pos[1, 0, img].unique().numel() == 8 and pos[2, 0, img].unique().numel() == 13  # rows, columns
+
+
+@pytest.mark.parametrize("share_prefill", [False, True])
+def test_generation_states_equal_the_teacher_forced_ones(shrunk, share_prefill):
+    """The [SEG] state generate() finds (M-RoPE positions extended step by step, with or without the shared
+    prefill) is the one a teacher-forced forward over the same text computes."""
+    model, processor = shrunk
+    tok = processor.tokenizer
+    target = torch.tensor(tok(" It is [SEG].\nDiagnosis: polyp.", add_special_tokens=False)["input_ids"])
+    target = torch.cat([target, torch.tensor([tok.eos_token_id])])
+    enc, encoding = _encode(model, processor, [(280, 410)])
+    ids = enc.prompt_ids(QUERY, int(encoding.token_grids[0].prod()))[None]
+    m = 2 if share_prefill else 1
+    gen = model.generate(
+        ids,
+        torch.ones_like(ids),
+        encoding,
+        max_new_tokens=len(target) + 2,
+        num_return_sequences=m,
+        share_prefill=share_prefill,
+        do_sample=share_prefill,
+        logits_processor=LogitsProcessorList([Force(target)]),
+    )
+    full = torch.cat([ids, target[None]], 1)
+    with torch.no_grad():
+        hidden = model._hidden(model.embed(full, encoding), torch.ones_like(full), full, encoding)
+    seg_at = ids.shape[1] + int((target == model.seg_token_id).nonzero()[0]) - 1
+    for j in range(m):
+        torch.testing.assert_close(gen.seg_hidden[j][0], hidden[0, seg_at], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gen.image_hidden[0], model.image_hidden(hidden, full)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_predictor_single_and_batched_agree_on_images_of_different_grids(shrunk):
+    model, processor = shrunk
+    images = [_image(230, 370, 0), _image(300, 180, 1)]
+    p = Predictor(model, processor, TTSConfig(max_new_tokens=6))
+    _, batched = p.predict_batch(images, [QUERY, QUERY])
+    for image, b in zip(images, batched):
+        p.set_image(image)
+        single = p.predict(QUERY)
+        assert single.answer == b.answer and single.mask.shape == b.mask.shape == image.shape[:2]
+        assert np.array_equal(single.mask, b.mask)
+
+
+def test_mismatched_grid_and_tokens_are_refused_with_the_cause(shrunk):
+    model, processor = shrunk
+    enc, encoding = _encode(model, processor, [(230, 370)])
+    ids = enc.prompt_ids(QUERY, 8 * 13 - 4)[None]  # four image tokens short of its 8x13 grid
+    with pytest.raises(ValueError, match=r"token grid 8x13 = 104 tokens, but its prompt holds 100 image tokens"):
+        model.embed(ids, encoding)
+    x = enc.image_inputs(_image(230, 370))
+    with pytest.raises(ValueError, match=r"do not hold the 448 patches image_grid_thw \[\[1, 16, 28\]\]"):
+        model.encode_image(
+            x["pixel_values"],
+            x["sam_pixel_values"][None],
+            x["image_size"][None],
+            x["token_box"][None],
+            torch.tensor([[1, 16, 28]]),
+        )
+    with pytest.raises(ValueError, match="needs its image_grid_thw"):
+        model.encode_image(x["pixel_values"], x["sam_pixel_values"][None], x["image_size"][None], x["token_box"][None])
+
+
+def test_a_processor_whose_grid_contradicts_its_prompt_is_an_input_error(shrunk):
+    """The encoder checks the processor's own output: a grid for another image than the expanded prompt's."""
+    model, processor = shrunk
+
+    class OtherGrid:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, **kw):
+            out = self.inner(**kw)
+            out["image_grid_thw"] = torch.tensor([[1, 20, 20]])
+            return out
+
+    enc = ExampleEncoder.for_model(model, OtherGrid(processor))
+    with pytest.raises(
+        InputError, match=r"x\.png.*image_grid_thw \[\[1, 20, 20\]\] \(merge 2\) does not match the 104"
+    ):
+        enc.encode(_image(230, 370), QUERY, "It is [SEG].", name="x.png")
+
+
+def test_saved_processor_loads_without_torchvision_and_bad_ones_are_named(shrunk, tmp_path):
+    model, processor = shrunk
+    checkpoint.save(model, processor, tmp_path / "c")
+    loaded, proc = checkpoint.load(tmp_path / "c")
+    assert isinstance(proc, qwen.processor_class()) and proc.image_processor.size == processor.image_processor.size
+    assert loaded.image_tokens == 1280 and loaded.max_length == 1920
+    cfg_path = tmp_path / "c" / "processor" / "processor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["image_processor"]["patch_size"] = 16
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"processor does not fit the LVLM: its image processor's patch_size is 16"):
+        checkpoint.load(tmp_path / "c")
+    import shutil
+
+    shutil.rmtree(tmp_path / "c" / "processor")
+    with pytest.raises(InputError, match=r"processor/ not found"):
+        checkpoint.load(tmp_path / "c")
+
+
+def test_max_pixels_sets_the_image_budget(shrunk):
+    model, processor = shrunk
+    v = qwen.VARIANTS["qwen2.5-vl-7b"]
+    assert qwen.published_tokens(v) == 16384 and v.image_tokens == 1280  # 12845056 px published; 1003520 here
+    proc = qwen.processor_class()(
+        image_processor=qwen.image_processor(v), tokenizer=processor.tokenizer, chat_template=v.chat_template
+    )
+    set_max_pixels(proc, 256 * 28 * 28)
+    assert model.lvlm_adapter.image_tokens(model.lvlm, proc) == 256
+    out = proc.image_processor(images=_image(2304, 2880), return_tensors="pt")
+    assert int(out["image_grid_thw"].prod()) // 4 <= 256
