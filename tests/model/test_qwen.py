@@ -226,3 +226,71 @@ def test_max_pixels_sets_the_image_budget(shrunk):
     assert model.lvlm_adapter.image_tokens(model.lvlm, proc) == 256
     out = proc.image_processor(images=_image(2304, 2880), return_tensors="pt")
     assert int(out["image_grid_thw"].prod()) // 4 <= 256
+
+
+def test_shrunk_build_trains_from_its_backbones_and_predicts_from_the_cli(synth_m3ds, tmp_path, capsys):
+    """``model build --shrink`` → a 1-step training run from its hub-format backbones (the processor loaded
+    without torchvision) → ``predict`` on the trained checkpoint."""
+    from pathlib import Path
+
+    from sim4seg.apps.cli import main
+    from sim4seg.data.io import write_image
+
+    built = tmp_path / "ckpt"
+    assert main(["model", "build", PRESET, "--shrink", "--out", str(built)]) == 0
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    overrides = [
+        f"model.preset={PRESET}",
+        f"model.lvlm={built / 'hub' / 'lvlm'}",
+        f"model.sam={built / 'hub' / 'sam'}",
+        "model.max_length=null",
+        f"data.manifest={synth_m3ds}",
+        f"train.output_dir={out}",
+        "optim.batch_size=2",
+        "train.max_steps=1",
+        "train.progress=false",
+        "data.val_split=null",
+    ]
+    assert main(["train", "--config", str(repo / "configs" / "tiny-cpu.yaml"), "--set", *overrides]) == 0
+    assert "trained 1 step(s)" in capsys.readouterr().out
+    model, _ = checkpoint.load(out / "final")
+    assert model.image_tokens == 1280 and model.max_length == 1280 + 640 and model.config.token_grid is None
+    image = tmp_path / "x.png"
+    write_image(image, _image(230, 370))
+    args = ["predict", "--checkpoint", str(out / "final"), "--out", str(tmp_path / "p"), "--image", str(image)]
+    assert main([*args, "--query", QUERY, "--max-new-tokens", "4"]) == 0
+    rec = json.loads(next((tmp_path / "p").glob("*.json")).read_text())
+    assert "answer" in rec and rec["mask_area"] >= 0
+
+
+def test_the_hubs_processor_layout_loads_without_torchvision_and_takes_the_presets_budget(shrunk, tmp_path):
+    """Qwen/Qwen2.5-VL-7B-Instruct's files: preprocessor_config.json naming the torchvision image processor,
+    a video preprocessor config, chat_template.json — loaded with the PIL image processor, no video side."""
+    model, processor = shrunk
+    processor.tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
+    pre = {
+        "min_pixels": 3136,
+        "max_pixels": 12845056,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": list(qwen.CLIP_MEAN),
+        "image_std": list(qwen.CLIP_STD),
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor",
+    }
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(pre))
+    (tmp_path / "video_preprocessor_config.json").write_text(
+        json.dumps({"video_processor_type": "Qwen2VLVideoProcessor", "processor_class": "Qwen2_5_VLProcessor"})
+    )
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": qwen.CHAT_TEMPLATE}))
+    proc = model.lvlm_adapter.load_processor(tmp_path)
+    assert type(proc.image_processor).__name__ == "Qwen2VLImageProcessorPil"
+    assert model.lvlm_adapter.image_tokens(model.lvlm, proc) == 16384  # the published budget
+    model.lvlm_adapter.check_processor(model.lvlm, proc)
+    set_max_pixels(proc, qwen.VARIANTS["qwen2.5-vl-7b"].max_pixels)  # what the preset does on load
+    assert model.lvlm_adapter.image_tokens(model.lvlm, proc) == 1280
+    enc = ExampleEncoder(proc, sam_size=model.sam_size, max_length=4000, sam_frame=model.sam_frame)
+    assert enc.prompt(QUERY) == ExampleEncoder.for_model(model, processor).prompt(QUERY)
