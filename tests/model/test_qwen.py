@@ -262,6 +262,9 @@ def test_shrunk_build_trains_from_its_backbones_and_predicts_from_the_cli(synth_
     assert main([*args, "--query", QUERY, "--max-new-tokens", "4"]) == 0
     rec = json.loads(next((tmp_path / "p").glob("*.json")).read_text())
     assert "answer" in rec and rec["mask_area"] >= 0
+    capsys.readouterr()
+    assert main(["model", "info", str(out / "final")]) == 0
+    assert "vision qwen2_5_vl_vision, dynamic resolution (2x2 merge), patch 14" in capsys.readouterr().out
 
 
 def test_the_hubs_processor_layout_loads_without_torchvision_and_takes_the_presets_budget(shrunk, tmp_path):
