@@ -25,16 +25,17 @@ from sim4seg.model.shrink import build_shrunk
 
 # published geometry: image tokens (dynamic: the most per image), token grid (dynamic: None), LVLM input side
 # (dynamic: the pixel unit of a token, patch × merge), how the LVLM frame is made, prompt prefix
-QWEN_PREFIX = (
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-)
+QWEN_IMAGE = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+QWEN_PREFIX = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + QWEN_IMAGE
 GEOMETRY = {
     "lisa-7b": (256, [16, 16], 224, "crop", "A chat between a curious human"),
     "llava-1.5-7b+sam-vit-h": (576, [24, 24], 336, "crop", "USER: <image>"),
     "llava-med+medsam": (576, [24, 24], 336, "pad", "[INST] <image>"),
     "qwen2.5-vl-7b+sam-vit-h": (1280, None, 28, "resize", QWEN_PREFIX),
+    "qwen3-vl-8b+sam-vit-h": (1280, None, 32, "resize", QWEN_IMAGE),  # no default system turn
 }
+# dynamic resolution: patch, min_pixels, shrunk M-RoPE sections (the published split of 8 rotary pairs)
+QWEN = {"qwen2.5-vl-7b+sam-vit-h": (14, 3136, [2, 3, 3]), "qwen3-vl-8b+sam-vit-h": (16, 65536, [4, 2, 2])}
 QUERY = "Segment the polyp in this endoscopy image."
 
 
@@ -79,12 +80,13 @@ def test_geometry_is_the_presets(shrunk):
     assert model.max_length == n + model.config.text_budget
     assert (model.sam_size, model.prompt_size) == (1024, 256)
     v = model.lvlm.config.vision_config
-    if frame_kind == "resize":  # Qwen2.5-VL: 14 px patches, 2×2 merged, 2 frames a patch; min / max pixels
+    if frame_kind == "resize":  # Qwen-VL: 14 (Qwen3: 16) px patches, 2×2 merged, 2 frames a patch; min / max pixels
+        patch, min_pixels, section = QWEN[name]
         assert (v.patch_size * v.spatial_merge_size, v.temporal_patch_size) == (side, 2)
         ip = processor.image_processor
-        assert (ip.patch_size, ip.merge_size, ip.temporal_patch_size) == (14, 2, 2)
-        assert (ip.size.shortest_edge, ip.size.longest_edge) == (3136, n * side * side)
-        assert model.lvlm.config.text_config.rope_parameters["mrope_section"] == [2, 3, 3]  # 16:24:24 of 8
+        assert (ip.patch_size, ip.merge_size, ip.temporal_patch_size) == (patch, 2, 2)
+        assert (ip.size.shortest_edge, ip.size.longest_edge) == (min_pixels, n * side * side)
+        assert model.lvlm.config.text_config.rope_parameters["mrope_section"] == section
         tok = processor.tokenizer
         for t in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "[SEG]"):
             assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
@@ -117,7 +119,8 @@ def test_encoding_non_square_images(shrunk, size):
     tokens = int((ex["input_ids"] == model.image_token_id).sum())
     if frame_kind == "resize":  # its own grid: the aspect kept, the area within max_pixels
         t, gh, gw = ex["image_grid_thw"].tolist()
-        assert t == 1 and tokens == gh * gw // 4 <= n and ex["pixel_values"].shape == (gh * gw, 3 * 2 * 14 * 14)
+        patch = QWEN[name][0]
+        assert t == 1 and tokens == gh * gw // 4 <= n and ex["pixel_values"].shape == (gh * gw, 3 * 2 * patch**2)
         assert (gh // 2) * (gw // 2) * side * side <= n * side * side
         assert (gw / gh) == pytest.approx(w / h, rel=0.05)
         if max(h, w) > 1500:  # downsized to the budget, not far under it
@@ -152,7 +155,8 @@ def test_max_length_default_fits_the_image_tokens_and_an_explicit_one_wins(shrun
     n = GEOMETRY[name][0]
     image = np.zeros((40, 60, 3), np.uint8)
     if GEOMETRY[name][3] == "resize":  # the most tokens: an image at the pixel budget
-        image = np.zeros((896, 1120, 3), np.uint8)
+        side = GEOMETRY[name][2]
+        image = np.zeros((32 * side, 40 * side, 3), np.uint8)
     ExampleEncoder.for_model(model, processor).encode(image, QUERY, "It is [SEG].")  # 512 was too short for 576
     enc = ExampleEncoder(processor, sam_size=model.sam_size, max_length=n, sam_frame=model.sam_frame)
     with pytest.raises(InputError, match=rf"the prompt is \d+ tokens \({n} of them the image's\), over max_length={n}"):

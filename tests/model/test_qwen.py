@@ -1,9 +1,10 @@
-"""Qwen2.5-VL on its shrunk build: dynamic grids, M-RoPE positions matching transformers' own, the
-processor without torchvision, and clear errors for grids that do not fit their tokens or processors
-that do not fit the model."""
+"""Qwen2.5-VL and Qwen3-VL on their shrunk builds: dynamic grids, M-RoPE positions (and Qwen3-VL's
+deepstack features) matching transformers' own, the processor without torchvision, and clear errors
+for grids that do not fit their tokens or processors that do not fit the model."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -21,14 +22,27 @@ from sim4seg.model.presets import set_max_pixels
 from sim4seg.model.shrink import build_shrunk
 
 PRESET = "qwen2.5-vl-7b+sam-vit-h"
+PRESET3 = "qwen3-vl-8b+sam-vit-h"
 QUERY = "Segment the polyp in this endoscopy image."
+
+
+@functools.cache
+def _build(name):
+    torch.set_num_threads(1)
+    model, processor = build_shrunk(name, seed=0)
+    return model.eval(), processor
 
 
 @pytest.fixture(scope="module")
 def shrunk():
-    torch.set_num_threads(1)
-    model, processor = build_shrunk(PRESET, seed=0)
-    return model.eval(), processor
+    """Qwen2.5-VL (the grids below are its 28-px ones)."""
+    return _build(PRESET)
+
+
+@pytest.fixture(scope="module", params=[PRESET, PRESET3])
+def each(request):
+    """Both generations: Qwen2.5-VL and Qwen3-VL (deepstack)."""
+    return _build(request.param)
 
 
 def _image(h, w, seed=0):
@@ -87,10 +101,10 @@ def test_rvls2m_region_maps_each_grid_back_to_its_image(shrunk):
         model.region(image, seg, encoding.image_sizes, encoding.token_boxes)
 
 
-def test_forward_matches_transformers_own_qwen_forward(shrunk):
+def test_forward_matches_transformers_own_qwen_forward(each):
     """Our inputs-embeds path with our M-RoPE positions gives Qwen's own logits (its get_rope_index, its
-    image-feature scatter), for a right-padded batch of two different grids."""
-    model, processor = shrunk
+    image-feature scatter, Qwen3-VL's deepstack), for a right-padded batch of two different grids."""
+    model, processor = each
     enc = ExampleEncoder.for_model(model, processor)
     items = [enc.encode(_image(h, w, i), QUERY, "It is [SEG].") for i, (h, w) in enumerate([(230, 370), (300, 180)])]
     batch = Collator(processor.tokenizer.pad_token_id)(items)
@@ -106,17 +120,27 @@ def test_forward_matches_transformers_own_qwen_forward(shrunk):
         ).logits
     keep = batch["attention_mask"].bool()
     torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-5, rtol=1e-5)
-    pos = model.position_ids(ids, batch["attention_mask"], model.encode_image(**stack_images(items)))
+    encoding = model.encode_image(**stack_images(items))
+    pos = model.position_ids(ids, batch["attention_mask"], encoding)
     assert pos.shape == (3, 2, ids.shape[1])
     img = ids[0] == model.image_token_id
-    assert pos[1, 0, img].unique().numel() == 8 and pos[2, 0, img].unique().numel() == 13  # rows, columns
+    h_p, w_p = encoding.token_grids[0].tolist()
+    assert pos[1, 0, img].unique().numel() == h_p and pos[2, 0, img].unique().numel() == w_p  # rows, columns
+    if model.lvlm.config.model_type == "qwen3_vl":  # the deepstack features are in, and they matter
+        assert encoding.deepstack.shape[:3] == (2, 3, h_p * w_p)
+        encoding.deepstack = None
+        with torch.no_grad():
+            without = model(**{**batch, "encoding": encoding}).logits
+        assert not torch.allclose(without[keep], theirs[keep], atol=1e-3)
+    else:
+        assert encoding.deepstack is None
 
 
 @pytest.mark.parametrize("share_prefill", [False, True])
-def test_generation_states_equal_the_teacher_forced_ones(shrunk, share_prefill):
+def test_generation_states_equal_the_teacher_forced_ones(each, share_prefill):
     """The [SEG] state generate() finds (M-RoPE positions extended step by step, with or without the shared
-    prefill) is the one a teacher-forced forward over the same text computes."""
-    model, processor = shrunk
+    prefill; Qwen3-VL's deepstack added in the prefill) is the one a teacher-forced forward computes."""
+    model, processor = each
     tok = processor.tokenizer
     target = torch.tensor(tok(" It is [SEG].\nDiagnosis: polyp.", add_special_tokens=False)["input_ids"])
     target = torch.cat([target, torch.tensor([tok.eos_token_id])])
@@ -142,8 +166,8 @@ def test_generation_states_equal_the_teacher_forced_ones(shrunk, share_prefill):
     torch.testing.assert_close(gen.image_hidden[0], model.image_hidden(hidden, full)[0], atol=1e-4, rtol=1e-4)
 
 
-def test_predictor_single_and_batched_agree_on_images_of_different_grids(shrunk):
-    model, processor = shrunk
+def test_predictor_single_and_batched_agree_on_images_of_different_grids(each):
+    model, processor = each
     images = [_image(230, 370, 0), _image(300, 180, 1)]
     p = Predictor(model, processor, TTSConfig(max_new_tokens=6))
     _, batched = p.predict_batch(images, [QUERY, QUERY])

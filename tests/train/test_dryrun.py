@@ -110,6 +110,18 @@ def test_dry_run_of_the_qwen_preset_counts_its_parts_and_its_dynamic_image_budge
     )
 
 
+def test_dry_run_of_the_qwen3_preset_uses_its_32_px_tokens(synth_m3ds):
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml",
+        [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis", "model.preset=qwen3-vl-8b+sam-vit-h"],
+    )
+    r = dryrun.dry_run(cfg, samples=1)
+    assert r.max_length == 1280 + 640 and [s.image for s in r.lengths] == [1280]
+    parts = {p.name: p for p in r.parts}
+    assert parts["LVLM projector"].total == 40_119_040  # the final merger; the deepstack mergers are the ViT's
+    assert parts["LLM LoRA"].trainable == 36 * 8 * ((4096 + 32 * 128) + (4096 + 8 * 128))  # q, v
+
+
 def test_published_configs_match_the_checkpoints():
     from transformers import LlavaForConditionalGeneration, SamModel
 
@@ -125,6 +137,11 @@ def test_published_configs_match_the_checkpoints():
     with torch.device("meta"):
         qwen = Qwen2_5_VLForConditionalGeneration(published.qwen2_5_vl_7b())
     assert sum(p.numel() for p in qwen.parameters()) == 8_292_166_656  # Qwen/Qwen2.5-VL-7B-Instruct: 8.29B
+    from transformers import Qwen3VLForConditionalGeneration
+
+    with torch.device("meta"):
+        qwen3 = Qwen3VLForConditionalGeneration(published.qwen3_vl_8b())
+    assert sum(p.numel() for p in qwen3.parameters()) == 8_767_123_696  # Qwen/Qwen3-VL-8B-Instruct: 8.77B
     v = published.llava_1_5_7b().vision_config
     assert (v.image_size // v.patch_size) ** 2 == published.llava_1_5_7b().image_seq_length == 576
     lisa = published.lisa_7b()

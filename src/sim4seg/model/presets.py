@@ -67,6 +67,15 @@ PRESETS: dict[str, Preset] = {
         note="Qwen2.5-VL-7B (dynamic resolution, at most 1280 image tokens) and SAM ViT-H; ϕ and [SEG] start untrained",
         max_pixels=1280 * 28 * 28,
     ),
+    "qwen3-vl-8b+sam-vit-h": Preset(
+        "Qwen/Qwen3-VL-8B-Instruct",
+        "facebook/sam-vit-huge",
+        "qwen3-vl-8b",
+        "sam-vit-h",
+        note="Qwen3-VL-8B (dynamic resolution, at most 1280 image tokens, deepstack) and SAM ViT-H; ϕ and [SEG] "
+        "start untrained",
+        max_pixels=1280 * 32 * 32,
+    ),
 }
 
 

@@ -18,6 +18,12 @@ fact sheet the project compiled; each value below is the checkpoint's own, not a
                   positions, RoPE θ 1e6 with M-RoPE sections 16/24/24, RMS ε 1e-6); 8.29B parameters.
                   The vision values the checkpoint leaves to the class defaults were checked against
                   the installed ``Qwen2_5_VLVisionConfig``.
+``qwen3-vl-8b``    Qwen/Qwen3-VL-8B-Instruct: a 27-block ViT (1152 wide, 16 heads, 4304 MLP, patch 16,
+                  2304 learned positions, deepstack features of blocks 8/16/24), Qwen3 LLM (36 layers,
+                  4096 wide, 12288 MLP, 32 heads / 8 KV heads of 128, vocab 151936, 262144 positions,
+                  RoPE θ 5e6, interleaved M-RoPE 24/20/20). The ViT's output width (``out_hidden_size``)
+                  is not in the fact sheet; it must be the LLM's 4096 for the merger to feed it (the
+                  class default 3584 cannot load). Untied embeddings are assumed (not verified here).
 ``sam-vit-h``     facebook/sam-vit-huge: ViT-H (1280 wide, 32 layers, 16 heads, global attention
                   at 7/15/23/31), 1024 px input, 256-d prompt encoder and mask decoder.
 
@@ -137,6 +143,53 @@ def qwen2_5_vl_7b():
     )
 
 
+def qwen3_vl_8b():
+    """``Qwen3VLConfig`` of Qwen/Qwen3-VL-8B-Instruct."""
+    from transformers import Qwen3VLConfig
+
+    text = dict(
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        hidden_act="silu",
+        max_position_embeddings=262144,
+        rms_norm_eps=1e-6,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5e6,
+            "mrope_section": [24, 20, 20],
+            "mrope_interleaved": True,
+        },
+        tie_word_embeddings=False,
+    )
+    vision = dict(
+        depth=27,
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_heads=16,
+        hidden_act="gelu_pytorch_tanh",
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=4096,
+        num_position_embeddings=2304,
+        deepstack_visual_indexes=[8, 16, 24],
+    )
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=False,
+    )
+
+
 def sam_vit_h():
     """``SamConfig`` of facebook/sam-vit-huge."""
     from transformers import SamConfig, SamVisionConfig
@@ -159,5 +212,6 @@ PUBLISHED: dict[str, tuple[Callable, Callable]] = {
     "lisa-7b": (lisa_7b, sam_vit_h),
     "llava-1.5-7b+sam-vit-h": (llava_1_5_7b, sam_vit_h),
     "qwen2.5-vl-7b+sam-vit-h": (qwen2_5_vl_7b, sam_vit_h),
+    "qwen3-vl-8b+sam-vit-h": (qwen3_vl_8b, sam_vit_h),
 }
 """Preset name → (LVLM config, SAM config) builders from published values."""

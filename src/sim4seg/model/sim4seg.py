@@ -48,6 +48,9 @@ class ImageEncoding:
     """(B, 4) float: where the LVLM token grid lies in original-image pixels (x0, y0, x1, y1)."""
     token_grids: torch.Tensor | None = None
     """(B, 2) long: each image's token grid (h_p, w_p); ``None``: the model's fixed grid."""
+    deepstack: torch.Tensor | None = None
+    """(B, L, n, d_llm): features of L vision layers added to the first L LLM layers' states at the image
+    tokens (Qwen3-VL's "deepstack"), padded like ``lvlm_features``; ``None`` for LVLMs without them."""
 
     def index(self, idx: torch.Tensor) -> ImageEncoding:
         """Select / repeat images: ``idx`` (N,) long → an encoding of N images."""
@@ -57,6 +60,7 @@ class ImageEncoding:
             self.image_sizes[idx],
             self.token_boxes[idx],
             None if self.token_grids is None else self.token_grids[idx],
+            None if self.deepstack is None else self.deepstack[idx],
         )
 
 
@@ -193,7 +197,7 @@ class Sim4SegModel(nn.Module):
         image_grid_thw (B, 3) their patch grids; the features are zero-padded to the longest image.
         """
         kw = {} if image_grid_thw is None else {"image_grid_thw": image_grid_thw.to(self.device).long()}
-        feats = self.lvlm_adapter.image_features(self.lvlm, pixel_values.to(self.device, self.dtype), **kw)
+        feats, deep = self.lvlm_adapter.encode_features(self.lvlm, pixel_values.to(self.device, self.dtype), **kw)
         grids = None
         if self.lvlm_adapter.dynamic_resolution:
             grids = self.lvlm_adapter.token_grids(self.lvlm, **kw).to(self.device)
@@ -202,9 +206,11 @@ class Sim4SegModel(nn.Module):
             feats = nn.utils.rnn.pad_sequence(feats, batch_first=True)
         else:
             feats = torch.stack(feats)
+        if deep is not None:  # per image: L tensors (n_i, d) → (B, L, n, d), zero-padded like feats
+            deep = torch.stack([nn.utils.rnn.pad_sequence(list(layer), batch_first=True) for layer in deep], 1)
         sam_emb = self.seg_adapter.encode(self.sam, sam_pixel_values.to(self.device, self.dtype))
         return ImageEncoding(
-            feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float(), grids
+            feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float(), grids, deep
         )
 
     # ------------------------------------------------------------------ language side
@@ -240,6 +246,17 @@ class Sim4SegModel(nn.Module):
         embeds = self.lvlm.get_input_embeddings()(input_ids)
         return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.dtype))
 
+    def deepstack_kwargs(self, input_ids: torch.Tensor, encoding: ImageEncoding) -> dict:
+        """The LLM's extra inputs for deepstack features (Qwen3-VL): the image-token mask and, per injected
+        layer, the features of every image token in the batch in order; ``{}`` without them."""
+        if encoding.deepstack is None:
+            return {}
+        is_image = input_ids == self.image_token_id
+        n = encoding.deepstack.shape[2]
+        keep = torch.arange(n, device=is_image.device)[None] < is_image.sum(1)[:, None]  # (B, n) unpadded
+        deep = [encoding.deepstack[:, layer][keep] for layer in range(encoding.deepstack.shape[1])]
+        return {"visual_pos_masks": is_image, "deepstack_visual_embeds": deep}
+
     def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding: ImageEncoding):
         """The LLM's positions for a (left- or right-padded) batch: ``(B, T)``, or M-RoPE's ``(3, B, T)``
         from each image's token grid."""
@@ -254,7 +271,8 @@ class Sim4SegModel(nn.Module):
         encoding: ImageEncoding,
     ) -> torch.Tensor:
         position_ids = self.position_ids(input_ids, attention_mask, encoding)
-        out = self.lvlm_adapter.hidden(self.lvlm, inputs_embeds, attention_mask, position_ids, use_cache=False)
+        extra = self.deepstack_kwargs(input_ids, encoding)
+        out = self.lvlm_adapter.hidden(self.lvlm, inputs_embeds, attention_mask, position_ids, use_cache=False, **extra)
         return out.last_hidden_state
 
     def image_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -512,10 +530,16 @@ class Sim4SegModel(nn.Module):
         if pos.ndim == 3:  # M-RoPE: generate() cannot derive these from inputs_embeds; it extends them per step
             generate_kwargs["position_ids"] = pos
         prefix_hidden = None
-        if share_prefill and m > 1:
-            # prompt minus its last token through the LLM once; generate() then runs only that token
+        if (share_prefill and m > 1) or encoding.deepstack is not None:
+            # prompt minus its last token through the LLM once; generate() then runs only that token. Deepstack
+            # features (Qwen3-VL) enter here, at the image tokens: generate() from inputs_embeds cannot add them.
             pre = self.lvlm_adapter.hidden(
-                self.lvlm, embeds[:, :-1], attention_mask[:, :-1], pos[..., :-1], use_cache=True
+                self.lvlm,
+                embeds[:, :-1],
+                attention_mask[:, :-1],
+                pos[..., :-1],
+                use_cache=True,
+                **self.deepstack_kwargs(input_ids[:, :-1], encoding),
             )
             prefix_hidden = pre.last_hidden_state  # (B, T-1, d)
             cache = pre.cache  # a DynamicCache

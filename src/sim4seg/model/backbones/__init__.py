@@ -14,7 +14,7 @@ from sim4seg.errors import InputError
 from sim4seg.model.backbones import llava, qwen, sam
 from sim4seg.model.backbones.base import LVLMAdapter, SegmenterAdapter
 
-LVLM_ADAPTERS: tuple[LVLMAdapter, ...] = (llava.LlavaAdapter(), qwen.QwenVLAdapter())
+LVLM_ADAPTERS: tuple[LVLMAdapter, ...] = (llava.LlavaAdapter(), qwen.QwenVLAdapter(), qwen.Qwen3VLAdapter())
 SEGMENTER_ADAPTERS: tuple[SegmenterAdapter, ...] = (sam.SamAdapter(),)
 LVLM_FAMILIES: tuple[ModuleType, ...] = (llava, qwen)
 """Modules with published ``VARIANTS`` and a ``shrunk(variant, tokenizer, ...)`` builder."""

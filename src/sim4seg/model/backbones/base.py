@@ -85,6 +85,13 @@ class LVLMAdapter(ABC):
     def image_features(self, lvlm: nn.Module, pixel_values: torch.Tensor, **image_kwargs) -> list[torch.Tensor]:
         """B images → B tensors ``(n_i, d_llm)``: the LLM's input embeddings at each image's tokens."""
 
+    def encode_features(
+        self, lvlm: nn.Module, pixel_values: torch.Tensor, **image_kwargs
+    ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]] | None]:
+        """``image_features`` and, for LVLMs that add vision features inside the LLM (Qwen3-VL's deepstack),
+        per injected layer the B images' tensors ``(n_i, d_llm)``; ``None`` without them."""
+        return self.image_features(lvlm, pixel_values, **image_kwargs), None
+
     def language_model(self, lvlm: nn.Module) -> nn.Module:
         return lvlm.model.language_model
 

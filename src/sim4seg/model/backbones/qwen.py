@@ -11,8 +11,11 @@ processor expands ``<|image_pad|>`` to that many tokens and the LLM places them 
 M-RoPE positions (temporal, row, column; ``get_rope_index``), which every forward,
 ``generate`` call and the shared prefill must be given.
 
-Qwen3-VL is not covered here: its vision tower feeds "deepstack" features into several LLM
-layers, which ``Sim4SegModel``'s inputs-embeds path does not inject.
+Qwen3-VL (``Qwen3VLForConditionalGeneration``) works the same way with 16-px patches (32 px a
+token) and interleaved M-RoPE, and its vision tower also returns "deepstack" features of three
+inner layers, which the LLM adds at the image tokens after its first three layers:
+``Qwen3VLAdapter.encode_features`` returns them, ``ImageEncoding.deepstack`` carries them and
+``Sim4SegModel`` passes them to the LLM in the forward and in the prefill before ``generate``.
 
 No torchvision: ``Qwen2_5_VLProcessor`` insists on a video processor, whose base class needs
 torchvision, so ``QwenVLProcessor`` is the same processor for images alone (with the PIL image
@@ -46,27 +49,43 @@ CHAT_TEMPLATE = (
     "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Qwen3-VL's: the same turns without a default system turn
+QWEN3_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def processor_class(base: str = "Qwen2_5_VLProcessor"):
+    """The image-only processor class of a Qwen-VL generation (``base``: transformers' processor class;
+    built on first use, so importing this module stays cheap; one class per ``base``)."""
+    return _processor_class(base)
+
+
 @functools.cache
-def processor_class():
-    """The image-only Qwen-VL processor class (built on first use: importing this module stays cheap)."""
-    from transformers import Qwen2_5_VLProcessor
+def _processor_class(base: str):
+    import transformers
     from transformers.processing_utils import ProcessorMixin
 
-    class QwenVLProcessor(Qwen2_5_VLProcessor):
-        """``Qwen2_5_VLProcessor`` for images only: no video processor (whose base class needs torchvision)."""
+    parent = getattr(transformers, base)
 
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
-            self.video_token = VIDEO_TOKEN
-            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
+        self.video_token = VIDEO_TOKEN
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        self.vision_start_token, self.vision_end_token = VISION_START, VISION_END
+        self.vision_start_token_id = tokenizer.convert_tokens_to_ids(VISION_START)
+        self.vision_end_token_id = tokenizer.convert_tokens_to_ids(VISION_END)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return QwenVLProcessor
+    doc = f"``{base}`` for images only: no video processor (whose base class needs torchvision)."
+    name = "QwenVLProcessor" if base == "Qwen2_5_VLProcessor" else "Qwen3VLImageProcessor"
+    return type(name, (parent,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
 def max_image_tokens(max_pixels: int, patch: int, merge: int) -> int:
@@ -89,6 +108,7 @@ class QwenVLAdapter(LVLMAdapter):
     name = "Qwen-VL family"
     model_types = QWEN_TYPES
     dynamic_resolution = True
+    processor_base = "Qwen2_5_VLProcessor"
 
     def check(self, lvlm, source=None) -> None:
         super().check(lvlm, source)
@@ -96,7 +116,7 @@ class QwenVLAdapter(LVLMAdapter):
             raise InputError(f"the LVLM ({type(lvlm).__name__}) has no M-RoPE index or vision tower", source)
 
     def load_processor(self, path):
-        return processor_class().from_pretrained(path)
+        return processor_class(self.processor_base).from_pretrained(path)
 
     def check_processor(self, lvlm, processor, source=None) -> None:
         v = lvlm.config.vision_config
@@ -147,6 +167,10 @@ class QwenVLAdapter(LVLMAdapter):
     def image_features(
         self, lvlm, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None = None, **image_kwargs
     ) -> list[torch.Tensor]:
+        return list(self._vision(lvlm, pixel_values, image_grid_thw).pooler_output)
+
+    def _vision(self, lvlm, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None):
+        """The vision tower's output for the processor's flattened patches, checked against their grids."""
         if image_grid_thw is None:
             raise ValueError("a Qwen-VL image needs its image_grid_thw (the processor's patch grid)")
         thw = image_grid_thw.to(pixel_values.device).long()
@@ -156,8 +180,7 @@ class QwenVLAdapter(LVLMAdapter):
                 f"pixel_values {tuple(pixel_values.shape)} do not hold the {patches} patches image_grid_thw "
                 f"{thw.tolist()} describes (Qwen-VL takes the processor's flattened patches)"
             )
-        feats = lvlm.model.get_image_features(pixel_values, thw).pooler_output
-        return list(feats)
+        return lvlm.model.get_image_features(pixel_values, thw)
 
     def position_ids(self, lvlm, input_ids, attention_mask, token_grids=None, **image_kwargs) -> torch.Tensor:
         """3-D M-RoPE positions ``(3, B, T)`` (temporal, row, column) from the image tokens and their grids."""
@@ -180,6 +203,18 @@ class QwenVLAdapter(LVLMAdapter):
         }
 
 
+class Qwen3VLAdapter(QwenVLAdapter):
+    """Qwen3-VL: Qwen2.5-VL's interface plus the deepstack features its LLM adds at the image tokens."""
+
+    name = "Qwen3-VL"
+    model_types = ("qwen3_vl",)
+    processor_base = "Qwen3VLProcessor"
+
+    def encode_features(self, lvlm, pixel_values, image_grid_thw=None, **image_kwargs):
+        out = self._vision(lvlm, pixel_values, image_grid_thw)
+        return list(out.pooler_output), [list(level) for level in out.deepstack_features]
+
+
 def _max_pixels(image_processor) -> int | None:
     size = getattr(image_processor, "size", None)
     value = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
@@ -194,6 +229,8 @@ class QwenVariant:
     """A Qwen-VL checkpoint's published geometry and prompt format (what a shrunk build reproduces)."""
 
     name: str
+    generation: str = "qwen2_5_vl"
+    """``qwen2_5_vl`` or ``qwen3_vl`` (interleaved M-RoPE, deepstack features)."""
     patch: int = 14
     merge: int = 2
     temporal: int = 2
@@ -209,6 +246,8 @@ class QwenVariant:
     max_positions: int = 128000
     rope_theta: float = 1e6
     mrope_section: tuple[int, int, int] = (16, 24, 24)
+    deepstack: int = 0
+    """Vision layers whose features the LLM adds at the image tokens (Qwen3-VL: 3, at blocks 8 / 16 / 24)."""
     rms_norm_eps: float = 1e-6
     heads: int = 28
     kv_heads: int = 4
@@ -231,7 +270,27 @@ class QwenVariant:
         return max_image_tokens(self.max_pixels, self.patch, self.merge)
 
 
-VARIANTS = {"qwen2.5-vl-7b": QwenVariant("qwen2.5-vl-7b")}
+VARIANTS = {
+    "qwen2.5-vl-7b": QwenVariant("qwen2.5-vl-7b"),
+    "qwen3-vl-8b": QwenVariant(
+        "qwen3-vl-8b",
+        generation="qwen3_vl",
+        patch=16,
+        min_pixels=65536,
+        max_pixels=1280 * 32 * 32,
+        published_max_pixels=16777216,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        chat_template=QWEN3_TEMPLATE,
+        max_positions=262144,
+        rope_theta=5e6,
+        mrope_section=(24, 20, 20),
+        heads=32,
+        kv_heads=8,
+        deepstack=3,
+        corpus=("system\nuser\nassistant\n",),
+    ),
+}
 
 
 def image_processor(variant: QwenVariant):
@@ -256,9 +315,10 @@ def shrunk(variant: QwenVariant, tokenizer, *, width: int = 64, layers: int = 1,
     The M-RoPE sections keep the published 16:24:24 split of the rotary half-dimension (width 64, 4 heads:
     head 16 → 2:3:3).
     """
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    import transformers
 
-    processor = processor_class()(
+    qwen3 = variant.generation == "qwen3_vl"
+    processor = processor_class("Qwen3VLProcessor" if qwen3 else "Qwen2_5_VLProcessor")(
         image_processor=image_processor(variant), tokenizer=tokenizer, chat_template=variant.chat_template
     )
     heads = 4
@@ -276,7 +336,12 @@ def shrunk(variant: QwenVariant, tokenizer, *, width: int = 64, layers: int = 1,
         num_key_value_heads=max(1, heads * variant.kv_heads // variant.heads),  # grouped, as published (28 / 4)
         max_position_embeddings=variant.max_positions,
         rms_norm_eps=variant.rms_norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": variant.rope_theta, "mrope_section": section},
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": variant.rope_theta,
+            "mrope_section": section,
+            **({"mrope_interleaved": True} if qwen3 else {}),
+        },
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
@@ -295,7 +360,13 @@ def shrunk(variant: QwenVariant, tokenizer, *, width: int = 64, layers: int = 1,
         out_hidden_size=width,
         tokens_per_second=variant.tokens_per_second,
     )
-    config = Qwen2_5_VLConfig(
+    if qwen3:  # no windowed attention; learned position embeddings; deepstack at every block of a 3-block ViT
+        for key in ("window_size", "fullatt_block_indexes", "tokens_per_second"):
+            vision.pop(key)
+        vision.update(depth=variant.deepstack, deepstack_visual_indexes=list(range(variant.deepstack)))
+        text.update(num_hidden_layers=max(layers, variant.deepstack), head_dim=width // heads)
+    config_cls = transformers.Qwen3VLConfig if qwen3 else transformers.Qwen2_5_VLConfig
+    config = config_cls(
         text_config=text,
         vision_config=vision,
         image_token_id=ids[IMAGE_TOKEN],
@@ -304,7 +375,10 @@ def shrunk(variant: QwenVariant, tokenizer, *, width: int = 64, layers: int = 1,
         vision_end_token_id=ids[VISION_END],
         tie_word_embeddings=False,
     )
-    lvlm = Qwen2_5_VLForConditionalGeneration(config)
+    model_cls = (
+        transformers.Qwen3VLForConditionalGeneration if qwen3 else transformers.Qwen2_5_VLForConditionalGeneration
+    )
+    lvlm = model_cls(config)
     lvlm.generation_config.eos_token_id = tokenizer.eos_token_id
     lvlm.generation_config.pad_token_id = tokenizer.pad_token_id
     return lvlm, processor
