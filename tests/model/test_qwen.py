@@ -291,33 +291,44 @@ def test_shrunk_build_trains_from_its_backbones_and_predicts_from_the_cli(synth_
     assert "vision qwen2_5_vl_vision, dynamic resolution (2x2 merge), patch 14" in capsys.readouterr().out
 
 
-def test_the_hubs_processor_layout_loads_without_torchvision_and_takes_the_presets_budget(shrunk, tmp_path):
-    """Qwen/Qwen2.5-VL-7B-Instruct's files: preprocessor_config.json naming the torchvision image processor,
-    a video preprocessor config, chat_template.json — loaded with the PIL image processor, no video side."""
-    model, processor = shrunk
+HUB_PREPROCESSORS = {  # the hub checkpoints' preprocessor_config.json (BACKBONES.md §7, §8)
+    PRESET: (
+        {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "image_processor_type": "Qwen2VLImageProcessor"},
+        (qwen.CLIP_MEAN, qwen.CLIP_STD),
+        "qwen2.5-vl-7b",
+    ),
+    PRESET3: (
+        {
+            "size": {"shortest_edge": 65536, "longest_edge": 16777216},
+            "patch_size": 16,
+            "image_processor_type": "Qwen2VLImageProcessorFast",
+        },
+        ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        "qwen3-vl-8b",
+    ),
+}
+
+
+def test_the_hubs_processor_layout_loads_without_torchvision_and_takes_the_presets_budget(each, tmp_path):
+    """The hub checkpoints' files: preprocessor_config.json naming a torchvision image processor, a video
+    preprocessor config, chat_template.json — loaded with the PIL image processor, no video side."""
+    model, processor = each
+    name = PRESET if model.lvlm.config.model_type == "qwen2_5_vl" else PRESET3
+    pre, (mean, std), variant = HUB_PREPROCESSORS[name]
+    v = qwen.VARIANTS[variant]
     processor.tokenizer.save_pretrained(tmp_path)
     (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
-    pre = {
-        "min_pixels": 3136,
-        "max_pixels": 12845056,
-        "patch_size": 14,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        "image_mean": list(qwen.CLIP_MEAN),
-        "image_std": list(qwen.CLIP_STD),
-        "image_processor_type": "Qwen2VLImageProcessor",
-        "processor_class": "Qwen2_5_VLProcessor",
-    }
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps(pre))
-    (tmp_path / "video_preprocessor_config.json").write_text(
-        json.dumps({"video_processor_type": "Qwen2VLVideoProcessor", "processor_class": "Qwen2_5_VLProcessor"})
-    )
-    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": qwen.CHAT_TEMPLATE}))
+    common = {"temporal_patch_size": 2, "merge_size": 2, "image_mean": list(mean), "image_std": list(std)}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**pre, **common}))
+    (tmp_path / "video_preprocessor_config.json").write_text(json.dumps({"video_processor_type": "X"}))
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": v.chat_template}))
     proc = model.lvlm_adapter.load_processor(tmp_path)
     assert type(proc.image_processor).__name__ == "Qwen2VLImageProcessorPil"
     assert model.lvlm_adapter.image_tokens(model.lvlm, proc) == 16384  # the published budget
     model.lvlm_adapter.check_processor(model.lvlm, proc)
-    set_max_pixels(proc, qwen.VARIANTS["qwen2.5-vl-7b"].max_pixels)  # what the preset does on load
+    set_max_pixels(proc, v.max_pixels)  # what the preset does on load
     assert model.lvlm_adapter.image_tokens(model.lvlm, proc) == 1280
     enc = ExampleEncoder(proc, sam_size=model.sam_size, max_length=4000, sam_frame=model.sam_frame)
     assert enc.prompt(QUERY) == ExampleEncoder.for_model(model, processor).prompt(QUERY)
+    x, y = enc.image_inputs(_image(230, 370)), ExampleEncoder.for_model(model, processor).image_inputs(_image(230, 370))
+    assert torch.equal(x["image_grid_thw"], y["image_grid_thw"]) and torch.equal(x["pixel_values"], y["pixel_values"])
