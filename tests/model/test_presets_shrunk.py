@@ -2,6 +2,8 @@
 
 Each preset's processors, image tokens and grid, chat template, special tokens, SAM input size,
 preprocessing and prompt frame are the published values; the networks have a layer or two.
+Dynamic-resolution presets (Qwen2.5-VL) have no fixed grid: each image gets its own, read from
+the processor's ``image_grid_thw``; their GEOMETRY row holds the most tokens one image can take.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from sim4seg.data.dataset import Collator, ExampleEncoder
+from sim4seg.data.dataset import Collator, ExampleEncoder, stack_images
 from sim4seg.data.prompts import parse_diagnosis_line
 from sim4seg.errors import InputError
 from sim4seg.infer.tts import candidate_masks, select
@@ -21,12 +23,24 @@ from sim4seg.model import checkpoint
 from sim4seg.model.presets import PRESETS
 from sim4seg.model.shrink import build_shrunk
 
-# published geometry: image tokens, token grid, LVLM input side, how the LVLM frame is made, prompt prefix
+# published geometry: image tokens (dynamic: the most per image), token grid (dynamic: None), LVLM input side
+# (dynamic: the pixel unit of a token, patch × merge), how the LVLM frame is made, prompt prefix
+QWEN_IMAGE = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+QWEN_PREFIX = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + QWEN_IMAGE
 GEOMETRY = {
     "lisa-7b": (256, [16, 16], 224, "crop", "A chat between a curious human"),
     "llava-1.5-7b+sam-vit-h": (576, [24, 24], 336, "crop", "USER: <image>"),
     "llava-1.5-7b+sam2.1-hiera-large": (576, [24, 24], 336, "crop", "USER: <image>"),
     "llava-med+medsam": (576, [24, 24], 336, "pad", "[INST] <image>"),
+    "qwen2.5-vl-7b+sam2": (1280, None, 28, "resize", QWEN_PREFIX),
+    "qwen2.5-vl-7b+sam-vit-h": (1280, None, 28, "resize", QWEN_PREFIX),
+    "qwen3-vl-8b+sam-vit-h": (1280, None, 32, "resize", QWEN_IMAGE),  # no default system turn
+}
+# dynamic resolution: patch, min_pixels, shrunk M-RoPE sections (the published split of 8 rotary pairs)
+QWEN = {
+    "qwen2.5-vl-7b+sam2": (14, 3136, [2, 3, 3]),
+    "qwen2.5-vl-7b+sam-vit-h": (14, 3136, [2, 3, 3]),
+    "qwen3-vl-8b+sam-vit-h": (16, 65536, [4, 2, 2]),
 }
 QUERY = "Segment the polyp in this endoscopy image."
 
@@ -76,7 +90,21 @@ def test_geometry_is_the_presets(shrunk):
     assert model.image_tokens == n and model.config.token_grid == grid
     assert model.max_length == n + model.config.text_budget
     assert (model.sam_size, model.prompt_size) == (1024, 256)
-    assert model.lvlm.config.vision_config.image_size == side
+    v = model.lvlm.config.vision_config
+    if frame_kind == "resize":  # Qwen-VL: 14 (Qwen3: 16) px patches, 2×2 merged, 2 frames a patch; min / max pixels
+        patch, min_pixels, section = QWEN[name]
+        assert (v.patch_size * v.spatial_merge_size, v.temporal_patch_size) == (side, 2)
+        ip = processor.image_processor
+        assert (ip.patch_size, ip.merge_size, ip.temporal_patch_size) == (patch, 2, 2)
+        assert (ip.size.shortest_edge, ip.size.longest_edge) == (min_pixels, n * side * side)
+        assert model.lvlm.config.text_config.rope_parameters["mrope_section"] == section
+        tok = processor.tokenizer
+        for t in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "[SEG]"):
+            assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
+        assert tok.eos_token == "<|im_end|>" and model.image_token_id == model.lvlm.config.image_token_id
+        assert ExampleEncoder.for_model(model, processor).prompt(QUERY).endswith("<|im_start|>assistant\n")
+    else:
+        assert v.image_size == side
     enc = ExampleEncoder.for_model(model, processor)
     assert enc.prompt(QUERY).startswith(prefix)
     ip = processor.image_processor
@@ -101,8 +129,18 @@ def test_encoding_non_square_images(shrunk, size):
     enc = ExampleEncoder.for_model(model, processor)
     ex = enc.encode(image, QUERY, cot_answer(processor.tokenizer), np.zeros((h, w), bool), name="x.png")
     assert len(ex["input_ids"]) <= model.max_length  # a 400-token CoT fits the derived max_length
-    assert int((ex["input_ids"] == model.image_token_id).sum()) == n
-    assert ex["pixel_values"].shape == (3, side, side)
+    tokens = int((ex["input_ids"] == model.image_token_id).sum())
+    if frame_kind == "resize":  # its own grid: the aspect kept, the area within max_pixels
+        t, gh, gw = ex["image_grid_thw"].tolist()
+        patch = QWEN[name][0]
+        assert t == 1 and tokens == gh * gw // 4 <= n and ex["pixel_values"].shape == (gh * gw, 3 * 2 * patch**2)
+        assert (gh // 2) * (gw // 2) * side * side <= n * side * side
+        assert (gw / gh) == pytest.approx(w / h, rel=0.05)
+        if max(h, w) > 1500:  # downsized to the budget, not far under it
+            assert tokens > 0.9 * n
+    else:
+        assert tokens == n
+        assert ex["pixel_values"].shape == (3, side, side)
     sam = ex["sam_pixel_values"]
     assert sam.shape == (3, 1024, 1024)
     if is_sam2(name):  # stretched over the whole square: no padding, the last row / column is the image's
@@ -118,7 +156,9 @@ def test_encoding_non_square_images(shrunk, size):
         assert float(inside.min()) < -1.0
     box = ex["token_box"].tolist()
     short, long_ = min(h, w), max(h, w)
-    if frame_kind == "crop":  # the centred square of side min(h, w)
+    if frame_kind == "resize":  # the grid covers the whole image
+        want = [0, 0, w, h]
+    elif frame_kind == "crop":  # the centred square of side min(h, w)
         off = (long_ - short) // 2
         want = [off, 0, off + short, h] if w > h else [0, off, w, off + short]
     else:  # padded to a square around the image
@@ -131,6 +171,9 @@ def test_max_length_default_fits_the_image_tokens_and_an_explicit_one_wins(shrun
     name, model, processor = shrunk
     n = GEOMETRY[name][0]
     image = np.zeros((40, 60, 3), np.uint8)
+    if GEOMETRY[name][3] == "resize":  # the most tokens: an image at the pixel budget
+        side = GEOMETRY[name][2]
+        image = np.zeros((32 * side, 40 * side, 3), np.uint8)
     ExampleEncoder.for_model(model, processor).encode(image, QUERY, "It is [SEG].")  # 512 was too short for 576
     enc = ExampleEncoder(processor, sam_size=model.sam_size, max_length=n, sam_frame=model.sam_frame)
     with pytest.raises(InputError, match=rf"the prompt is \d+ tokens \({n} of them the image's\), over max_length={n}"):
@@ -166,12 +209,14 @@ def test_teacher_forced_forward_and_backward(shrunk):
 def _prompt(model, processor, size=(280, 410), seed=1):
     enc = ExampleEncoder.for_model(model, processor)
     image = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    x = enc.image_inputs(image)
-    encoding = model.encode_image(
-        x["pixel_values"][None], x["sam_pixel_values"][None], x["image_size"][None], x["token_box"][None]
-    )
-    ids = enc.prompt_ids(QUERY, model.image_tokens)[None]
+    encoding = model.encode_image(**stack_images([enc.image_inputs(image)]))
+    ids = enc.prompt_ids(QUERY, _image_tokens(model, encoding))[None]
     return encoding, ids
+
+
+def _image_tokens(model, encoding) -> int:
+    """The image's tokens: its own grid's (dynamic resolution) or the model's fixed count."""
+    return model.image_tokens if encoding.token_grids is None else int(encoding.token_grids[0].prod())
 
 
 def test_generation_of_a_400_token_chain_of_thought(shrunk):
@@ -192,7 +237,7 @@ def test_generation_of_a_400_token_chain_of_thought(shrunk):
     )
     assert gen.sequences[0, : len(target)].tolist() == target.tolist()
     assert not bool(gen.truncated[0]) and gen.seg_hidden[0].shape == (1, model.lvlm_adapter.hidden_size(model.lvlm))
-    assert gen.image_hidden.shape[1] == model.image_tokens
+    assert gen.image_hidden.shape[1] == _image_tokens(model, encoding)
     text = tok.decode(gen.sequences[0], skip_special_tokens=False)
     assert parse_diagnosis_line(text.replace(tok.eos_token, "").replace(tok.pad_token, "")) == "polyp"
     assert text.count("[SEG]") == 1

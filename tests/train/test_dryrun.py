@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sim4seg.model.presets import PRESETS
 from sim4seg.train import dryrun
 from sim4seg.train.recipe import load_config
 
@@ -115,6 +116,66 @@ def test_dry_run_of_a_sam2_preset_counts_sam2s_parts(synth_m3ds):
     assert r.total == backbones + parts["ϕ (projection)"].total + parts["LLM LoRA"].total
 
 
+def test_dry_run_of_the_qwen_preset_counts_its_parts_and_its_dynamic_image_budget(synth_m3ds):
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml",
+        [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis", "model.preset=qwen2.5-vl-7b+sam-vit-h"],
+    )
+    r = dryrun.dry_run(cfg, samples=2)
+    assert r.max_length == 1280 + 640  # the most one image takes under the preset's max_pixels, plus text
+    assert [s.image for s in r.lengths] == [1280, 1280] and r.text_note
+    parts = {p.name: p for p in r.parts}
+    assert parts["LVLM projector"].total == 44_574_464  # the 2×2 patch merger, counted apart from its ViT
+    assert parts["LVLM vision tower"].total == 676_550_144 - 44_574_464
+    assert parts["LLM LoRA"].trainable == 28 * 8 * ((3584 + 3584) + (3584 + 4 * 128))  # q, v (4 KV heads)
+    assert parts["LVLM vision tower"].trainable == 0 and parts["LLM (decoder)"].trainable == 0
+    assert r.total == 8_292_166_656 + 641_090_864 + parts["ϕ (projection)"].total + parts["LLM LoRA"].total
+    text = (2 * 1920 * 3584) * 28  # activations scale with the per-image token budget (s = 1920)
+    assert r.memory["activations_ckpt"] == pytest.approx(
+        text * 2 + 34 * 1920 * 2 * 3584 * 1 + 2 * 1920 * 152064 * (4 + 2), rel=1e-9
+    )
+
+
+def test_dry_run_of_the_qwen3_preset_uses_its_32_px_tokens(synth_m3ds):
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml",
+        [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis", "model.preset=qwen3-vl-8b+sam-vit-h"],
+    )
+    r = dryrun.dry_run(cfg, samples=1)
+    assert r.max_length == 1280 + 640 and [s.image for s in r.lengths] == [1280]
+    parts = {p.name: p for p in r.parts}
+    assert parts["LVLM projector"].total == 40_119_040  # the final merger; the deepstack mergers are the ViT's
+    assert parts["LLM LoRA"].trainable == 36 * 8 * ((4096 + 32 * 128) + (4096 + 8 * 128))  # q, v
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_has_its_dry_run_offline(synth_m3ds, preset):
+    """The paper's recipe on each preset: built on the meta device from the published configs (nothing is
+    reachable here), every parameter in one part, the memory table filled for every strategy and GPU count."""
+    from transformers import AutoModelForImageTextToText
+
+    from sim4seg.model import published
+    from sim4seg.model.backbones import segmenter_adapter
+
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml",
+        [f"data.manifest={synth_m3ds}", "data.answer_format=diagnosis", f"model.preset={preset}"],
+    )
+    r = dryrun.dry_run(cfg, samples=1)
+    assert r.meta and "published" in r.model_source
+    lvlm_cfg, sam_cfg = (f() for f in published.PUBLISHED[preset])
+    with torch.device("meta"):
+        lvlm = AutoModelForImageTextToText.from_config(lvlm_cfg)
+        sam = segmenter_adapter(sam_cfg).from_config(sam_cfg)
+    backbones = sum(p.numel() for m in (lvlm, sam) for p in m.parameters())
+    parts = {p.name: p for p in r.parts}
+    added = parts["ϕ (projection)"].total + parts["LLM LoRA"].total
+    seg_rows = 4096 if preset == "lisa-7b" else lvlm_cfg.text_config.hidden_size  # LISA's vocab has no <image>
+    assert r.total - added - backbones in (0, seg_rows, 2 * seg_rows)  # + the [SEG] rows when the vocab grows
+    assert 0 < r.trainable < r.total and parts["LLM (decoder)"].trainable == 0
+    assert {k for k in r.per_gpu} == {(s, n) for s in dryrun.STRATEGIES for n in dryrun.GPUS}
+
+
 def test_published_configs_match_the_checkpoints():
     from transformers import LlavaForConditionalGeneration, SamModel
 
@@ -125,6 +186,16 @@ def test_published_configs_match_the_checkpoints():
         sam = SamModel(published.sam_vit_h())
     assert sum(p.numel() for p in llava.parameters()) == 7_063_427_072  # llava-hf/llava-1.5-7b-hf: 7.06B
     assert sum(p.numel() for p in sam.parameters()) == 641_090_864  # facebook/sam-vit-huge: 641M
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        qwen = Qwen2_5_VLForConditionalGeneration(published.qwen2_5_vl_7b())
+    assert sum(p.numel() for p in qwen.parameters()) == 8_292_166_656  # Qwen/Qwen2.5-VL-7B-Instruct: 8.29B
+    from transformers import Qwen3VLForConditionalGeneration
+
+    with torch.device("meta"):
+        qwen3 = Qwen3VLForConditionalGeneration(published.qwen3_vl_8b())
+    assert sum(p.numel() for p in qwen3.parameters()) == 8_767_123_696  # Qwen/Qwen3-VL-8B-Instruct: 8.77B
     v = published.llava_1_5_7b().vision_config
     assert (v.image_size // v.patch_size) ** 2 == published.llava_1_5_7b().image_seq_length == 576
     lisa = published.lisa_7b()

@@ -4,6 +4,8 @@ One example holds both image frames and the text:
 
 - the LVLM frame: the processor's ``pixel_values`` (e.g. LLaVA-1.5: shortest side → 336, centre
   crop), with ``token_box`` saying where that frame's token grid lies in the original image;
+  a dynamic-resolution processor (Qwen-VL) gives the image's flattened patches instead, and
+  ``image_grid_thw`` their grid (the collator concatenates the patches and stacks the grids);
 - the segmenter's frame: longest side → its input size, its checkpoint's own preprocessing
   (``SegmenterFrame``: SAM's mean/std, MedSAM's [0, 1] and bicubic), zero-padded bottom-right;
 - the chat prompt with the image placeholder (expanded by the processor to one token per
@@ -66,14 +68,15 @@ class ExampleEncoder:
         conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query}]}]
         return self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
 
-    def image_inputs(self, image: np.ndarray, pixel_values: torch.Tensor | None = None) -> dict:
-        """The image in both frames: ``pixel_values`` (the LVLM's, from its processor unless given),
-        ``sam_pixel_values`` (3, S, S), ``image_size`` (H, W) and ``token_box`` (x0, y0, x1, y1)."""
+    def image_inputs(self, image: np.ndarray, lvlm_inputs: dict | None = None) -> dict:
+        """The image in both frames: the LVLM's ``pixel_values`` (and, dynamic resolution, ``image_grid_thw``)
+        from its processor's output ``lvlm_inputs`` (its image processor's when not given), ``sam_pixel_values``
+        (3, S, S), ``image_size`` (H, W) and ``token_box`` (x0, y0, x1, y1)."""
         h, w = image.shape[:2]
-        if pixel_values is None:
-            pixel_values = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        if lvlm_inputs is None:
+            lvlm_inputs = self.processor.image_processor(images=image, return_tensors="pt")
         return {
-            "pixel_values": pixel_values,
+            **lvlm_image(lvlm_inputs),
             "sam_pixel_values": sam_frame(image, self.sam_size, self.sam_frame),
             "image_size": torch.tensor([h, w]),
             "token_box": torch.tensor(lvlm_token_box(self.processor.image_processor, (h, w)), dtype=torch.float32),
@@ -101,6 +104,18 @@ class ExampleEncoder:
             )
         return ids
 
+    def _check_grid(self, ids: torch.Tensor, image_grid_thw: torch.Tensor, name: str) -> None:
+        """A dynamic-resolution prompt must hold exactly the image's merged patch grid in image tokens."""
+        merge = int(getattr(self.processor.image_processor, "merge_size", 1) or 1)
+        t, h, w = (int(v) for v in image_grid_thw.reshape(-1, 3)[0])
+        n = int((ids == self.image_token_id).sum())
+        if image_grid_thw.numel() != 3 or h % merge or w % merge or t * h * w // merge**2 != n:
+            raise InputError(
+                f"the image's patch grid image_grid_thw {image_grid_thw.tolist()} (merge {merge}) does not match "
+                f"the {n} image tokens of its prompt; the processor's image and text sides disagree",
+                name or None,
+            )
+
     def encode(
         self,
         image: np.ndarray,
@@ -112,6 +127,8 @@ class ExampleEncoder:
     ) -> dict:
         enc = self.processor(images=image, text=self.prompt(query), return_tensors="pt")
         prompt_ids = self._check_prompt(enc["input_ids"][0], name)
+        if "image_grid_thw" in enc:
+            self._check_grid(prompt_ids, enc["image_grid_thw"], name)
         ids, labels, seg_count = prompt_ids, None, 0
         if answer is not None:
             ans = self.tokenizer(
@@ -136,10 +153,41 @@ class ExampleEncoder:
         return {
             "input_ids": ids,
             "labels": labels,
-            **self.image_inputs(image, enc["pixel_values"][0]),
+            **self.image_inputs(image, enc),
             "mask": None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool)),
             "seg_count": seg_count,
         }
+
+
+def lvlm_image(inputs) -> dict:
+    """One image of a processor's output: ``pixel_values`` (3, h, w), or, when the processor gives
+    ``image_grid_thw`` (dynamic resolution), all its flattened patches and its grid ``(t, h, w)``."""
+    if "image_grid_thw" in inputs:
+        thw = inputs["image_grid_thw"]
+        if thw.shape[0] != 1:
+            raise ValueError(f"one image expected, the processor gave {thw.shape[0]} patch grids")
+        return {"pixel_values": inputs["pixel_values"], "image_grid_thw": thw[0]}
+    return {"pixel_values": inputs["pixel_values"][0]}
+
+
+def stack_images(items: list[dict]) -> dict:
+    """B examples' image inputs → ``encode_image``'s batch: ``pixel_values`` stacked (fixed grid) or
+    concatenated with ``image_grid_thw`` stacked (dynamic resolution), ``sam_pixel_values``,
+    ``image_sizes`` and ``token_boxes`` stacked."""
+    dynamic = ["image_grid_thw" in it for it in items]
+    if any(dynamic) and not all(dynamic):
+        raise ValueError("a batch mixes fixed-grid images and dynamic-resolution ones")
+    out = {
+        "pixel_values": torch.cat([it["pixel_values"] for it in items])
+        if all(dynamic)
+        else torch.stack([it["pixel_values"] for it in items]),
+        "sam_pixel_values": torch.stack([it["sam_pixel_values"] for it in items]),
+        "image_sizes": torch.stack([it["image_size"] for it in items]),
+        "token_boxes": torch.stack([it["token_box"] for it in items]),
+    }
+    if all(dynamic):
+        out["image_grid_thw"] = torch.stack([it["image_grid_thw"] for it in items])
+    return out
 
 
 def select_subsets(
@@ -256,10 +304,7 @@ class Collator:
         batch = {
             "input_ids": self._pad(ids, self.pad_token_id),
             "attention_mask": self._pad([torch.ones_like(s) for s in ids], 0),
-            "pixel_values": torch.stack([it["pixel_values"] for it in items]),
-            "sam_pixel_values": torch.stack([it["sam_pixel_values"] for it in items]),
-            "image_sizes": torch.stack([it["image_size"] for it in items]),
-            "token_boxes": torch.stack([it["token_box"] for it in items]),
+            **stack_images(items),
             "seg_counts": torch.tensor([it["seg_count"] for it in items]),
             "meta": {k: [it.get("meta", {}).get(k) for it in items] for k in ("id", "subset", "diagnosis")},
         }

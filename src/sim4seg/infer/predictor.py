@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sim4seg.data.dataset import ExampleEncoder
+from sim4seg.data.dataset import ExampleEncoder, stack_images
 from sim4seg.data.io import read_image
 from sim4seg.errors import InputError
 from sim4seg.eval.figures import overlay  # re-exported as sim4seg.infer.predictor.overlay
@@ -162,20 +162,21 @@ class Predictor:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise InputError(f"the image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
             arrays.append(image)
-        xs = [self.encoder.image_inputs(a) for a in arrays]
-        encoding = self.model.encode_image(
-            *(
-                torch.stack([x[k] for x in xs])  # (B, ...) each
-                for k in ("pixel_values", "sam_pixel_values", "image_size", "token_box")
-            )
-        )
+        encoding = self.model.encode_image(**stack_images([self.encoder.image_inputs(a) for a in arrays]))
         return arrays, encoding
+
+    @staticmethod
+    def image_tokens(encoding: ImageEncoding, b: int = 0) -> int:
+        """Image tokens of image ``b`` of ``encoding``: its own grid's (dynamic resolution), else the fixed count."""
+        if encoding.token_grids is not None:
+            return int(encoding.token_grids[b].prod())
+        return encoding.lvlm_features.shape[1]
 
     def prompt_ids(self, query: str, n_image_tokens: int | None = None) -> torch.Tensor:
         """The tokenized chat prompt ``(1, T)`` with the image placeholder expanded to the image's tokens."""
         if not query or not query.strip():
             raise InputError("the query is empty")
-        ids = self.encoder.prompt_ids(query.strip(), n_image_tokens or self.encoding.lvlm_features.shape[1])[None]
+        ids = self.encoder.prompt_ids(query.strip(), n_image_tokens or self.image_tokens(self.encoding))[None]
         room = int(self.model.lvlm.config.text_config.max_position_embeddings)
         if ids.shape[1] + self.tts.max_new_tokens > room:
             raise InputError(
@@ -252,8 +253,7 @@ class Predictor:
         t0 = time.perf_counter()
         arrays, encoding = self.encode(images)
         read_encode_s = (time.perf_counter() - t0) / len(arrays)
-        n = encoding.lvlm_features.shape[1]
-        prompts = [self.prompt_ids(q, n)[0] for q in queries]  # B × (T_i,)
+        prompts = [self.prompt_ids(q, self.image_tokens(encoding, b))[0] for b, q in enumerate(queries)]  # B × (T_i,)
         t1 = time.perf_counter()
         if cfg.m == 1 and cfg.greedy_first:
             width = max(len(p) for p in prompts)

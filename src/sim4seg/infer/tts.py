@@ -510,15 +510,28 @@ def candidate_masks(
     seg_phi = model.phi(torch.cat([gen.seg_hidden[i] for i in paths]))  # (S, D)
     m_, s_ = len(paths), len(owner)
     size, box = encoding.image_sizes[:1], encoding.token_boxes[:1]
+    grids = None if encoding.token_grids is None else encoding.token_grids[:1]  # dynamic resolution: its own grid
     if use_rvls2m:
         image_phi = model.phi(gen.image_hidden[:1]).expand(s_, -1, -1)  # (S, n_tok, D)
-        scores, region = model.region(image_phi, seg_phi, size.expand(s_, -1), box.expand(s_, -1), **overrides)
+        scores, region = model.region(
+            image_phi,
+            seg_phi,
+            size.expand(s_, -1),
+            box.expand(s_, -1),
+            None if grids is None else grids.expand(s_, -1),
+            **overrides,
+        )
         c = {**model.config.rvls2m.__dict__, **overrides}
         k = c["k"] if c["tau"] == "topk" else max(1, int(region.flatten(1).sum(1).float().mean()))
         regions = perturb(scores, region, n, k=k, seed=seed, kinds=kinds).flatten(0, 1)  # (n·S, g, g), j-major
         big = len(regions)
         prompts = model.prompt(
-            regions, size.expand(big, -1), box.expand(big, -1), overrides.get("pool"), gen.image_hidden.shape[1]
+            regions,
+            size.expand(big, -1),
+            box.expand(big, -1),
+            overrides.get("pool"),
+            gen.image_hidden.shape[1],
+            None if grids is None else grids.expand(big, -1),
         )  # (n·S, 1, P, P)
         seg_cells = regions.flatten(1).sum(1).tolist()
         n_eff = n

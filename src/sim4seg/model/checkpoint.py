@@ -97,8 +97,7 @@ def _empty_model(directory: Path, config: Sim4SegConfig, processor):
     from transformers import AutoConfig
 
     lvlm_path, sam_path = directory / "lvlm", directory / "sam"
-    lvlm_type = read_json(lvlm_path / "config.json", "the LVLM config").get("model_type")
-    la = lvlm_adapter(lvlm_type, lvlm_path)
+    la = lvlm_adapter(_lvlm_type(directory), lvlm_path)
     sa = segmenter_adapter(read_json(sam_path / "config.json", "the segmenter config").get("model_type"), sam_path)
     lvlm = la.from_config(AutoConfig.from_pretrained(lvlm_path))
     sam = sa.from_config(sa.config_from_pretrained(sam_path))
@@ -107,7 +106,25 @@ def _empty_model(directory: Path, config: Sim4SegConfig, processor):
     frame = read_frame(sam_path)
     sa.check_frame(sam, frame, sam_path / SAM_PREPROCESSOR)
     seg_id = processor.tokenizer.convert_tokens_to_ids(config.seg_token)
-    return Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, sam_frame=frame)
+    return Sim4SegModel(
+        lvlm, sam, config, seg_token_id=seg_id, sam_frame=frame, image_tokens=la.image_tokens(lvlm, processor)
+    )
+
+
+def _lvlm_type(directory: Path) -> str | None:
+    return read_json(directory / "lvlm" / "config.json", "the LVLM config").get("model_type")
+
+
+def load_processor(directory: str | os.PathLike):
+    """A checkpoint's ``processor/``, loaded the way its LVLM's adapter loads processors (InputError naming it)."""
+    d = Path(directory)
+    if not (d / "processor").is_dir():
+        raise InputError("the LVLM's processor is missing (processor/ not found)", d)
+    la = lvlm_adapter(_lvlm_type(d), d / "lvlm")
+    try:
+        return la.load_processor(d / "processor")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"cannot load the LVLM's processor ({type(e).__name__}: {e})", d / "processor") from None
 
 
 def load(
@@ -118,8 +135,6 @@ def load(
     trainable: bool = False,
 ):
     """A checkpoint directory → ``(model, processor)``; eval mode unless ``trainable``."""
-    from transformers import AutoProcessor
-
     from sim4seg._device import check_device
 
     device = check_device(device)
@@ -127,12 +142,7 @@ def load(
     if not (d / CONFIG_FILE).is_file():
         raise InputError(f"not a Sim4Seg checkpoint directory ({CONFIG_FILE} missing)", d)
     config = Sim4SegConfig.load(d)
-    if not (d / "processor").is_dir():
-        raise InputError("the LVLM's processor is missing (processor/ not found)", d)
-    try:
-        processor = AutoProcessor.from_pretrained(d / "processor")
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"cannot load the LVLM's processor ({type(e).__name__}: {e})", d / "processor") from None
+    processor = load_processor(d)
     model = _empty_model(d, config, processor)
     sd = read_state_dict(d / WEIGHTS)
     from safetensors import safe_open

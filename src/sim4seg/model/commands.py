@@ -79,14 +79,23 @@ def presets() -> int:
 
     for name, p in PRESETS.items():
         lv, sv = variant(LVLM_FAMILIES, p.lvlm_variant)[1], variant(SEGMENTER_FAMILIES, p.sam_variant)[1]
-        g = lv.image_size // lv.patch
         f = sv.frame
         prep = "mean/std" if f.do_normalize else "[0, 1]"
         stretch = " stretched to the square" if f.resize == "square" else ""
+        if hasattr(lv, "image_size"):  # a fixed square frame and grid
+            g = lv.image_size // lv.patch
+            lvlm = (
+                f"{lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens ({g}x{g})"
+            )
+        else:  # dynamic resolution: a grid per image
+            unit = lv.patch * lv.merge
+            lvlm = (
+                f"dynamic resolution, up to {lv.image_tokens} image tokens (one per {unit}x{unit} px, grid per image)"
+            )
         print(
             f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
-            f"{'':24s} {lv.image_size} px{' padded' if lv.pad_to_square else ''}, {lv.image_tokens} image tokens "
-            f"({g}x{g}); {sv.name} {f.size} px{stretch} ({prep}, {_resample_name(f.resample)}), prompt frame 256x256"
+            f"{'':24s} {lvlm}; {sv.name} {f.size} px{stretch} ({prep}, {_resample_name(f.resample)}), "
+            "prompt frame 256x256"
         )
     return 0
 

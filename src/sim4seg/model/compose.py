@@ -51,9 +51,18 @@ def compose(
     """
     check_architecture(lvlm, sam, processor=processor)
     seg_id = add_seg_token(processor.tokenizer, lvlm, config.seg_token)
+    la = lvlm_adapter(lvlm)
     if config.token_grid is None:
-        config.token_grid = lvlm_adapter(lvlm).token_grid(lvlm)
-    model = Sim4SegModel(lvlm, sam, config, seg_token_id=seg_id, phi=phi, sam_frame=sam_frame)
+        config.token_grid = la.token_grid(lvlm)
+    model = Sim4SegModel(
+        lvlm,
+        sam,
+        config,
+        seg_token_id=seg_id,
+        phi=phi,
+        sam_frame=sam_frame,
+        image_tokens=la.image_tokens(lvlm, processor),
+    )
     if trainable:
         apply_trainable(model, config.trainable)
     return model

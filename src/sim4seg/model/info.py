@@ -65,7 +65,8 @@ def _lvlm(cfg: dict) -> dict:
             "type": vision.get("model_type"),
             "image_size": vision.get("image_size"),
             "patch": vision.get("patch_size"),
-            "layers": vision.get("num_hidden_layers"),
+            "layers": vision.get("num_hidden_layers", vision.get("depth")),
+            "merge": vision.get("spatial_merge_size"),
         },
     }
 
@@ -141,8 +142,13 @@ def describe(info: dict) -> str:
         f"  LVLM: {lv['type']}"
         + (f" ({lv['name']})" if lv["name"] else "")
         + f" — text {lv['text']['type']}, {lv['text']['layers']} layers, hidden {lv['text']['hidden']}, "
-        f"vocabulary {lv['text']['vocab']}; vision {lv['vision']['type']}, {lv['vision']['image_size']} px, "
-        f"patch {lv['vision']['patch']}"
+        f"vocabulary {lv['text']['vocab']}; vision {lv['vision']['type']}, "
+        + (
+            f"{lv['vision']['image_size']} px"
+            if lv["vision"]["image_size"] is not None or lv["vision"].get("merge") is None
+            else f"dynamic resolution ({lv['vision']['merge']}x{lv['vision']['merge']} merge)"
+        )
+        + f", patch {lv['vision']['patch']}"
     )
     lines.append(
         f"  segmenter: {sam['type']}"

@@ -32,6 +32,8 @@ class Preset:
     """Key of the segmenter's published geometry (``backbones/sam.py`` / ``sam2.py`` ``VARIANTS``)."""
     lisa: bool = False
     note: str = ""
+    max_pixels: int | None = None
+    """A dynamic-resolution LVLM's pixel budget per image, replacing its processor's (fewer image tokens)."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -64,6 +66,32 @@ PRESETS: dict[str, Preset] = {
         "medsam",
         note="LLaVA-Med v1.5 and MedSAM, both in HF format (community conversions)",
     ),
+    "qwen2.5-vl-7b+sam2": Preset(
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "facebook/sam2.1-hiera-large",
+        "qwen2.5-vl-7b",
+        "sam2.1-hiera-large",
+        note="Qwen2.5-VL-7B (dynamic resolution, at most 1280 image tokens) and SAM 2.1 Hiera-L (square 1024-px "
+        "frame, high-resolution features); ϕ and [SEG] start untrained",
+        max_pixels=1280 * 28 * 28,
+    ),
+    "qwen2.5-vl-7b+sam-vit-h": Preset(
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "facebook/sam-vit-huge",
+        "qwen2.5-vl-7b",
+        "sam-vit-h",
+        note="Qwen2.5-VL-7B (dynamic resolution, at most 1280 image tokens) and SAM ViT-H; ϕ and [SEG] start untrained",
+        max_pixels=1280 * 28 * 28,
+    ),
+    "qwen3-vl-8b+sam-vit-h": Preset(
+        "Qwen/Qwen3-VL-8B-Instruct",
+        "facebook/sam-vit-huge",
+        "qwen3-vl-8b",
+        "sam-vit-h",
+        note="Qwen3-VL-8B (dynamic resolution, at most 1280 image tokens, deepstack) and SAM ViT-H; ϕ and [SEG] "
+        "start untrained",
+        max_pixels=1280 * 32 * 32,
+    ),
 }
 
 
@@ -90,20 +118,25 @@ def from_pretrained(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     trainable: bool = True,
+    max_pixels: int | None = None,
 ):
-    """An LVLM and a segmenter (HF formats) from hub ids or local paths → ``(model, processor)``."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    """An LVLM and a segmenter (HF formats) from hub ids or local paths → ``(model, processor)``.
+
+    ``max_pixels``: a dynamic-resolution LVLM's pixel budget per image, set on its image processor."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     config = config or Sim4SegConfig()
     try:
         lvlm_cfg, sam_kind = AutoConfig.from_pretrained(lvlm), AutoConfig.from_pretrained(sam)
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f"cannot read the configs ({type(e).__name__}): {e}", f"{lvlm} + {sam}") from None
-    lvlm_adapter(lvlm_cfg, lvlm)
+    la = lvlm_adapter(lvlm_cfg, lvlm)
     sa = segmenter_adapter(sam_kind, sam)
     frame = sam_frame_of(sam)
     try:
-        processor = AutoProcessor.from_pretrained(lvlm)
+        processor = la.load_processor(lvlm)
+        if max_pixels is not None:
+            set_max_pixels(processor, max_pixels)
         lvlm_model = AutoModelForImageTextToText.from_pretrained(lvlm, dtype=dtype)
         sam_model = sa.from_pretrained(sam, dtype=dtype)
     except (OSError, ValueError, KeyError) as e:
@@ -130,4 +163,14 @@ def from_preset(
     p = PRESETS[name]
     if p.lisa:
         return load_lisa(lvlm or p.lvlm, config, dtype=dtype, device=device, trainable=trainable)
-    return from_pretrained(lvlm or p.lvlm, sam or p.sam, config, dtype=dtype, device=device, trainable=trainable)
+    return from_pretrained(
+        lvlm or p.lvlm, sam or p.sam, config, dtype=dtype, device=device, trainable=trainable, max_pixels=p.max_pixels
+    )
+
+
+def set_max_pixels(processor, max_pixels: int) -> None:
+    """Cap a dynamic-resolution image processor's pixels per image (its ``size.longest_edge``)."""
+    ip = processor.image_processor
+    size = dict(ip.size) if isinstance(ip.size, dict) else {k: v for k, v in vars(ip.size).items() if v is not None}
+    size["longest_edge"] = int(max_pixels)
+    ip.size = type(ip.size)(**size)

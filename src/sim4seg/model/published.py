@@ -19,6 +19,18 @@ fact sheet the project compiled; each value below is the checkpoint's own, not a
                   difference moves the count by 0.5M of 7.6B).
 ``medsam``        flaviagiammarino/medsam-vit-base: a SAM ViT-B (768 wide, 12 layers, 12 heads, global
                   attention at 2/5/8/11), 1024 px input.
+``qwen2.5-vl-7b``  Qwen/Qwen2.5-VL-7B-Instruct: a 32-block ViT (1280 wide, 16 heads, 3420 MLP, windowed
+                  attention of 112 px but full at blocks 7/15/23/31, patch 14, 2×2 merge to 3584), Qwen2
+                  LLM (28 layers, 3584 wide, 18944 MLP, 28 heads / 4 KV heads, vocab 152064, 128000
+                  positions, RoPE θ 1e6 with M-RoPE sections 16/24/24, RMS ε 1e-6); 8.29B parameters.
+                  The vision values the checkpoint leaves to the class defaults were checked against
+                  the installed ``Qwen2_5_VLVisionConfig``.
+``qwen3-vl-8b``    Qwen/Qwen3-VL-8B-Instruct: a 27-block ViT (1152 wide, 16 heads, 4304 MLP, patch 16,
+                  2304 learned positions, deepstack features of blocks 8/16/24), Qwen3 LLM (36 layers,
+                  4096 wide, 12288 MLP, 32 heads / 8 KV heads of 128, vocab 151936, 262144 positions,
+                  RoPE θ 5e6, interleaved M-RoPE 24/20/20). The ViT's output width (``out_hidden_size``)
+                  is not in the fact sheet; it must be the LLM's 4096 for the merger to feed it (the
+                  class default 3584 cannot load). Untied embeddings are assumed (not verified here).
 ``sam-vit-h``     facebook/sam-vit-huge: ViT-H (1280 wide, 32 layers, 16 heads, global attention
                   at 7/15/23/31), 1024 px input, 256-d prompt encoder and mask decoder.
 ``sam2.1-hiera-large``  facebook/sam2.1-hiera-large: Hiera-L (stages 144/288/576/1152 wide, 2/6/36/4
@@ -126,6 +138,97 @@ def llava_med_7b():
     )
 
 
+def qwen2_5_vl_7b():
+    """``Qwen2_5_VLConfig`` of Qwen/Qwen2.5-VL-7B-Instruct."""
+    from transformers import Qwen2_5_VLConfig
+
+    text = dict(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        hidden_act="silu",
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        tie_word_embeddings=False,
+        bos_token_id=151643,
+        eos_token_id=151645,
+    )
+    vision = dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        hidden_act="silu",
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        out_hidden_size=3584,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
+    )
+    return Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=False,
+    )
+
+
+def qwen3_vl_8b():
+    """``Qwen3VLConfig`` of Qwen/Qwen3-VL-8B-Instruct."""
+    from transformers import Qwen3VLConfig
+
+    text = dict(
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        hidden_act="silu",
+        max_position_embeddings=262144,
+        rms_norm_eps=1e-6,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5e6,
+            "mrope_section": [24, 20, 20],
+            "mrope_interleaved": True,
+        },
+        tie_word_embeddings=False,
+    )
+    vision = dict(
+        depth=27,
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_heads=16,
+        hidden_act="gelu_pytorch_tanh",
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=4096,
+        num_position_embeddings=2304,
+        deepstack_visual_indexes=[8, 16, 24],
+    )
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=False,
+    )
+
+
 def _sam(hidden: int, layers: int, heads: int, global_attn: list[int]):
     from transformers import SamConfig, SamVisionConfig
 
@@ -165,5 +268,8 @@ PUBLISHED: dict[str, tuple[Callable, Callable]] = {
     "llava-1.5-7b+sam-vit-h": (llava_1_5_7b, sam_vit_h),
     "llava-med+medsam": (llava_med_7b, medsam_vit_b),
     "llava-1.5-7b+sam2.1-hiera-large": (llava_1_5_7b, sam2_1_hiera_large),
+    "qwen2.5-vl-7b+sam2": (qwen2_5_vl_7b, sam2_1_hiera_large),
+    "qwen2.5-vl-7b+sam-vit-h": (qwen2_5_vl_7b, sam_vit_h),
+    "qwen3-vl-8b+sam-vit-h": (qwen3_vl_8b, sam_vit_h),
 }
 """Preset name → (LVLM config, SAM config) builders from published values."""

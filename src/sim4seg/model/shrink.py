@@ -28,8 +28,9 @@ def _tokenizer(v):
     from sim4seg.model.tiny import build_tiny_tokenizer, default_corpus
 
     header = v.chat_template.split("{%", 1)[0]
-    texts = default_corpus() + [header, "USER: ASSISTANT: [INST] [/INST]"]
-    return build_tiny_tokenizer(texts, 600, extra_special=v.special_tokens, chat_template=v.chat_template)
+    texts = default_corpus() + [header, "USER: ASSISTANT: [INST] [/INST]", *getattr(v, "corpus", ())]
+    tokens = {k: getattr(v, k) for k in ("image_token", "eos_token", "pad_token") if hasattr(v, k)}
+    return build_tiny_tokenizer(texts, 600, extra_special=v.special_tokens, chat_template=v.chat_template, **tokens)
 
 
 def build_backbones(

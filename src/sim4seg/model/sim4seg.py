@@ -52,6 +52,9 @@ class ImageEncoding:
     """(B, 4) float: where the LVLM token grid lies in original-image pixels (x0, y0, x1, y1)."""
     token_grids: torch.Tensor | None = None
     """(B, 2) long: each image's token grid (h_p, w_p); ``None``: the model's fixed grid."""
+    deepstack: torch.Tensor | None = None
+    """(B, L, n, d_llm): features of L vision layers added to the first L LLM layers' states at the image
+    tokens (Qwen3-VL's "deepstack"), padded like ``lvlm_features``; ``None`` for LVLMs without them."""
     segmenter: SegmenterAdapter = field(default_factory=SamAdapter)
     """The adapter that made ``sam_embeddings`` (it knows their structure)."""
 
@@ -63,6 +66,7 @@ class ImageEncoding:
             self.image_sizes[idx],
             self.token_boxes[idx],
             None if self.token_grids is None else self.token_grids[idx],
+            None if self.deepstack is None else self.deepstack[idx],
             self.segmenter,
         )
 
@@ -135,7 +139,10 @@ class Sim4SegModel(nn.Module):
         seg_token_id: int,
         phi: nn.Module | None = None,
         sam_frame: SegmenterFrame | None = None,
+        image_tokens: int | None = None,
     ):
+        """``image_tokens``: the most image tokens one prompt holds (dynamic resolution: from the processor's
+        ``max_pixels``, ``LVLMAdapter.image_tokens(lvlm, processor)``); default the adapter's fixed count."""
         super().__init__()
         self.lvlm, self.sam, self.config = lvlm, sam, config
         self.lvlm_adapter, self.seg_adapter = lvlm_adapter(lvlm), segmenter_adapter(sam)
@@ -164,7 +171,7 @@ class Sim4SegModel(nn.Module):
         """The segmenter's preprocessing (its checkpoint's ``preprocessor_config.json``; default: the family's)."""
         self.seg_adapter.check_frame(sam, self.sam_frame)
         self.token_grid_fixed = self.lvlm_adapter.token_grid(lvlm)
-        self.image_tokens = self.lvlm_adapter.image_tokens(lvlm)
+        self.image_tokens = image_tokens if image_tokens is not None else self.lvlm_adapter.image_tokens(lvlm)
         """Image tokens in one prompt (dynamic resolution: the most one image can take)."""
 
     @property
@@ -189,16 +196,33 @@ class Sim4SegModel(nn.Module):
         sam_pixel_values: torch.Tensor,
         image_sizes: torch.Tensor,
         token_boxes: torch.Tensor,
+        image_grid_thw: torch.Tensor | None = None,
     ) -> ImageEncoding:
-        """pixel_values (B,3,h,w) LVLM frame; sam_pixel_values (B,3,S,S); image_sizes (B,2); token_boxes (B,4)."""
-        feats = self.lvlm_adapter.image_features(self.lvlm, pixel_values.to(self.device, self.dtype))
-        feats = torch.stack(feats)
+        """pixel_values (B,3,h,w) LVLM frame; sam_pixel_values (B,3,S,S); image_sizes (B,2); token_boxes (B,4).
+
+        Dynamic resolution (Qwen-VL): pixel_values are the B images' flattened patches, concatenated, and
+        image_grid_thw (B, 3) their patch grids; the features are zero-padded to the longest image.
+        """
+        kw = {} if image_grid_thw is None else {"image_grid_thw": image_grid_thw.to(self.device).long()}
+        feats, deep = self.lvlm_adapter.encode_features(self.lvlm, pixel_values.to(self.device, self.dtype), **kw)
+        grids = None
+        if self.lvlm_adapter.dynamic_resolution:
+            grids = self.lvlm_adapter.token_grids(self.lvlm, **kw).to(self.device)
+            if len(feats) != len(image_sizes):
+                raise ValueError(f"{len(feats)} LVLM images (image_grid_thw rows) but {len(image_sizes)} image sizes")
+            feats = nn.utils.rnn.pad_sequence(feats, batch_first=True)
+        else:
+            feats = torch.stack(feats)
+        if deep is not None:  # per image: L tensors (n_i, d) → (B, L, n, d), zero-padded like feats
+            deep = torch.stack([nn.utils.rnn.pad_sequence(list(layer), batch_first=True) for layer in deep], 1)
         sam_emb = self.seg_adapter.encode(self.sam, sam_pixel_values.to(self.device, self.dtype))
         return ImageEncoding(
             feats,
             sam_emb,
             image_sizes.to(self.device).long(),
             token_boxes.to(self.device).float(),
+            grids,
+            deep,
             segmenter=self.seg_adapter,
         )
 
@@ -235,9 +259,33 @@ class Sim4SegModel(nn.Module):
         embeds = self.lvlm.get_input_embeddings()(input_ids)
         return embeds.masked_scatter(is_image.unsqueeze(-1), feats.to(embeds.dtype))
 
-    def _hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        position_ids = self.lvlm_adapter.position_ids(self.lvlm, None, attention_mask)
-        out = self.lvlm_adapter.hidden(self.lvlm, inputs_embeds, attention_mask, position_ids, use_cache=False)
+    def deepstack_kwargs(self, input_ids: torch.Tensor, encoding: ImageEncoding) -> dict:
+        """The LLM's extra inputs for deepstack features (Qwen3-VL): the image-token mask and, per injected
+        layer, the features of every image token in the batch in order; ``{}`` without them."""
+        if encoding.deepstack is None:
+            return {}
+        is_image = input_ids == self.image_token_id
+        n = encoding.deepstack.shape[2]
+        keep = torch.arange(n, device=is_image.device)[None] < is_image.sum(1)[:, None]  # (B, n) unpadded
+        deep = [encoding.deepstack[:, layer][keep] for layer in range(encoding.deepstack.shape[1])]
+        return {"visual_pos_masks": is_image, "deepstack_visual_embeds": deep}
+
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, encoding: ImageEncoding):
+        """The LLM's positions for a (left- or right-padded) batch: ``(B, T)``, or M-RoPE's ``(3, B, T)``
+        from each image's token grid."""
+        kw = {} if encoding.token_grids is None else {"token_grids": encoding.token_grids}
+        return self.lvlm_adapter.position_ids(self.lvlm, input_ids, attention_mask, **kw)
+
+    def _hidden(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor,
+        encoding: ImageEncoding,
+    ) -> torch.Tensor:
+        position_ids = self.position_ids(input_ids, attention_mask, encoding)
+        extra = self.deepstack_kwargs(input_ids, encoding)
+        out = self.lvlm_adapter.hidden(self.lvlm, inputs_embeds, attention_mask, position_ids, use_cache=False, **extra)
         return out.last_hidden_state
 
     def image_hidden(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -271,6 +319,8 @@ class Sim4SegModel(nn.Module):
         token_grid = tuple(self.config.token_grid) if self.config.token_grid else None
         if token_grids is not None:
             token_grid = token_grids
+        elif self.lvlm_adapter.dynamic_resolution:
+            raise ValueError("the LVLM's token grid differs per image: pass token_grids (the encoding's)")
         scores = rvls2m.region_scores(
             image_phi,
             seg_phi,
@@ -295,20 +345,25 @@ class Sim4SegModel(nn.Module):
         token_boxes: torch.Tensor,
         pool: str | None = None,
         n_tokens: int | None = None,
+        token_grids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(N, g, g) bool cells → (N, 1, P, P) SAM mask prompt in SAM's frame.
 
         With ``pool="token"`` the cells cover only the tokens Algorithm 1 pools; ``n_tokens`` is then needed
-        when ``config.token_grid`` is unset.
+        when ``config.token_grid`` is unset, ``token_grids`` (N, 2) when the grid differs per image.
         """
         c = self.config.rvls2m
         grid_box = None
         if (pool or c.pool) == "token":
-            grid = self.token_grid(n_tokens or 0)
+            grids = (
+                [tuple(g) for g in token_grids.tolist()]
+                if token_grids is not None
+                else [self.token_grid(n_tokens or 0)] * len(region)
+            )
             grid_box = torch.tensor(
                 [
                     rvls2m.token_pool_box(grid, region.shape[1], box.tolist(), size.tolist())
-                    for box, size in zip(token_boxes, image_sizes)
+                    for grid, box, size in zip(grids, token_boxes, image_sizes)
                 ],
                 device=region.device,
             )
@@ -378,7 +433,7 @@ class Sim4SegModel(nn.Module):
                 raise ValueError("RVLS2M is on but no image-token hidden states were given")
             grids = None if encoding.token_grids is None else encoding.token_grids[image_index]
             scores, region = self.region(self.phi(image_hidden)[image_index], seg_phi, sizes, boxes, grids, **overrides)
-            prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1])
+            prompt = self.prompt(region, sizes, boxes, overrides.get("pool"), image_hidden.shape[1], grids)
         low, iou = self.decode(encoding.segmenter_embeddings(image_index), seg_phi, prompt)
         return Segmentation(self.postprocess(low, sizes), iou, low, scores, region)
 
@@ -398,6 +453,7 @@ class Sim4SegModel(nn.Module):
         encoding: ImageEncoding | None = None,
         use_rvls2m: bool | None = None,
         meta: dict | None = None,
+        image_grid_thw: torch.Tensor | None = None,
     ) -> Sim4SegOutput:
         """Consume ``sim4seg.data.dataset.collate``'s batch (``meta`` is carried, not used).
 
@@ -405,9 +461,9 @@ class Sim4SegModel(nn.Module):
         with one mask per [SEG]); seg_counts: (B,) the [SEG] count of the untruncated answers.
         """
         if encoding is None:
-            encoding = self.encode_image(pixel_values, sam_pixel_values, image_sizes, token_boxes)
+            encoding = self.encode_image(pixel_values, sam_pixel_values, image_sizes, token_boxes, image_grid_thw)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        hidden = self._hidden(self.embed(input_ids, encoding), attention_mask)
+        hidden = self._hidden(self.embed(input_ids, encoding), attention_mask, input_ids, encoding)
         logits = self.lvlm.lm_head(hidden)
         is_seg = (input_ids == self.seg_token_id) & attention_mask.bool()
         counts = is_seg.sum(1)
@@ -485,21 +541,28 @@ class Sim4SegModel(nn.Module):
         embeds = self.embed(input_ids, encoding)
         generate_kwargs.setdefault("do_sample", False)
         m = int(generate_kwargs.get("num_return_sequences") or 1)
+        pos = self.position_ids(input_ids, attention_mask, encoding)
+        if pos.ndim == 3:  # M-RoPE: generate() cannot derive these from inputs_embeds; it extends them per step
+            generate_kwargs["position_ids"] = pos
         prefix_hidden = None
-        if share_prefill and m > 1:
-            # prompt minus its last token through the LLM once; generate() then runs only that token
-            pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-            pre = self.lvlm.model.language_model(
-                inputs_embeds=embeds[:, :-1],
-                attention_mask=attention_mask[:, :-1],
-                position_ids=pos[:, :-1],
+        if (share_prefill and m > 1) or encoding.deepstack is not None:
+            # prompt minus its last token through the LLM once; generate() then runs only that token. Deepstack
+            # features (Qwen3-VL) enter here, at the image tokens: generate() from inputs_embeds cannot add them.
+            pre = self.lvlm_adapter.hidden(
+                self.lvlm,
+                embeds[:, :-1],
+                attention_mask[:, :-1],
+                pos[..., :-1],
                 use_cache=True,
+                **self.deepstack_kwargs(input_ids[:, :-1], encoding),
             )
             prefix_hidden = pre.last_hidden_state  # (B, T-1, d)
             cache = pre.cache  # a DynamicCache
             cache.batch_repeat_interleave(m)
             # transformers v5 names the KV cache ``cache`` (``past_key_values`` is deprecated, removed in v6)
             generate_kwargs = {**generate_kwargs, "num_return_sequences": 1, "cache": cache}
+            if pos.ndim == 3:
+                generate_kwargs["position_ids"] = pos.repeat_interleave(m, 1)
             embeds, attention_mask = embeds.repeat_interleave(m, 0), attention_mask.repeat_interleave(m, 0)
         out = self.lvlm.generate(
             inputs_embeds=embeds,

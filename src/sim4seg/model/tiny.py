@@ -41,12 +41,15 @@ def build_tiny_tokenizer(
     extra_special: Iterable[str] = (),
     chat_template: str = CHAT_TEMPLATE,
     image_token: str = IMAGE_TOKEN,
+    eos_token: str = "</s>",
+    pad_token: str = "<pad>",
 ):
     """A byte-level BPE tokenizer trained here on ``texts`` (default: ``default_corpus()``); no download.
 
     Byte-level: any text round-trips; the corpus only decides which words are one token.
     ``extra_special``: a family's own special tokens (e.g. LISA's ``<im_start>``, ``<im_end>``, ``[SEG]``),
-    each one token; ``chat_template`` and ``image_token``: the family's prompt format.
+    each one token; ``chat_template``, ``image_token``, ``eos_token`` and ``pad_token``: the family's prompt
+    format (Qwen: ``<|image_pad|>``, ``<|im_end|>``, ``<|endoftext|>``, given among ``extra_special``).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -64,9 +67,9 @@ def build_tiny_tokenizer(
     tok.train_from_iterator(list(texts if texts is not None else default_corpus()), trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        pad_token="<pad>",
+        pad_token=pad_token,
         bos_token="<s>",
-        eos_token="</s>",
+        eos_token=eos_token,
         unk_token="<unk>",
         extra_special_tokens={"image_token": image_token},
     )

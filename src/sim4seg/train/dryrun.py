@@ -121,11 +121,12 @@ class DryRun:
 
 def _configs(config: Config):
     """``(LVLM config, SAM config, processor or None, where they came from, notes)`` for a real preset."""
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
     from sim4seg.model import published
-    from sim4seg.model.backbones import segmenter_adapter
-    from sim4seg.model.presets import PRESETS
+    from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
+    from sim4seg.model.checkpoint import load_processor
+    from sim4seg.model.presets import PRESETS, set_max_pixels
 
     m, notes = config.model, []
     if m.init_from:
@@ -138,7 +139,7 @@ def _configs(config: Config):
         return (
             AutoConfig.from_pretrained(d / "lvlm"),
             segmenter_adapter(kind, d / "sam").config_from_pretrained(d / "sam"),
-            AutoProcessor.from_pretrained(d / "processor"),
+            load_processor(d),
             f"the checkpoint {d} (model.init_from)",
             notes,
         )
@@ -163,8 +164,10 @@ def _configs(config: Config):
             )
         else:
             try:
-                processor = AutoProcessor.from_pretrained(lvlm_src)
-            except (OSError, ValueError) as e:
+                processor = lvlm_adapter(lvlm_cfg, lvlm_src).load_processor(lvlm_src)
+                if p.max_pixels is not None:
+                    set_max_pixels(processor, p.max_pixels)
+            except (OSError, ValueError, TypeError, AttributeError) as e:
                 processor = None
                 notes.append(f"no processor from {lvlm_src} ({type(e).__name__})")
             return lvlm_cfg, sam_cfg, processor, f"{lvlm_src} + {sam_src}", notes
@@ -174,7 +177,9 @@ def _configs(config: Config):
 
 def build_meta_model(config: Config):
     """``(model, processor or None, source, on_meta, notes)``: the recipe's model with what trains set."""
+    from sim4seg.model.backbones import LVLM_FAMILIES, lvlm_adapter, variant
     from sim4seg.model.compose import apply_trainable
+    from sim4seg.model.presets import PRESETS
     from sim4seg.model.sim4seg import Sim4SegModel
 
     m = config.model
@@ -201,7 +206,13 @@ def build_meta_model(config: Config):
             seg_id = tok.convert_tokens_to_ids(sim_cfg.seg_token)
             if seg_id >= vocab:
                 lvlm.resize_token_embeddings(len(tok), mean_resizing=False)
-        model = Sim4SegModel(lvlm, sam, sim_cfg, seg_token_id=seg_id)
+        la = lvlm_adapter(lvlm)
+        image_tokens = None  # a fixed grid: the adapter's count
+        if processor is not None:
+            image_tokens = la.image_tokens(lvlm, processor)
+        elif la.dynamic_resolution:  # the most one image takes under the preset's pixel budget
+            image_tokens = variant(LVLM_FAMILIES, PRESETS[m.preset].lvlm_variant)[1].image_tokens
+        model = Sim4SegModel(lvlm, sam, sim_cfg, seg_token_id=seg_id, image_tokens=image_tokens)
         apply_trainable(model, sim_cfg.trainable)
     return model, processor, source, True, notes
 
@@ -209,9 +220,10 @@ def build_meta_model(config: Config):
 def count_parts(model) -> list[Part]:
     """Parameters per part (LoRA counted apart from the LLM it adapts); every parameter in exactly one part."""
     lvlm = model.lvlm
+    lvlm_parts = model.lvlm_adapter.parts(lvlm)
     groups = [
-        ("LVLM vision tower", lvlm.model.vision_tower),
-        ("LVLM projector", lvlm.model.multi_modal_projector),
+        ("LVLM vision tower", lvlm_parts["vision_tower"]),
+        ("LVLM projector", lvlm_parts["mm_projector"]),
         ("LLM embeddings", lvlm.get_input_embeddings()),
         ("LLM lm_head", lvlm.lm_head),
         ("LLM (decoder)", lvlm.model.language_model),
@@ -224,7 +236,7 @@ def count_parts(model) -> list[Part]:
         ("SAM mask decoder", seg["mask_decoder"]),
     ]
     owner: dict[int, str] = {}
-    for name, module in groups:
+    for name, module in sorted(groups, key=lambda g: g[0] != "LVLM projector"):  # Qwen's merger is in its ViT
         for p in module.parameters():
             owner.setdefault(id(p), name)
     counts: dict[str, list[int]] = {name: [0, 0] for name, _ in groups}
@@ -318,11 +330,11 @@ def dry_run(config: Config, samples: int = 8) -> DryRun:
     if processor is not None:
         lengths = _lengths(config, model, processor, first, checked.root)
     else:
-        n_img = int(getattr(model.lvlm.config, "image_seq_length", 0) or 0)
+        n_img = int(getattr(model.lvlm.config, "image_seq_length", 0) or model.image_tokens)
         lengths = [SampleLength(s.id, n_img, 0, None) for s in first]
         text_note = (
             "text not measured: no tokenizer for this model here (offline, published configs); image "
-            "tokens from the config. Give model.lvlm a local directory with the processor to measure."
+            "tokens from the config (dynamic resolution: the most one image takes). Give model.lvlm a local directory with the processor to measure."
         )
     parts = count_parts(model)
     text = model.lvlm.config.text_config

@@ -11,12 +11,12 @@ from __future__ import annotations
 from types import ModuleType
 
 from sim4seg.errors import InputError
-from sim4seg.model.backbones import llava, sam, sam2
+from sim4seg.model.backbones import llava, qwen, sam, sam2
 from sim4seg.model.backbones.base import LVLMAdapter, SegmenterAdapter
 
-LVLM_ADAPTERS: tuple[LVLMAdapter, ...] = (llava.LlavaAdapter(),)
+LVLM_ADAPTERS: tuple[LVLMAdapter, ...] = (llava.LlavaAdapter(), qwen.QwenVLAdapter(), qwen.Qwen3VLAdapter())
 SEGMENTER_ADAPTERS: tuple[SegmenterAdapter, ...] = (sam.SamAdapter(), sam2.Sam2Adapter())
-LVLM_FAMILIES: tuple[ModuleType, ...] = (llava,)
+LVLM_FAMILIES: tuple[ModuleType, ...] = (llava, qwen)
 """Modules with published ``VARIANTS`` and a ``shrunk(variant, tokenizer, ...)`` builder."""
 SEGMENTER_FAMILIES: tuple[ModuleType, ...] = (sam, sam2)
 """Modules with published ``VARIANTS`` and a ``shrunk(variant, ...)`` builder."""

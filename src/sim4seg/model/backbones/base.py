@@ -55,6 +55,12 @@ class LVLMAdapter(ABC):
                 source,
             )
 
+    def load_processor(self, path):
+        """The LVLM's processor saved at ``path`` (a checkpoint's ``processor/`` or a model directory / hub id)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path)
+
     @abstractmethod
     def check_processor(self, lvlm: nn.Module, processor, source=None) -> None:
         """Refuse a processor whose geometry (image size, patch, image token) contradicts the model's config."""
@@ -73,12 +79,24 @@ class LVLMAdapter(ABC):
         """The fixed image-token grid ``[h_p, w_p]``, or ``None`` when it differs per image."""
 
     @abstractmethod
-    def image_tokens(self, lvlm: nn.Module) -> int:
-        """Image tokens in one prompt (dynamic resolution: the most one image can take)."""
+    def image_tokens(self, lvlm: nn.Module, processor=None) -> int:
+        """Image tokens in one prompt (dynamic resolution: the most one image can take under ``processor``)."""
+
+    def token_grids(self, lvlm: nn.Module, **image_kwargs) -> torch.Tensor | None:
+        """Each image's token grid ``(B, 2)`` from the processor's outputs (e.g. ``image_grid_thw``);
+        ``None`` for a fixed grid."""
+        return None
 
     @abstractmethod
     def image_features(self, lvlm: nn.Module, pixel_values: torch.Tensor, **image_kwargs) -> list[torch.Tensor]:
         """B images → B tensors ``(n_i, d_llm)``: the LLM's input embeddings at each image's tokens."""
+
+    def encode_features(
+        self, lvlm: nn.Module, pixel_values: torch.Tensor, **image_kwargs
+    ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]] | None]:
+        """``image_features`` and, for LVLMs that add vision features inside the LLM (Qwen3-VL's deepstack),
+        per injected layer the B images' tensors ``(n_i, d_llm)``; ``None`` without them."""
+        return self.image_features(lvlm, pixel_values, **image_kwargs), None
 
     def language_model(self, lvlm: nn.Module) -> nn.Module:
         return lvlm.model.language_model

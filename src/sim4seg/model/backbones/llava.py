@@ -104,7 +104,7 @@ class LlavaAdapter(LVLMAdapter):
     def token_grid(self, lvlm) -> list[int]:
         return token_grid(lvlm)
 
-    def image_tokens(self, lvlm) -> int:
+    def image_tokens(self, lvlm, processor=None) -> int:
         h, w = token_grid(lvlm)
         return h * w
 
