@@ -332,9 +332,10 @@ def dry_run(config: Config, samples: int = 8) -> DryRun:
     else:
         n_img = int(getattr(model.lvlm.config, "image_seq_length", 0) or model.image_tokens)
         lengths = [SampleLength(s.id, n_img, 0, None) for s in first]
+        dynamic = " (dynamic resolution: the most one image takes)" if model.lvlm_adapter.dynamic_resolution else ""
         text_note = (
-            "text not measured: no tokenizer for this model here (offline, published configs); image "
-            "tokens from the config (dynamic resolution: the most one image takes). Give model.lvlm a local directory with the processor to measure."
+            "text not measured: no tokenizer for this model here (offline, published configs); image tokens "
+            f"from the config{dynamic}. Give model.lvlm a local directory with the processor to measure."
         )
     parts = count_parts(model)
     text = model.lvlm.config.text_config
