@@ -77,6 +77,7 @@ def presets() -> int:
     from sim4seg.model.backbones import LVLM_FAMILIES, SEGMENTER_FAMILIES, variant
     from sim4seg.model.presets import PRESETS
 
+    w = max(map(len, PRESETS))
     for name, p in PRESETS.items():
         lv, sv = variant(LVLM_FAMILIES, p.lvlm_variant)[1], variant(SEGMENTER_FAMILIES, p.sam_variant)[1]
         f = sv.frame
@@ -93,8 +94,8 @@ def presets() -> int:
                 f"dynamic resolution, up to {lv.image_tokens} image tokens (one per {unit}x{unit} px, grid per image)"
             )
         print(
-            f"{name:24s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':24s} {p.note}\n"
-            f"{'':24s} {lvlm}; {sv.name} {f.size} px{stretch} ({prep}, {_resample_name(f.resample)}), "
+            f"{name:{w}s} lvlm={p.lvlm}  sam={p.sam or '(in the LISA checkpoint)'}\n{'':{w}s} {p.note}\n"
+            f"{'':{w}s} {lvlm}; {sv.name} {f.size} px{stretch} ({prep}, {_resample_name(f.resample)}), "
             "prompt frame 256x256"
         )
     return 0
