@@ -52,6 +52,7 @@ def test_decode_is_sam2models_own_mask_path(segmenter):
     points = torch.tensor([[[[300.0, 500.0]]], [[[800.0, 100.0]]]])
     labels = torch.ones(2, 1, 1, dtype=torch.int32)
     mask = torch.randn(2, 1, 256, 256)
+    sam.mask_decoder.dynamic_multimask_via_stability = False  # what decode sets: token 0 in every mode
     with torch.no_grad():
         ref = sam(
             pixel_values=pixels, input_points=points, input_labels=labels, input_masks=mask, multimask_output=False
@@ -63,6 +64,24 @@ def test_decode_is_sam2models_own_mask_path(segmenter):
     torch.testing.assert_close(iou, ref.iou_scores[:, 0, 0], atol=1e-5, rtol=1e-5)
     assert emb.image.shape == (2, 32, 64, 64)
     assert [tuple(f.shape) for f in emb.high_res] == [(2, 4, 256, 256), (2, 8, 128, 128)]
+
+
+def test_decode_reads_the_trained_mask_token_in_eval_mode_too(segmenter):
+    """Sam2MaskDecoder's eval-mode default may swap token 0 for a multimask output ϕ(E_seg) never trained."""
+    sam, a = segmenter
+    torch.manual_seed(3)
+    emb = a.encode(sam, torch.randn(2, 3, 1024, 1024))
+    sparse, mask = torch.randn(2, 1, 1, 32), torch.randn(2, 1, 256, 256)
+    sam.mask_decoder.dynamic_multimask_via_stability = True  # transformers' default
+    with torch.no_grad():
+        sam.eval()
+        low_eval, iou_eval = a.decode(sam, emb, sparse, mask)
+        sam.train()
+        low_train, iou_train = a.decode(sam, emb, sparse, mask)
+        sam.eval()
+    torch.testing.assert_close(low_eval, low_train)
+    torch.testing.assert_close(iou_eval, iou_train)
+    assert sam.mask_decoder.dynamic_multimask_via_stability is False
 
 
 def test_select_and_expand_keep_the_high_resolution_features_with_their_image(segmenter):

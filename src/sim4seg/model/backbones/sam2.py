@@ -12,7 +12,9 @@ Why SAM2 needs more than SAM's adapter:
   call the prompt encoder's mask embedding and the mask decoder directly instead, with ϕ(E_seg) as
   the one sparse token ``(N, 1, 1, D)`` and the RVLS2M region as the dense mask prompt
   ``(N, 1, 256, 256)`` (the prompt encoder's ``mask_input_size``); with RVLS2M off, the no-mask
-  embedding. The object-score head is not used: "no mask" is a sequence without ``[SEG]``.
+  embedding. The object-score head is not used: "no mask" is a sequence without ``[SEG]``. The
+  decoder's eval-mode switch to its best multimask output (``dynamic_multimask_via_stability``) is
+  turned off: ϕ(E_seg) trains mask token 0, and inference reads the same token.
 - **The frame.** ``Sam2ImageProcessor`` resizes the whole image to 1024 × 1024 (``size: {height,
   width}``, aspect not kept, no padding): ``SegmenterFrame(resize="square")``, which the dataset,
   the RVLS2M prompt mapping and ``Sim4SegModel.postprocess`` follow.
@@ -127,6 +129,9 @@ class Sam2Adapter(SegmenterAdapter):
                 )
             dense = pe.mask_embed(mask_prompt.to(image.dtype))
         pos = sam.get_image_wide_positional_embeddings().to(image.dtype).expand(n, -1, -1, -1)
+        # Sam2MaskDecoder's default swaps in its best multimask output in eval mode when token 0 looks unstable;
+        # Sim4Seg trains token 0 only, so evaluation must read token 0 too (the same mask in both modes).
+        sam.mask_decoder.dynamic_multimask_via_stability = False
         low, iou = sam.mask_decoder(
             image_embeddings=image,
             image_positional_embeddings=pos,
