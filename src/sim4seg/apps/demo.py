@@ -245,7 +245,6 @@ def _run(
     out: Path, recipe, overrides: list[str], tts_m: int, tts_n: int, sweeps: bool, progress: bool, ablation: bool
 ) -> DemoResult:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     from sim4seg.eval.evaluate import evaluate_baseline
     from sim4seg.eval.report import markdown, write_metrics
@@ -259,13 +258,8 @@ def _run(
         overrides = overrides + ["train.progress=false"]
     cfg = _recipe(out, recipe, overrides)
     check_data(cfg)  # writes the synthetic M3DS once, before two trainings read it
-    pool = ProcessPoolExecutor(
-        JOBS,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(log.getEffectiveLevel(),),
-    )
-    with pool:
+    pool = multiprocessing.get_context("spawn").Pool(JOBS, _init_worker, (log.getEffectiveLevel(),))
+    try:
         ablation_job = None
         if ablation:  # trains in a worker while this process trains the main model (with the progress bar)
             off = [
@@ -273,10 +267,10 @@ def _run(
                 "model.rvls2m.infer=false",
                 f"train.output_dir={out / 'train-no-rvls2m'}",
             ]
-            ablation_job = pool.submit(_train_job, out, recipe, overrides + off + ["train.progress=false"])
+            ablation_job = pool.apply_async(_train_job, (out, recipe, overrides + off + ["train.progress=false"]))
         ckpt_dir = train_model(cfg, out)
         timings["synthesize_and_train_s"] = time.perf_counter() - t0
-        ablation_dir = ablation_job.result() if ablation_job is not None else None
+        ablation_dir = ablation_job.get() if ablation_job is not None else None
         timings["trainings_s"] = time.perf_counter() - t0
         root = Path(cfg.data.manifest)
 
@@ -297,20 +291,30 @@ def _run(
             )
             for sel in ("consensus", "oracle")
         ]
-        sweep_jobs = [pool.submit(_sweep_job, out, root, ckpt_dir, w, short) for w in ("tts", "tau")] if sweeps else []
-        eval_jobs = [pool.submit(_eval_job, out, root, key, ck, tcfg, rv, examples) for key, ck, tcfg, rv in runs]
+        sweep_jobs = (
+            [pool.apply_async(_sweep_job, (out, root, ckpt_dir, w, short)) for w in ("tts", "tau")] if sweeps else []
+        )
+        eval_jobs = [
+            pool.apply_async(_eval_job, (out, root, key, ck, tcfg, rv, examples)) for key, ck, tcfg, rv in runs
+        ]
         results: list[tuple[str, dict]] = []
         for kind in ("empty", "full", "majority"):
             ev = evaluate_baseline(root, "test", kind)
             name = f"baseline: {kind}" + {"empty": " mask", "full": " mask", "majority": " label"}[kind]
             write_metrics(out / "eval" / f"baseline-{kind}", ev.summary(), name, ev.info.subsets)
             results.append((name, ev.summary()))
-        rows = {key: job.result() for (key, *_), job in zip(runs, eval_jobs)}
+        rows = {key: job.get() for (key, *_), job in zip(runs, eval_jobs)}
         results += rows.values()
         model_row = rows["sim4seg"][1]["overall"]
         for job in sweep_jobs:
-            job.result()
+            job.get()
         timings["evaluations_and_sweeps_s"] = time.perf_counter() - t1
+    except BaseException:  # a failed job, a failure here or Ctrl-C: stop the workers now, not after their queue
+        pool.terminate()
+        raise
+    finally:
+        pool.close()
+        pool.join()
 
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
