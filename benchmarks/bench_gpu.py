@@ -211,7 +211,13 @@ def per_image_encode(self, pixel_values, sam_pixel_values, image_sizes, token_bo
             for i in range(len(sam_pixel_values))
         ]
     )
-    return ImageEncoding(feats, sam_emb, image_sizes.to(self.device).long(), token_boxes.to(self.device).float())
+    return ImageEncoding(
+        feats,
+        sam_emb,
+        image_sizes.to(self.device).long(),
+        token_boxes.to(self.device).float(),
+        segmenter=self.seg_adapter,
+    )
 
 
 def per_mask_decode(self, sam_embeddings, seg_phi, prompt):

@@ -78,7 +78,7 @@ def main() -> None:
     def lvlm():
         feats = model.lvlm.model.get_image_features(pixel_values=b["pixel_values"]).pooler_output
         feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
-        e = ImageEncoding(feats, enc.sam_embeddings, enc.image_sizes, enc.token_boxes)
+        e = ImageEncoding(feats, enc.sam_embeddings, enc.image_sizes, enc.token_boxes, segmenter=enc.segmenter)
         h = model._hidden(model.embed(b["input_ids"], e), b["attention_mask"])
         losses.text_loss(model.lvlm.lm_head(h), b["labels"]).backward()
         opt.zero_grad(set_to_none=True)

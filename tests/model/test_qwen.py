@@ -252,6 +252,20 @@ def test_max_pixels_sets_the_image_budget(shrunk):
     assert int(out["image_grid_thw"].prod()) // 4 <= 256
 
 
+def test_a_presets_pixel_budget_reaches_only_a_dynamic_resolution_processor(shrunk, tmp_path):
+    from sim4seg.model.backbones import llava
+    from sim4seg.model.presets import load_lvlm_processor
+
+    model, processor = shrunk
+    processor.save_pretrained(tmp_path / "qwen")
+    capped = load_lvlm_processor(model.lvlm_adapter, tmp_path / "qwen", 256 * 28 * 28)
+    assert model.lvlm_adapter.image_tokens(model.lvlm, capped) == 256
+    clip = llava.image_processor(llava.VARIANTS["llava-1.5"])
+    clip.save_pretrained(tmp_path / "llava")  # an LLaVA checkpoint's processor, e.g. given as model.lvlm
+    fixed = load_lvlm_processor(llava.LlavaAdapter(), tmp_path / "llava", 256 * 28 * 28)
+    assert dict(fixed.size) == dict(clip.size)  # left as published: no longest_edge on a CLIP processor
+
+
 def test_shrunk_build_trains_from_its_backbones_and_predicts_from_the_cli(synth_m3ds, tmp_path, capsys):
     """``model build --shrink`` → a 1-step training run from its hub-format backbones (the processor loaded
     without torchvision) → ``predict`` on the trained checkpoint."""

@@ -473,6 +473,8 @@ def test_official_sam2_checkpoints_convert_to_sam2model(tmp_path, capsys):
         checkpoint.convert_sam2_file(tmp_path / "sam2.pt", tmp_path / "hf4", variant="hiera-xl")
     with pytest.raises(InputError, match="give exactly one of --base"):
         checkpoint.convert_sam2_file(tmp_path / "sam2.pt", tmp_path / "hf5")
+    with pytest.raises(InputError, match="--image-size goes with --variant"):  # else dropped without a word
+        checkpoint.convert_sam2_file(tmp_path / "sam2.pt", tmp_path / "hf6", base=tmp_path / "hf", image_size=512)
 
 
 def test_a_512_px_medsam2_style_checkpoint_segments_in_its_own_frame(built, tmp_path):

@@ -176,6 +176,28 @@ def test_every_preset_has_its_dry_run_offline(synth_m3ds, preset):
     assert {k for k in r.per_gpu} == {(s, n) for s in dryrun.STRATEGIES for n in dryrun.GPUS}
 
 
+def test_a_segmenter_no_adapter_knows_is_an_error_not_an_unreachable_config(synth_m3ds, tmp_path):
+    from transformers import ViTConfig
+
+    from sim4seg.errors import InputError
+    from sim4seg.model import published
+
+    published.llava_1_5_7b().save_pretrained(tmp_path / "lvlm")
+    ViTConfig().save_pretrained(tmp_path / "sam")
+    cfg = load_config(
+        REPO / "configs" / "sim4seg-7b.yaml",
+        [
+            f"data.manifest={synth_m3ds}",
+            "data.answer_format=diagnosis",
+            "model.preset=llava-1.5-7b+sam-vit-h",
+            f"model.lvlm={tmp_path / 'lvlm'}",
+            f"model.sam={tmp_path / 'sam'}",
+        ],
+    )
+    with pytest.raises(InputError, match="unsupported segmenter 'vit'; supported: SAM"):
+        dryrun.dry_run(cfg, samples=1)
+
+
 def test_published_configs_match_the_checkpoints():
     from transformers import LlavaForConditionalGeneration, SamModel
 

@@ -148,9 +148,7 @@ def fixed_threads(threads: int | None = None):
     """Run the block with ``threads`` (default ``THREADS``) intra-op threads and deterministic kernels.
 
     A fixed thread count (reductions split the same way every run) and deterministic kernels make the
-    figures the same on every run on one machine. One intra-op thread by default: the tiny model's ops
-    are too small to gain from two, and with two an OpenMP barrier stalls for a whole time slice
-    whenever another process holds a core (measured here: 4.8 s instead of 0.11 s per step).
+    figures the same on every run on one machine. One intra-op thread by default (why: ``THREADS``).
     """
     import torch
 

@@ -6,8 +6,9 @@ One example holds both image frames and the text:
   crop), with ``token_box`` saying where that frame's token grid lies in the original image;
   a dynamic-resolution processor (Qwen-VL) gives the image's flattened patches instead, and
   ``image_grid_thw`` their grid (the collator concatenates the patches and stacks the grids);
-- the segmenter's frame: longest side → its input size, its checkpoint's own preprocessing
-  (``SegmenterFrame``: SAM's mean/std, MedSAM's [0, 1] and bicubic), zero-padded bottom-right;
+- the segmenter's frame, its checkpoint's own preprocessing (``SegmenterFrame``): SAM's and MedSAM's
+  longest side → the input size, zero-padded bottom-right (mean/std; MedSAM's [0, 1] and bicubic), or
+  SAM2's whole image stretched to the square;
 - the chat prompt with the image placeholder (expanded by the processor to one token per
   image feature) followed by the answer in the chosen format (``plain`` / ``diagnosis`` /
   ``cot``) and EOS; ``labels`` are -100 everywhere but on the answer tokens;
@@ -107,9 +108,9 @@ class ExampleEncoder:
     def _check_grid(self, ids: torch.Tensor, image_grid_thw: torch.Tensor, name: str) -> None:
         """A dynamic-resolution prompt must hold exactly the image's merged patch grid in image tokens."""
         merge = int(getattr(self.processor.image_processor, "merge_size", 1) or 1)
-        t, h, w = (int(v) for v in image_grid_thw.reshape(-1, 3)[0])
         n = int((ids == self.image_token_id).sum())
-        if image_grid_thw.numel() != 3 or h % merge or w % merge or t * h * w // merge**2 != n:
+        t, h, w = (int(v) for v in image_grid_thw.flatten()) if image_grid_thw.numel() == 3 else (0, 0, 0)
+        if not t or h % merge or w % merge or t * h * w // merge**2 != n:
             raise InputError(
                 f"the image's patch grid image_grid_thw {image_grid_thw.tolist()} (merge {merge}) does not match "
                 f"the {n} image tokens of its prompt; the processor's image and text sides disagree",

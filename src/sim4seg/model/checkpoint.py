@@ -253,6 +253,8 @@ def convert_sam2_file(
 
     if (base is None) == (variant is None):
         raise InputError("give exactly one of --base (a Sam2 config) or --variant (a published SAM 2.1 size)")
+    if base is not None and image_size is not None:  # Hiera's weights fit any input size: it would pass unseen
+        raise InputError("--image-size goes with --variant; with --base the input size is the base config's")
     if variant is not None:
         if variant not in sam2.VARIANTS:
             raise InputError(f"unknown SAM2 variant {variant!r}; known: {', '.join(sam2.VARIANTS)}")

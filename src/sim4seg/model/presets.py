@@ -133,10 +133,8 @@ def from_pretrained(
     la = lvlm_adapter(lvlm_cfg, lvlm)
     sa = segmenter_adapter(sam_kind, sam)
     frame = sam_frame_of(sam)
+    processor = load_lvlm_processor(la, lvlm, max_pixels)
     try:
-        processor = la.load_processor(lvlm)
-        if max_pixels is not None:
-            set_max_pixels(processor, max_pixels)
         lvlm_model = AutoModelForImageTextToText.from_pretrained(lvlm, dtype=dtype)
         sam_model = sa.from_pretrained(sam, dtype=dtype)
     except (OSError, ValueError, KeyError) as e:
@@ -166,6 +164,18 @@ def from_preset(
     return from_pretrained(
         lvlm or p.lvlm, sam or p.sam, config, dtype=dtype, device=device, trainable=trainable, max_pixels=p.max_pixels
     )
+
+
+def load_lvlm_processor(adapter, path, max_pixels: int | None = None):
+    """The LVLM's processor at ``path`` through its adapter, with a preset's pixel budget when the LVLM is of
+    dynamic resolution (a fixed-grid processor is left as published); InputError naming ``path``."""
+    try:
+        processor = adapter.load_processor(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"cannot load the LVLM's processor ({type(e).__name__}: {e})", path) from None
+    if max_pixels is not None and adapter.dynamic_resolution:
+        set_max_pixels(processor, max_pixels)
+    return processor
 
 
 def set_max_pixels(processor, max_pixels: int) -> None:

@@ -29,7 +29,6 @@ from sim4seg.data.transforms import SegmenterFrame
 from sim4seg.model import losses, rvls2m
 from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
 from sim4seg.model.backbones.base import SegmenterAdapter
-from sim4seg.model.backbones.sam import SamAdapter
 from sim4seg.model.config import Sim4SegConfig
 
 log = logging.getLogger(__name__)
@@ -55,8 +54,9 @@ class ImageEncoding:
     deepstack: torch.Tensor | None = None
     """(B, L, n, d_llm): features of L vision layers added to the first L LLM layers' states at the image
     tokens (Qwen3-VL's "deepstack"), padded like ``lvlm_features``; ``None`` for LVLMs without them."""
-    segmenter: SegmenterAdapter = field(default_factory=SamAdapter)
-    """The adapter that made ``sam_embeddings`` (it knows their structure)."""
+    segmenter: SegmenterAdapter = field(kw_only=True)
+    """The adapter that made ``sam_embeddings`` (it knows their structure): required, so that no encoding
+    silently takes SAM2's three maps for SAM's one tensor."""
 
     def index(self, idx: torch.Tensor) -> ImageEncoding:
         """Select / repeat images: ``idx`` (N,) long → an encoding of N images."""
@@ -67,7 +67,7 @@ class ImageEncoding:
             self.token_boxes[idx],
             None if self.token_grids is None else self.token_grids[idx],
             None if self.deepstack is None else self.deepstack[idx],
-            self.segmenter,
+            segmenter=self.segmenter,
         )
 
     def segmenter_embeddings(self, idx: torch.Tensor):

@@ -47,7 +47,6 @@ SAM's mask decoder and ϕ activations (small), DeepSpeed's communication buckets
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -125,8 +124,8 @@ def _configs(config: Config):
 
     from sim4seg.model import published
     from sim4seg.model.backbones import lvlm_adapter, segmenter_adapter
-    from sim4seg.model.checkpoint import load_processor
-    from sim4seg.model.presets import PRESETS, set_max_pixels
+    from sim4seg.model.checkpoint import load_processor, read_json
+    from sim4seg.model.presets import PRESETS, load_lvlm_processor
 
     m, notes = config.model, []
     if m.init_from:
@@ -135,7 +134,7 @@ def _configs(config: Config):
             raise InputError(
                 "model.init_from is not a Sim4Seg checkpoint directory (lvlm/ and sam/ configs missing)", d
             )
-        kind = json.loads((d / "sam" / "config.json").read_text(encoding="utf-8")).get("model_type")
+        kind = read_json(d / "sam" / "config.json", "the segmenter's config").get("model_type")
         return (
             AutoConfig.from_pretrained(d / "lvlm"),
             segmenter_adapter(kind, d / "sam").config_from_pretrained(d / "sam"),
@@ -150,7 +149,10 @@ def _configs(config: Config):
     if not p.lisa:
         try:
             lvlm_cfg, sam_kind = AutoConfig.from_pretrained(lvlm_src), AutoConfig.from_pretrained(sam_src)
+            lvlm_adapter(lvlm_cfg, lvlm_src)  # an LVLM or segmenter no adapter knows is an error, not "unreachable"
             sam_cfg = segmenter_adapter(sam_kind, sam_src).config_from_pretrained(sam_src)  # e.g. sam2_video → Sam2
+        except InputError:
+            raise
         except (OSError, ValueError) as e:
             if m.preset not in published.PUBLISHED:
                 raise InputError(
@@ -164,12 +166,10 @@ def _configs(config: Config):
             )
         else:
             try:
-                processor = lvlm_adapter(lvlm_cfg, lvlm_src).load_processor(lvlm_src)
-                if p.max_pixels is not None:
-                    set_max_pixels(processor, p.max_pixels)
-            except (OSError, ValueError, TypeError, AttributeError) as e:
+                processor = load_lvlm_processor(lvlm_adapter(lvlm_cfg, lvlm_src), lvlm_src, p.max_pixels)
+            except InputError as e:
                 processor = None
-                notes.append(f"no processor from {lvlm_src} ({type(e).__name__})")
+                notes.append(f"no processor from {lvlm_src} ({e})")
             return lvlm_cfg, sam_cfg, processor, f"{lvlm_src} + {sam_src}", notes
     lvlm_fn, sam_fn = published.PUBLISHED[m.preset]
     return (lvlm_fn(), sam_fn(), None, f"the published configs of preset {m.preset!r} (sim4seg.model.published)", notes)

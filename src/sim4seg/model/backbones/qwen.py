@@ -40,22 +40,21 @@ IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 END_OF_TEXT = "<|endoftext|>"
 QWEN_TYPES = ("qwen2_5_vl",)
 DEFAULT_SYSTEM = "You are a helpful assistant."
+_TURNS = (
+    "<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 # Qwen2.5-VL's ChatML conversation: a default system turn, the image framed by vision_start / vision_end
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system\n"
     + DEFAULT_SYSTEM
-    + "<|im_end|>\n{% endif %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    + "<|im_end|>\n{% endif %}"
+    + _TURNS
 )
 # Qwen3-VL's: the same turns without a default system turn
-QWEN3_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+QWEN3_TEMPLATE = "{% for m in messages %}" + _TURNS
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -63,7 +62,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def processor_class(base: str = "Qwen2_5_VLProcessor"):
     """The image-only processor class of a Qwen-VL generation (``base``: transformers' processor class;
     built on first use, so importing this module stays cheap; one class per ``base``)."""
-    return _processor_class(base)
+    return _processor_class(base)  # the default passed on explicitly: one cache entry however it is called
 
 
 @functools.cache
