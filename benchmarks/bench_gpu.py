@@ -199,8 +199,8 @@ def timed(fn, device, repeats: int) -> float:
 # ---------------------------------------------------------------- the per-image reference (released-code style)
 
 
-def per_image_encode(self, pixel_values, sam_pixel_values, image_sizes, token_boxes):
-    """As LISA: the LVLM's images batched, SAM's image encoder called once per image."""
+def per_image_encode(self, pixel_values, sam_pixel_values, image_sizes, token_boxes, image_grid_thw=None):
+    """As LISA: the LVLM's images batched, SAM's image encoder called once per image (LLaVA: no grid)."""
     from sim4seg.model.sim4seg import ImageEncoding
 
     feats = self.lvlm.model.get_image_features(pixel_values=pixel_values.to(self.device, self.dtype)).pooler_output
@@ -301,7 +301,7 @@ def measure_inference(model, processor, device, repeats: int, new_tokens: int, b
     mask = torch.ones_like(ids)
     embeds = model.embed(ids, predictor.encoding)
     out["prompt_tokens"] = int(ids.shape[1])
-    out["lvlm_prefill_ms"] = 1e3 * timed(lambda: model._hidden(embeds, mask), device, repeats)
+    out["lvlm_prefill_ms"] = 1e3 * timed(lambda: model._hidden(embeds, mask, ids, predictor.encoding), device, repeats)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.lvlm.model.language_model.parameters()) + sum(
         p.numel() * p.element_size() for p in model.lvlm.lm_head.parameters()
     )

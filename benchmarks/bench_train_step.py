@@ -67,7 +67,7 @@ def main() -> None:
 
     with torch.no_grad():
         enc = model.encode_image(b["pixel_values"], b["sam_pixel_values"], b["image_sizes"], b["token_boxes"])
-        hidden = model._hidden(model.embed(b["input_ids"], enc), b["attention_mask"])
+        hidden = model._hidden(model.embed(b["input_ids"], enc), b["attention_mask"], b["input_ids"], enc)
         image_hidden = model.image_hidden(hidden, b["input_ids"])
         is_seg = b["input_ids"] == model.seg_token_id
         bi, pos = is_seg.nonzero(as_tuple=True)
@@ -79,7 +79,7 @@ def main() -> None:
         feats = model.lvlm.model.get_image_features(pixel_values=b["pixel_values"]).pooler_output
         feats = torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
         e = ImageEncoding(feats, enc.sam_embeddings, enc.image_sizes, enc.token_boxes, segmenter=enc.segmenter)
-        h = model._hidden(model.embed(b["input_ids"], e), b["attention_mask"])
+        h = model._hidden(model.embed(b["input_ids"], e), b["attention_mask"], b["input_ids"], e)
         losses.text_loss(model.lvlm.lm_head(h), b["labels"]).backward()
         opt.zero_grad(set_to_none=True)
 

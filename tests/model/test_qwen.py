@@ -77,6 +77,15 @@ def test_images_of_different_aspect_get_their_own_grids(shrunk):
     assert encoding.token_boxes.tolist() == [[0, 0, 370, 230], [0, 0, 180, 300]]
 
 
+def test_the_answer_follows_qwens_assistant_turn_without_a_space(shrunk):
+    """``<|im_start|>assistant\n`` then the answer, as Qwen's own chat format (LLaVA's ``ASSISTANT:`` takes a space)."""
+    model, processor = shrunk
+    enc = ExampleEncoder.for_model(model, processor)
+    item = enc.encode(_image(64, 96), "Segment the polyp.", "It is [SEG].\nDiagnosis: polyp.", None)
+    text = processor.tokenizer.decode(item["input_ids"], skip_special_tokens=False)
+    assert "<|im_start|>assistant\nIt is [SEG]." in text
+
+
 def test_rvls2m_region_maps_each_grid_back_to_its_image(shrunk):
     """A single "hot" token per image (different grids in one call): the top cell lies over that token's pixels."""
     model, processor = shrunk

@@ -126,14 +126,16 @@ class ExampleEncoder:
         *,
         name: str = "",
     ) -> dict:
-        enc = self.processor(images=image, text=self.prompt(query), return_tensors="pt")
+        prompt = self.prompt(query)
+        enc = self.processor(images=image, text=prompt, return_tensors="pt")
         prompt_ids = self._check_prompt(enc["input_ids"][0], name)
         if "image_grid_thw" in enc:
             self._check_grid(prompt_ids, enc["image_grid_thw"], name)
         ids, labels, seg_count = prompt_ids, None, 0
         if answer is not None:
+            sep = "" if prompt[-1:].isspace() else " "  # "ASSISTANT: answer", but Qwen's "assistant\nanswer"
             ans = self.tokenizer(
-                " " + answer.strip() + self.tokenizer.eos_token, add_special_tokens=False, return_tensors="pt"
+                sep + answer.strip() + self.tokenizer.eos_token, add_special_tokens=False, return_tensors="pt"
             )["input_ids"][0]
             ids = torch.cat([prompt_ids, ans])
             labels = torch.cat([torch.full_like(prompt_ids, -100), ans])
