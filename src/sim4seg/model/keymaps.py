@@ -12,6 +12,34 @@ import torch
 
 Rule = tuple[str, str]
 
+
+def _prompt_and_decoder_rules(pe: str, md: str, mlp3: str) -> list[Rule]:
+    """Rules SAM and SAM 2 share: SAM 2's prompt encoder and mask decoder keep SAM's module names for the mask
+    downscaling, the output upscaling, the 3-layer MLPs and the transformer's norms; only their prefixes
+    (``pe`` / ``md``: ``prompt_encoder`` / ``mask_decoder``, SAM 2's ``sam_``-prefixed) and the set of
+    3-layer MLP heads (``mlp3``, a regex group) differ."""
+    return [
+        (rf"^{pe}\.mask_downscaling\.0\.(.*)$", r"prompt_encoder.mask_embed.conv1.\1"),
+        (rf"^{pe}\.mask_downscaling\.1\.(.*)$", r"prompt_encoder.mask_embed.layer_norm1.\1"),
+        (rf"^{pe}\.mask_downscaling\.3\.(.*)$", r"prompt_encoder.mask_embed.conv2.\1"),
+        (rf"^{pe}\.mask_downscaling\.4\.(.*)$", r"prompt_encoder.mask_embed.layer_norm2.\1"),
+        (rf"^{pe}\.mask_downscaling\.6\.(.*)$", r"prompt_encoder.mask_embed.conv3.\1"),
+        (rf"^{pe}\.(no_mask_embed|not_a_point_embed)\.(.*)$", r"prompt_encoder.\1.\2"),
+        (rf"^{md}\.output_upscaling\.0\.(.*)$", r"mask_decoder.upscale_conv1.\1"),
+        (rf"^{md}\.output_upscaling\.1\.(.*)$", r"mask_decoder.upscale_layer_norm.\1"),
+        (rf"^{md}\.output_upscaling\.3\.(.*)$", r"mask_decoder.upscale_conv2.\1"),
+        # 3-layer MLPs: layers.0 / layers.1 / layers.2 → proj_in / layers.0 / proj_out
+        (rf"^{md}\.{mlp3}\.layers\.0\.(.*)$", r"mask_decoder.\1.proj_in.\2"),
+        (rf"^{md}\.{mlp3}\.layers\.1\.(.*)$", r"mask_decoder.\1.layers.0.\2"),
+        (rf"^{md}\.{mlp3}\.layers\.2\.(.*)$", r"mask_decoder.\1.proj_out.\2"),
+        (
+            rf"^{md}\.transformer\.layers\.(\d+)\.norm(\d)\.(.*)$",
+            r"mask_decoder.transformer.layers.\1.layer_norm\2.\3",
+        ),
+        (rf"^{md}\.transformer\.norm_final_attn\.(.*)$", r"mask_decoder.transformer.layer_norm_final_attn.\1"),
+    ]
+
+
 # official segment_anything → transformers.SamModel (module names inside the SAM)
 SAM_KEY_MAP: list[Rule] = [
     (r"^image_encoder\.patch_embed\.proj\.(.*)$", r"vision_encoder.patch_embed.projection.\1"),
@@ -27,39 +55,14 @@ SAM_KEY_MAP: list[Rule] = [
         r"prompt_encoder.shared_embedding.positional_embedding",
     ),
     (r"^prompt_encoder\.point_embeddings\.(\d+)\.(.*)$", r"prompt_encoder.point_embed.\1.\2"),
-    (r"^prompt_encoder\.mask_downscaling\.0\.(.*)$", r"prompt_encoder.mask_embed.conv1.\1"),
-    (r"^prompt_encoder\.mask_downscaling\.1\.(.*)$", r"prompt_encoder.mask_embed.layer_norm1.\1"),
-    (r"^prompt_encoder\.mask_downscaling\.3\.(.*)$", r"prompt_encoder.mask_embed.conv2.\1"),
-    (r"^prompt_encoder\.mask_downscaling\.4\.(.*)$", r"prompt_encoder.mask_embed.layer_norm2.\1"),
-    (r"^prompt_encoder\.mask_downscaling\.6\.(.*)$", r"prompt_encoder.mask_embed.conv3.\1"),
-    (r"^prompt_encoder\.(no_mask_embed|not_a_point_embed)\.(.*)$", r"prompt_encoder.\1.\2"),
-    (r"^mask_decoder\.output_upscaling\.0\.(.*)$", r"mask_decoder.upscale_conv1.\1"),
-    (r"^mask_decoder\.output_upscaling\.1\.(.*)$", r"mask_decoder.upscale_layer_norm.\1"),
-    (r"^mask_decoder\.output_upscaling\.3\.(.*)$", r"mask_decoder.upscale_conv2.\1"),
-    # 3-layer MLPs: layers.0 / layers.1 / layers.2 → proj_in / layers.0 / proj_out
-    (
-        r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.0\.(.*)$",
-        r"mask_decoder.\1.proj_in.\2",
+    *_prompt_and_decoder_rules(
+        "prompt_encoder", "mask_decoder", r"(output_hypernetworks_mlps\.\d+|iou_prediction_head)"
     ),
-    (
-        r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.1\.(.*)$",
-        r"mask_decoder.\1.layers.0.\2",
-    ),
-    (
-        r"^mask_decoder\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.2\.(.*)$",
-        r"mask_decoder.\1.proj_out.\2",
-    ),
-    (
-        r"^mask_decoder\.transformer\.layers\.(\d+)\.norm(\d)\.(.*)$",
-        r"mask_decoder.transformer.layers.\1.layer_norm\2.\3",
-    ),
-    (r"^mask_decoder\.transformer\.norm_final_attn\.(.*)$", r"mask_decoder.transformer.layer_norm_final_attn.\1"),
     (r"^mask_decoder\.(transformer|iou_token|mask_tokens)\.(.*)$", r"mask_decoder.\1.\2"),
 ]
 SAM_TIED = {"shared_image_embedding.positional_embedding": "prompt_encoder.shared_embedding.positional_embedding"}
 
 # official SAM 2 / 2.1 (facebookresearch/sam2; MedSAM2's .pt files) → transformers.Sam2Model
-_MLP3 = r"(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)"
 SAM2_KEY_MAP: list[Rule] = [
     (r"^image_encoder\.trunk\.(pos_embed|pos_embed_window)$", r"vision_encoder.backbone.\1"),
     (r"^image_encoder\.trunk\.patch_embed\.proj\.(.*)$", r"vision_encoder.backbone.patch_embed.projection.\1"),
@@ -84,22 +87,10 @@ SAM2_KEY_MAP: list[Rule] = [
     ),
     # four (1, D) point embeddings → rows of one (4, D) Embedding (stacked by ``convert_sam2``)
     (r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$", r"prompt_encoder.point_embed.weight.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.0\.(.*)$", r"prompt_encoder.mask_embed.conv1.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.1\.(.*)$", r"prompt_encoder.mask_embed.layer_norm1.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.3\.(.*)$", r"prompt_encoder.mask_embed.conv2.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.4\.(.*)$", r"prompt_encoder.mask_embed.layer_norm2.\1"),
-    (r"^sam_prompt_encoder\.mask_downscaling\.6\.(.*)$", r"prompt_encoder.mask_embed.conv3.\1"),
-    (r"^sam_prompt_encoder\.(no_mask_embed|not_a_point_embed)\.(.*)$", r"prompt_encoder.\1.\2"),
-    (r"^sam_mask_decoder\.output_upscaling\.0\.(.*)$", r"mask_decoder.upscale_conv1.\1"),
-    (r"^sam_mask_decoder\.output_upscaling\.1\.(.*)$", r"mask_decoder.upscale_layer_norm.\1"),
-    (r"^sam_mask_decoder\.output_upscaling\.3\.(.*)$", r"mask_decoder.upscale_conv2.\1"),
-    # 3-layer MLPs: layers.0 / layers.1 / layers.2 → proj_in / layers.0 / proj_out
-    (rf"^sam_mask_decoder\.{_MLP3}\.layers\.0\.(.*)$", r"mask_decoder.\1.proj_in.\2"),
-    (rf"^sam_mask_decoder\.{_MLP3}\.layers\.1\.(.*)$", r"mask_decoder.\1.layers.0.\2"),
-    (rf"^sam_mask_decoder\.{_MLP3}\.layers\.2\.(.*)$", r"mask_decoder.\1.proj_out.\2"),
-    (
-        r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.norm(\d)\.(.*)$",
-        r"mask_decoder.transformer.layers.\1.layer_norm\2.\3",
+    *_prompt_and_decoder_rules(
+        "sam_prompt_encoder",
+        "sam_mask_decoder",
+        r"(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head)",
     ),
     (
         r"^sam_mask_decoder\.transformer\.layers\.(\d+)\.mlp\.layers\.0\.(.*)$",
@@ -110,7 +101,6 @@ SAM2_KEY_MAP: list[Rule] = [
         r"mask_decoder.transformer.layers.\1.mlp.proj_out.\2",
     ),
     (r"^sam_mask_decoder\.transformer\.(.*)\.out_proj\.(.*)$", r"mask_decoder.transformer.\1.o_proj.\2"),
-    (r"^sam_mask_decoder\.transformer\.norm_final_attn\.(.*)$", r"mask_decoder.transformer.layer_norm_final_attn.\1"),
     (
         r"^sam_mask_decoder\.(transformer|iou_token|mask_tokens|obj_score_token|conv_s0|conv_s1)\.(.*)$",
         r"mask_decoder.\1.\2",
