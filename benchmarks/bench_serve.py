@@ -28,26 +28,9 @@ from pathlib import Path
 
 import httpx
 
+from bench_tts import quick_checkpoint  # the same small trained model (benchmarks/ is the script's path)
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "sim4seg" / "serve" / "examples"
-
-
-def quick_checkpoint(work: Path) -> Path:
-    from sim4seg.train.loop import train
-    from sim4seg.train.recipe import load_config
-
-    recipe = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    cfg = load_config(
-        recipe,
-        [
-            f"data.manifest={work / 'm3ds'}",
-            "data.synthetic.n=200",
-            f"train.output_dir={work / 'run'}",
-            "train.max_steps=60",
-            "train.progress=false",
-            "optim.warmup_steps=5",
-        ],
-    )
-    return train(cfg).final_dir
 
 
 def rss_mib(pid: int) -> float:
